@@ -1,0 +1,904 @@
+//! The bus: publish, subscribe, serve, request, shut down.
+
+use std::borrow::Cow;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use crate::codec::{Codec, CodecError};
+use crate::dispatch::{self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
+use crate::error::{Error, Result};
+use crate::handler::{Handler, HandlerOptions};
+use crate::memory::MemoryBroker;
+use crate::message::{encode_erased, Headers, Message, MessageId, Meta, Payload, RawMessage};
+use crate::request::Pending;
+use crate::topic::{validate_topic_name, Request, Topic};
+use crate::transport::{StartFrom, SubscriptionSpec, Transport};
+use crate::{wire, Context};
+
+/// A handle to a message bus. Cheap to clone; all clones are one instance.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use topicbus::{Bus, Topic};
+///
+/// #[derive(Clone, Serialize, Deserialize, Topic)]
+/// #[topic(name = "index.chunk.created", key = chunk_id)]
+/// struct ChunkCreated { chunk_id: String, text: String }
+///
+/// # async fn demo() -> topicbus::Result<()> {
+/// let bus = Bus::memory();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// bus.subscribe(move |ev: ChunkCreated| {
+///     let tx = tx.clone();
+///     async move { tx.send(ev.chunk_id).map_err(|e| e.to_string()) }
+/// })
+/// .await?;
+/// bus.publish(&ChunkCreated { chunk_id: "c-1".into(), text: "hello".into() }).await?;
+/// assert_eq!(rx.recv().await.as_deref(), Some("c-1"));
+/// bus.shutdown().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    handle: Arc<Handle>,
+}
+
+/// Detaches the instance from its transport when the last clone is dropped
+/// without a shutdown, so its handlers stop taking messages.
+struct Handle {
+    core: Arc<BusCore>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.core.closed.swap(true, Ordering::AcqRel) {
+            self.core.detach();
+        }
+    }
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("service", &self.handle.core.service)
+            .field("settings", &self.handle.core.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of one bus instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Requests waiting for their reply now.
+    pub pending_requests: usize,
+    /// Replies that arrived after their request had given up.
+    pub late_replies: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    request_timeout: Duration,
+    shutdown_timeout: Duration,
+    retries: u32,
+    request_retries: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+    concurrency: usize,
+    max_pending_requests: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            retries: 3,
+            request_retries: 0,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            concurrency: 16,
+            max_pending_requests: 65_536,
+        }
+    }
+}
+
+/// Builds a [`Bus`] with non-default settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use topicbus::{memory::MemoryBroker, Bus};
+///
+/// let bus = Bus::builder()
+///     .service("search")
+///     .request_timeout(Duration::from_secs(5))
+///     .retries(5)
+///     .memory(MemoryBroker::default())
+///     .build();
+/// assert_eq!(bus.service(), "search");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BusBuilder {
+    service: String,
+    settings: Settings,
+    transport: Option<MemoryBroker>,
+}
+
+impl BusBuilder {
+    /// The service name: the `ce_source` of what this instance publishes and
+    /// the prefix of its default consumer groups (default `topicbus`).
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = service.into();
+        self
+    }
+
+    /// Default time a request waits for its reply (default 30 s, as the Go bus).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// How long [`Bus::shutdown`] waits for in-flight handlers (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Default retries of event handlers before dead-lettering (default 3).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.settings.retries = retries;
+        self
+    }
+
+    /// Default retries of request handlers before the error is returned to
+    /// the requester (default 0: the caller decides whether to retry).
+    pub fn request_retries(mut self, retries: u32) -> Self {
+        self.settings.request_retries = retries;
+        self
+    }
+
+    /// First retry delay, doubling per retry up to `max` (default 100 ms, 10 s).
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.settings.backoff = first;
+        self.settings.max_backoff = max;
+        self
+    }
+
+    /// Default number of messages one registration handles at once (default 16).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.settings.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Most requests that may wait for a reply at once; more fail with
+    /// [`Error::Unavailable`] (default 65 536).
+    pub fn max_pending_requests(mut self, limit: usize) -> Self {
+        self.settings.max_pending_requests = limit.max(1);
+        self
+    }
+
+    /// Runs on `broker` (shared with other instances); without it, on a new
+    /// private broker.
+    pub fn memory(mut self, broker: MemoryBroker) -> Self {
+        self.transport = Some(broker);
+        self
+    }
+
+    /// Builds the bus.
+    pub fn build(self) -> Bus {
+        let transport = Transport::Memory(self.transport.unwrap_or_default());
+        Bus::from_parts(self.service, self.settings, transport)
+    }
+}
+
+pub(crate) struct BusCore {
+    pub transport: Transport,
+    pub service: Arc<str>,
+    settings: Settings,
+    pending: Arc<Pending>,
+    inbox: Arc<str>,
+    closed: AtomicBool,
+    registrations: Mutex<Vec<Registration>>,
+    /// The public handle, for handlers that publish or request themselves.
+    handle: Weak<Handle>,
+}
+
+struct Registration {
+    topic: Cow<'static, str>,
+    group: Arc<str>,
+    member: Arc<dyn Member>,
+}
+
+impl Bus {
+    /// A bus on a new private in-process broker, with default settings.
+    pub fn memory() -> Bus {
+        Bus::builder().build()
+    }
+
+    /// A builder for a bus with other settings or a shared broker.
+    pub fn builder() -> BusBuilder {
+        BusBuilder {
+            service: "topicbus".to_owned(),
+            settings: Settings::default(),
+            transport: None,
+        }
+    }
+
+    fn from_parts(service: String, settings: Settings, transport: Transport) -> Bus {
+        let pending = Arc::new(Pending::new(settings.max_pending_requests));
+        let inbox = transport.open_inbox(&pending);
+        Bus {
+            handle: Arc::new_cyclic(|handle| Handle {
+                core: Arc::new(BusCore {
+                    transport,
+                    service: service.into(),
+                    settings,
+                    pending,
+                    inbox,
+                    closed: AtomicBool::new(false),
+                    registrations: Mutex::new(Vec::new()),
+                    handle: handle.clone(),
+                }),
+            }),
+        }
+    }
+
+    fn core(&self) -> &Arc<BusCore> {
+        &self.handle.core
+    }
+
+    /// The service name of this instance.
+    pub fn service(&self) -> &str {
+        &self.core().service
+    }
+
+    /// Publishes `message` to its topic; returns once the transport took it.
+    pub async fn publish<T: Topic>(&self, message: &T) -> Result<()> {
+        self.publish_with(message, Headers::new()).await
+    }
+
+    /// Publishes `message` with application headers.
+    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<()> {
+        let core = self.core();
+        core.check_open()?;
+        let message = core.message(message, None, None, headers)?;
+        core.transport.publish(message).await
+    }
+
+    /// Publishes several messages of one topic, in order.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Clone, Serialize, Deserialize, topicbus::Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+    /// let chunks: Vec<ChunkCreated> = (0..3).map(|i| ChunkCreated { chunk_id: i.to_string() }).collect();
+    /// bus.publish_batch(&chunks).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_batch<'a, T: Topic>(
+        &self,
+        messages: impl IntoIterator<Item = &'a T>,
+    ) -> Result<()> {
+        let core = self.core();
+        core.check_open()?;
+        for message in messages {
+            let message = core.message(message, None, None, Headers::new())?;
+            core.transport.publish(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes bytes and headers as they are, to any topic. Consumers of a
+    /// typed topic decode the bytes with the topic's codec; what they cannot
+    /// decode is dead-lettered.
+    pub async fn publish_raw(&self, message: RawMessage) -> Result<()> {
+        let core = self.core();
+        core.check_open()?;
+        validate_topic_name(&message.topic).map_err(|reason| Error::InvalidTopic {
+            topic: message.topic.clone(),
+            reason,
+        })?;
+        let meta = wire::meta(
+            Cow::Owned(message.topic),
+            message.key,
+            message.headers,
+            &core.service,
+        );
+        core.transport
+            .publish(Message {
+                meta: Arc::new(meta),
+                payload: Payload::Bytes(message.payload.into()),
+            })
+            .await
+    }
+
+    /// Registers an event handler in its consumer group.
+    ///
+    /// The default group is `{service}.{handler name}`: instances of one
+    /// service share the work, different handlers each see every message.
+    /// Set another with `.group(..)`, or `.broadcast()` so that every
+    /// instance sees every message.
+    pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Event>
+    where
+        H: Handler<M, Output = ()>,
+    {
+        Subscribe::new(self, handler)
+    }
+
+    /// Registers a request handler: its result is the reply.
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve>
+    where
+        H: Handler<M>,
+        H::Topic: Request<Response = H::Output>,
+    {
+        Subscribe::new(self, handler)
+    }
+
+    /// Registers a handler of raw messages (bytes and all headers) on any
+    /// topic, such as a dead-letter topic `{topic}.dlq`.
+    pub fn subscribe_raw<F, Fut, E>(
+        &self,
+        topic: impl Into<String>,
+        handler: F,
+    ) -> Subscribe<'_, RawHandler<F>, (), Event>
+    where
+        F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+        E: std::fmt::Display + Send + 'static,
+    {
+        Subscribe::new(
+            self,
+            RawHandler {
+                topic: topic.into(),
+                handler,
+            },
+        )
+    }
+
+    /// Sends a request and waits for its reply (default timeout 30 s; set
+    /// another per call with `.timeout(..)`).
+    pub fn request<'a, T: Request>(&'a self, request: &'a T) -> RequestCall<'a, T> {
+        RequestCall {
+            bus: self,
+            request,
+            timeout: None,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Counters of this instance.
+    pub fn stats(&self) -> BusStats {
+        let core = self.core();
+        BusStats {
+            pending_requests: core.pending.len(),
+            late_replies: core.pending.late_replies(),
+        }
+    }
+
+    /// Stops gracefully: rejects new publishes and requests with
+    /// [`Error::Closed`], lets each handler finish its in-flight messages
+    /// (the last member of a group first drains what is queued for it),
+    /// leaves the groups, and fails waiting requests with `closed`. Waits at
+    /// most the shutdown timeout, then returns [`Error::Timeout`].
+    pub async fn shutdown(&self) -> Result<()> {
+        let core = self.core();
+        if core.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let registrations = std::mem::take(&mut *core.registrations.lock().expect("poisoned"));
+        let limit = core.settings.shutdown_timeout;
+        let stop = async {
+            for reg in &registrations {
+                if core.transport.is_last_member(&reg.topic, &reg.group) {
+                    core.transport.drain(&reg.topic, &reg.group).await;
+                }
+                core.transport.leave(&reg.topic, &reg.group, &reg.member);
+                reg.member.close().await;
+            }
+        };
+        let finished = tokio::time::timeout(limit, stop).await.is_ok();
+        if !finished {
+            for reg in &registrations {
+                core.transport.leave(&reg.topic, &reg.group, &reg.member);
+            }
+        }
+        core.pending.close_all();
+        core.transport.close_inbox(&core.inbox);
+        if finished {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                topic: "(shutdown)".to_owned(),
+                after: limit,
+            })
+        }
+    }
+}
+
+impl BusCore {
+    /// The bus this core belongs to, while it is open.
+    pub(crate) fn bus(&self) -> Result<Bus> {
+        self.check_open()?;
+        self.handle
+            .upgrade()
+            .map(|handle| Bus { handle })
+            .ok_or(Error::Closed)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Leaves every group at once, without waiting (the bus was dropped).
+    fn detach(&self) {
+        let registrations = std::mem::take(&mut *self.registrations.lock().expect("poisoned"));
+        for reg in &registrations {
+            self.transport.leave(&reg.topic, &reg.group, &reg.member);
+        }
+        self.pending.close_all();
+        self.transport.close_inbox(&self.inbox);
+    }
+
+    /// Builds the in-flight form of a typed message.
+    fn message<T: Topic>(
+        &self,
+        value: &T,
+        correlation_id: Option<MessageId>,
+        reply_to: Option<Arc<str>>,
+        headers: Headers,
+    ) -> Result<Message> {
+        let payload = match value.__try_clone() {
+            Some(copy) if self.transport.carries_values() => Payload::Value {
+                value: Arc::new(copy),
+                encode: encode_erased::<T, T::Codec>,
+            },
+            _ => Payload::Bytes(
+                <T::Codec as Codec>::encode(value)
+                    .map_err(|e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e))?
+                    .into(),
+            ),
+        };
+        let id = MessageId::new();
+        Ok(Message {
+            meta: Arc::new(Meta {
+                topic: Cow::Borrowed(T::NAME),
+                correlation_id: correlation_id.map(|_| id.clone()),
+                id,
+                time: SystemTime::now(),
+                source: Arc::clone(&self.service),
+                key: value.key().map(Cow::into_owned),
+                reply_to,
+                content_type: Some(Cow::Borrowed(<T::Codec as Codec>::CONTENT_TYPE)),
+                headers,
+            }),
+            payload,
+        })
+    }
+
+    fn policy(&self, options: &HandlerOptions, serve: bool) -> Policy {
+        let default_retries = if serve {
+            self.settings.request_retries
+        } else {
+            self.settings.retries
+        };
+        Policy {
+            retries: options.retries.unwrap_or(default_retries),
+            backoff: options.backoff.unwrap_or(self.settings.backoff),
+            max_backoff: self.settings.max_backoff,
+            timeout: options.timeout,
+            concurrency: options.concurrency.unwrap_or(self.settings.concurrency),
+        }
+    }
+
+    /// The default consumer group of a handler: `{service}.{name}`, with the
+    /// name's `::` turned into `.` and other characters outside
+    /// `[A-Za-z0-9._-]` into `_`.
+    fn default_group(&self, handler_name: &str) -> String {
+        let name: String = handler_name
+            .replace("::", ".")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{}.{}", self.service, name)
+    }
+
+    /// Answers `request` with `payload` (or an error, in `headers`) on its
+    /// `reply_to`, or on `{topic}.response` when it names none (Go bus).
+    pub(crate) async fn send_reply(
+        &self,
+        request: &Message,
+        payload: Payload,
+        headers: Vec<(&'static str, String)>,
+    ) {
+        let mut reply_headers = Headers::new();
+        for (name, value) in headers {
+            reply_headers.insert(name, value);
+        }
+        let reply_topic = match &request.meta.reply_to {
+            Some(inbox) => Cow::Owned(inbox.to_string()),
+            None => Cow::Owned(format!("{}.response", request.meta.topic)),
+        };
+        let reply = Message {
+            meta: Arc::new(Meta {
+                topic: reply_topic,
+                id: MessageId::new(),
+                time: SystemTime::now(),
+                source: Arc::clone(&self.service),
+                key: request.meta.key.clone(),
+                correlation_id: request.meta.correlation_id.clone(),
+                reply_to: None,
+                content_type: request.meta.content_type.clone(),
+                headers: reply_headers,
+            }),
+            payload,
+        };
+        let sent = match &request.meta.reply_to {
+            Some(inbox) => self.transport.reply(inbox, reply).await,
+            None => self.transport.publish(reply).await,
+        };
+        if let Err(error) = sent {
+            tracing::warn!(topic = %request.meta.topic, %error, "could not send a reply");
+        }
+    }
+
+    /// Writes `message` to `{topic}.dlq` with the failure `headers`, retrying
+    /// until the transport takes it: the message is acknowledged only then.
+    pub(crate) async fn dead_letter(&self, message: &Message, headers: Vec<(&'static str, String)>) {
+        let mut meta = (*message.meta).clone();
+        meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
+        meta.reply_to = None;
+        for (name, value) in headers {
+            meta.headers.insert(name, value);
+        }
+        let payload = match message.payload.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                meta.headers.insert(
+                    crate::header::ERROR,
+                    format!("could not encode the payload for the dead-letter topic: {error}"),
+                );
+                bytes::Bytes::new()
+            }
+        };
+        let dead = Message {
+            meta: Arc::new(meta),
+            payload: Payload::Bytes(payload),
+        };
+        let mut delay = self.settings.backoff;
+        while let Err(error) = self.transport.publish(dead.clone()).await {
+            tracing::error!(topic = %dead.meta.topic, %error, "could not dead-letter; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.settings.max_backoff);
+        }
+    }
+}
+
+/// Marker: the registration handles events.
+#[doc(hidden)]
+pub struct Event;
+/// Marker: the registration answers requests.
+#[doc(hidden)]
+pub struct Serve;
+
+/// A handler registration being set up; `.await` it to register.
+///
+/// Made by [`Bus::subscribe`], [`Bus::serve`] and [`Bus::subscribe_raw`].
+#[must_use = "a registration does nothing until it is awaited"]
+pub struct Subscribe<'a, H, M, K> {
+    bus: &'a Bus,
+    handler: H,
+    options: HandlerOptions,
+    broadcast: bool,
+    start: StartFrom,
+    marker: PhantomData<fn(M, K)>,
+}
+
+impl<'a, H, M, K> Subscribe<'a, H, M, K> {
+    fn new(bus: &'a Bus, handler: H) -> Self {
+        Self {
+            bus,
+            handler,
+            options: HandlerOptions::new(),
+            broadcast: false,
+            start: StartFrom::Latest,
+            marker: PhantomData,
+        }
+    }
+
+    /// Joins this consumer group instead of the default one.
+    pub fn group(mut self, group: impl Into<Cow<'static, str>>) -> Self {
+        self.options = self.options.group(group);
+        self
+    }
+
+    /// Every instance sees every message: the registration gets a consumer
+    /// group of its own.
+    pub fn broadcast(mut self) -> Self {
+        self.broadcast = true;
+        self
+    }
+
+    /// Where a new group starts reading (default: newest).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Retries before dead-lettering (or returning the error to a requester).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.options = self.options.retries(retries);
+        self
+    }
+
+    /// Messages handled at once by this registration.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.options = self.options.concurrency(concurrency);
+        self
+    }
+
+    /// Time limit of one handler call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options = self.options.timeout(timeout);
+        self
+    }
+
+    /// First retry delay.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.options = self.options.backoff(backoff);
+        self
+    }
+
+    fn register<I: Invoke>(
+        self,
+        topic: Cow<'static, str>,
+        partitions: Option<u32>,
+        handler_options: HandlerOptions,
+        handler_name: &str,
+        make: impl FnOnce(H) -> I,
+        reply: Option<ReplyFn<I::Output>>,
+    ) -> Result<()> {
+        let core = self.bus.core();
+        core.check_open()?;
+        validate_topic_name(&topic).map_err(|reason| Error::InvalidTopic {
+            topic: topic.to_string(),
+            reason,
+        })?;
+        let options = self.options.or(handler_options);
+        let mut group = options
+            .group
+            .clone()
+            .map_or_else(|| core.default_group(handler_name), Cow::into_owned);
+        if self.broadcast {
+            group = format!("{group}.{}", uuid::Uuid::new_v4().simple());
+        }
+        let group: Arc<str> = group.into();
+        let policy = core.policy(&options, reply.is_some());
+        let member: Arc<dyn Member> = Arc::new(HandlerMember::new(
+            make(self.handler),
+            Arc::clone(core),
+            Arc::clone(&group),
+            policy,
+            reply,
+        ));
+        let spec = SubscriptionSpec {
+            topic: topic.clone(),
+            group: Arc::clone(&group),
+            start: self.start,
+            partitions,
+        };
+        core.transport.join(spec, Arc::clone(&member))?;
+        core.registrations
+            .lock()
+            .expect("poisoned")
+            .push(Registration {
+                topic,
+                group,
+                member,
+            });
+        Ok(())
+    }
+}
+
+impl<'a, H, M> IntoFuture for Subscribe<'a, H, M, Event>
+where
+    H: Handler<M, Output = ()>,
+    M: 'static,
+{
+    type Output = Result<()>;
+    type IntoFuture = BoxFuture<'a, Result<()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let options = self.handler.options();
+        let name = self.handler.name();
+        Box::pin(async move {
+            self.register(
+                Cow::Borrowed(<H::Topic as Topic>::NAME),
+                <H::Topic as Topic>::PARTITIONS,
+                options,
+                name,
+                |h| Typed(h, PhantomData),
+                None,
+            )
+        })
+    }
+}
+
+impl<'a, H, M> IntoFuture for Subscribe<'a, H, M, Serve>
+where
+    H: Handler<M>,
+    H::Topic: Request<Response = H::Output>,
+    M: 'static,
+{
+    type Output = Result<()>;
+    type IntoFuture = BoxFuture<'a, Result<()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let options = self.handler.options();
+        let name = self.handler.name();
+        Box::pin(async move {
+            self.register(
+                Cow::Borrowed(<H::Topic as Topic>::NAME),
+                <H::Topic as Topic>::PARTITIONS,
+                options,
+                name,
+                |h| Typed(h, PhantomData),
+                Some(reply_payload::<H::Topic> as ReplyFn<H::Output>),
+            )
+        })
+    }
+}
+
+/// A raw-message handler on a named topic; made by [`Bus::subscribe_raw`].
+pub struct RawHandler<F> {
+    topic: String,
+    handler: F,
+}
+
+impl<'a, F, Fut, E> IntoFuture for Subscribe<'a, RawHandler<F>, (), Event>
+where
+    F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<(), E>> + Send,
+    E: std::fmt::Display + Send + 'static,
+{
+    type Output = Result<()>;
+    type IntoFuture = BoxFuture<'a, Result<()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let topic = self.handler.topic.clone();
+        let name = format!("raw.{topic}");
+        Box::pin(async move {
+            self.register(
+                Cow::Owned(topic),
+                None,
+                HandlerOptions::new(),
+                &name,
+                |raw| Raw(raw.handler),
+                None,
+            )
+        })
+    }
+}
+
+/// The reply payload of a request topic `T`: the value itself in process,
+/// else encoded with the request topic's codec.
+fn reply_payload<T: Request>(
+    response: T::Response,
+    core: &BusCore,
+) -> std::result::Result<Payload, CodecError> {
+    if core.transport.carries_values() {
+        Ok(Payload::Value {
+            value: Arc::new(response),
+            encode: encode_erased::<T::Response, T::Codec>,
+        })
+    } else {
+        <T::Codec as Codec>::encode(&response).map(|bytes| Payload::Bytes(bytes.into()))
+    }
+}
+
+/// A request being set up; `.await` it for the reply.
+#[must_use = "a request does nothing until it is awaited"]
+pub struct RequestCall<'a, T> {
+    bus: &'a Bus,
+    request: &'a T,
+    timeout: Option<Duration>,
+    headers: Headers,
+}
+
+impl<T> RequestCall<'_, T> {
+    /// Waits at most `timeout` for the reply instead of the bus default.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends the request with these application headers.
+    pub fn headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+}
+
+impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
+    type Output = Result<T::Response>;
+    type IntoFuture = BoxFuture<'a, Result<T::Response>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let core = self.bus.core();
+            core.check_open()?;
+            if core.transport.has_consumers(T::NAME) == Some(false) {
+                return Err(Error::NoResponders {
+                    topic: T::NAME.to_owned(),
+                });
+            }
+            let limit = self.timeout.unwrap_or(core.settings.request_timeout);
+            let message = core.message(
+                self.request,
+                Some(MessageId::new()),
+                Some(Arc::clone(&core.inbox)),
+                self.headers,
+            )?;
+            let id = message
+                .meta
+                .correlation_id
+                .clone()
+                .expect("requests carry a correlation id");
+            let (_guard, reply) = core.pending.register(id)?;
+            core.transport.publish(message).await?;
+            let reply = match tokio::time::timeout(limit, reply).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => return Err(Error::Closed),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        topic: T::NAME.to_owned(),
+                        after: limit,
+                    })
+                }
+            };
+            if let Some(message) = dispatch::reply_error(&reply.meta) {
+                return Err(Error::Remote {
+                    topic: T::NAME.to_owned(),
+                    message,
+                });
+            }
+            read_reply::<T>(reply.payload)
+        })
+    }
+}
+
+fn read_reply<T: Request>(payload: Payload) -> Result<T::Response> {
+    let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
+    match payload {
+        Payload::Value { value, encode } => match value.downcast::<T::Response>() {
+            Ok(value) => match Arc::try_unwrap(value) {
+                Ok(value) => Ok(value),
+                Err(shared) => {
+                    let bytes = encode(&*shared).map_err(codec_error)?;
+                    <T::Codec as Codec>::decode(&bytes).map_err(codec_error)
+                }
+            },
+            Err(_) => Err(codec_error(CodecError::new(format!(
+                "the reply is not a `{}`",
+                std::any::type_name::<T::Response>()
+            )))),
+        },
+        Payload::Bytes(bytes) => <T::Codec as Codec>::decode(&bytes).map_err(codec_error),
+    }
+}

@@ -1,0 +1,98 @@
+//! What a handler knows about the message it handles.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::bus::BusCore;
+use crate::error::Result;
+use crate::message::{Headers, MessageId, Meta};
+use crate::Bus;
+
+/// Metadata of the message being handled: take it as the second argument of a
+/// handler.
+///
+/// ```
+/// use topicbus::{handler, Context, Topic};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Clone, Serialize, Deserialize, Topic)]
+/// # #[topic(name = "index.chunk.created", key = chunk_id)]
+/// # struct ChunkCreated { chunk_id: String }
+///
+/// #[handler(retries = 2)]
+/// async fn on_chunk(ev: ChunkCreated, ctx: Context) -> Result<(), std::io::Error> {
+///     println!("{} attempt {} in group {}", ctx.id(), ctx.attempt(), ctx.group());
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) attempt: u32,
+    pub(crate) group: Arc<str>,
+    pub(crate) core: Arc<BusCore>,
+}
+
+impl Context {
+    /// The message's unique id (`ce_id` on Kafka).
+    pub fn id(&self) -> &MessageId {
+        &self.meta.id
+    }
+
+    /// The request's correlation id, for requests and replies.
+    pub fn correlation_id(&self) -> Option<&MessageId> {
+        self.meta.correlation_id.as_ref()
+    }
+
+    /// The partition key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.meta.key.as_deref()
+    }
+
+    /// Application headers.
+    pub fn headers(&self) -> &Headers {
+        &self.meta.headers
+    }
+
+    /// Which try this is, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The service that published the message (`ce_source`).
+    pub fn source(&self) -> &str {
+        &self.meta.source
+    }
+
+    /// The topic the message was published to.
+    pub fn topic(&self) -> &str {
+        &self.meta.topic
+    }
+
+    /// The consumer group handling it.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The bus that delivered the message, to publish or request from a
+    /// handler. Fails with [`Error::Closed`](crate::Error::Closed) once it
+    /// shuts down.
+    pub fn bus(&self) -> Result<Bus> {
+        self.core.bus()
+    }
+
+    /// When it was published (`ce_time`).
+    pub fn time(&self) -> SystemTime {
+        self.meta.time
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("topic", &self.meta.topic)
+            .field("id", &self.meta.id)
+            .field("attempt", &self.attempt)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}

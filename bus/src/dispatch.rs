@@ -1,0 +1,375 @@
+//! What happens to a delivered message, on every transport: decode, call the
+//! handler (contained: errors, panics and timeouts are failures), retry with
+//! backoff, reply to requests, dead-letter what cannot be handled.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+
+use crate::bus::BusCore;
+use crate::codec::Codec;
+use crate::context::Context;
+use crate::handler::Handler;
+use crate::message::{header, Message, Meta, Payload, RawMessage};
+use crate::topic::Topic;
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A member of a consumer group: takes one message at a time per partition.
+pub(crate) trait Member: Send + Sync + 'static {
+    /// Handles `message` to the end (success, dead letter or error reply).
+    /// Gives the message back when the member has left and cannot take it.
+    fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>>;
+
+    /// Stops taking messages and waits for the ones in flight.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Retry and time limits of one registration, with the bus defaults filled in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub retries: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub timeout: Option<Duration>,
+    pub concurrency: usize,
+}
+
+impl Policy {
+    /// Delay before retry number `retry` (1-based): doubling, capped.
+    fn delay(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// Turns a handler's successful output into a reply payload.
+pub(crate) type ReplyFn<O> = fn(O, &BusCore) -> Result<Payload, crate::codec::CodecError>;
+
+/// Why a message could not be handled.
+pub(crate) struct Failure {
+    kind: &'static str,
+    reason: String,
+    /// Failures that retrying cannot fix (the payload itself is bad).
+    permanent: bool,
+}
+
+impl Failure {
+    fn permanent(kind: &'static str, reason: String) -> Self {
+        Self {
+            kind,
+            reason,
+            permanent: true,
+        }
+    }
+
+    fn transient(kind: &'static str, reason: String) -> Self {
+        Self {
+            kind,
+            reason,
+            permanent: false,
+        }
+    }
+}
+
+/// What a member calls: a typed [`Handler`] or a raw-message closure.
+pub(crate) trait Invoke: Send + Sync + 'static {
+    type Output: Send + 'static;
+    type Error: fmt::Display + Send + 'static;
+
+    fn invoke(
+        &self,
+        message: &Message,
+        ctx: Context,
+    ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure>;
+}
+
+/// A typed handler: the payload is decoded (or copied) into its topic type.
+pub(crate) struct Typed<H, M>(pub H, pub PhantomData<fn(M)>);
+
+impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
+    type Output = H::Output;
+    type Error = H::Error;
+
+    fn invoke(
+        &self,
+        message: &Message,
+        ctx: Context,
+    ) -> Result<impl Future<Output = Result<H::Output, H::Error>> + Send, Failure> {
+        let value = decode::<H::Topic>(message)?;
+        Ok(self.0.call(value, ctx))
+    }
+}
+
+/// A raw handler: gets the payload bytes and all headers.
+pub(crate) struct Raw<F>(pub F);
+
+impl<F, Fut, E> Invoke for Raw<F>
+where
+    F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: fmt::Display + Send + 'static,
+{
+    type Output = ();
+    type Error = E;
+
+    fn invoke(
+        &self,
+        message: &Message,
+        ctx: Context,
+    ) -> Result<impl Future<Output = Result<(), E>> + Send, Failure> {
+        let payload = message.payload.to_bytes().map_err(|error| {
+            Failure::permanent("encode", format!("could not encode the payload: {error}"))
+        })?;
+        let raw = RawMessage {
+            topic: message.meta.topic.to_string(),
+            key: message.meta.key.clone(),
+            payload: payload.to_vec(),
+            headers: crate::wire::headers(&message.meta),
+        };
+        Ok((self.0)(raw, ctx))
+    }
+}
+
+/// A registered handler, as a group member.
+pub(crate) struct HandlerMember<I: Invoke> {
+    invoke: I,
+    core: Arc<BusCore>,
+    group: Arc<str>,
+    policy: Policy,
+    slots: Semaphore,
+    reply: Option<ReplyFn<I::Output>>,
+}
+
+impl<I: Invoke> HandlerMember<I> {
+    pub fn new(
+        invoke: I,
+        core: Arc<BusCore>,
+        group: Arc<str>,
+        policy: Policy,
+        reply: Option<ReplyFn<I::Output>>,
+    ) -> Self {
+        Self {
+            invoke,
+            core,
+            group,
+            slots: Semaphore::new(policy.concurrency),
+            policy,
+            reply,
+        }
+    }
+
+    async fn handle(&self, message: &Message) {
+        let is_request = self.reply.is_some() && message.meta.correlation_id.is_some();
+        let mut attempt = 0;
+        let failure = loop {
+            attempt += 1;
+            let failure = match self.attempt(message, attempt).await {
+                Ok(output) => {
+                    if is_request {
+                        self.send_reply(message, Ok(output)).await;
+                    }
+                    return;
+                }
+                Err(failure) => failure,
+            };
+            if failure.permanent || attempt > self.policy.retries {
+                break failure;
+            }
+            tracing::debug!(
+                topic = %message.meta.topic,
+                group = %self.group,
+                attempt,
+                reason = %failure.reason,
+                "handler failed; retrying"
+            );
+            tokio::time::sleep(self.policy.delay(attempt)).await;
+        };
+        if is_request {
+            self.send_reply(message, Err(&failure)).await;
+        }
+        if !is_request || failure.permanent {
+            self.dead_letter(message, &failure, attempt).await;
+        }
+    }
+
+    async fn attempt(&self, message: &Message, attempt: u32) -> Result<I::Output, Failure> {
+        let ctx = Context {
+            meta: Arc::clone(&message.meta),
+            attempt,
+            group: Arc::clone(&self.group),
+            core: Arc::clone(&self.core),
+        };
+        let call = AssertUnwindSafe(self.invoke.invoke(message, ctx)?).catch_unwind();
+        let outcome = match self.policy.timeout {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(Failure::transient(
+                        "timeout",
+                        format!("handler did not finish within {limit:?}"),
+                    ))
+                }
+            },
+            None => call.await,
+        };
+        match outcome {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
+            Err(panic) => Err(Failure::transient(
+                "panic",
+                format!("handler panicked: {}", panic_message(&*panic)),
+            )),
+        }
+    }
+
+    async fn send_reply(&self, request: &Message, result: Result<I::Output, &Failure>) {
+        let (payload, headers) = match result {
+            Ok(output) => match (self.reply.expect("requests have a reply fn"))(output, &self.core)
+            {
+                Ok(payload) => (payload, Vec::new()),
+                Err(error) => {
+                    let reason = format!("could not encode the response: {error}");
+                    (empty_payload(), error_headers("encode", &reason))
+                }
+            },
+            Err(failure) => (empty_payload(), error_headers(failure.kind, &failure.reason)),
+        };
+        self.core.send_reply(request, payload, headers).await;
+    }
+
+    async fn dead_letter(&self, message: &Message, failure: &Failure, attempts: u32) {
+        tracing::warn!(
+            topic = %message.meta.topic,
+            group = %self.group,
+            id = %message.meta.id,
+            attempts,
+            reason = %failure.reason,
+            "dead-lettering message"
+        );
+        let mut headers = error_headers(failure.kind, &failure.reason);
+        headers.push((header::ATTEMPTS, attempts.to_string()));
+        headers.push((header::ORIGINAL_TOPIC, message.meta.topic.to_string()));
+        headers.push((header::GROUP, self.group.to_string()));
+        self.core.dead_letter(message, headers).await;
+    }
+}
+
+impl<I: Invoke> Member for HandlerMember<I> {
+    fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>> {
+        Box::pin(async move {
+            let Ok(_slot) = self.slots.acquire().await else {
+                return Err(message);
+            };
+            self.handle(&message).await;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let all = u32::try_from(self.policy.concurrency).unwrap_or(u32::MAX);
+            if let Ok(permits) = self.slots.acquire_many(all).await {
+                permits.forget();
+            }
+            self.slots.close();
+        })
+    }
+}
+
+/// The payload as a `T`: a copy of the in-process value, or decoded bytes.
+fn decode<T: Topic>(message: &Message) -> Result<T, Failure> {
+    match &message.payload {
+        Payload::Value { value, .. } => value
+            .downcast_ref::<T>()
+            .and_then(T::__try_clone)
+            .ok_or_else(|| {
+                Failure::permanent(
+                    "type",
+                    format!(
+                        "in-process payload is not a `{}`",
+                        std::any::type_name::<T>()
+                    ),
+                )
+            }),
+        Payload::Bytes(bytes) => {
+            if let Some(content_type) = &message.meta.content_type {
+                if content_type != <T::Codec as Codec>::CONTENT_TYPE {
+                    return Err(Failure::permanent(
+                        "decode",
+                        format!(
+                            "content-type `{content_type}` does not match the topic's codec `{}` ({})",
+                            <T::Codec as Codec>::NAME,
+                            <T::Codec as Codec>::CONTENT_TYPE
+                        ),
+                    ));
+                }
+            }
+            <T::Codec as Codec>::decode(bytes).map_err(|error| {
+                Failure::permanent(
+                    "decode",
+                    format!(
+                        "{} codec could not decode a `{}`: {error}",
+                        <T::Codec as Codec>::NAME,
+                        std::any::type_name::<T>()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn empty_payload() -> Payload {
+    Payload::Bytes(bytes::Bytes::new())
+}
+
+fn error_headers(kind: &'static str, reason: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (header::ERROR, reason.to_owned()),
+        (header::ERROR_KIND, kind.to_owned()),
+    ]
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+/// Reads the error headers of a reply, if it is an error reply.
+pub(crate) fn reply_error(meta: &Meta) -> Option<String> {
+    meta.headers.get_str(header::ERROR).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = Policy {
+            retries: 10,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            timeout: None,
+            concurrency: 1,
+        };
+        assert_eq!(policy.delay(1), Duration::from_millis(100));
+        assert_eq!(policy.delay(2), Duration::from_millis(200));
+        assert_eq!(policy.delay(4), Duration::from_millis(800));
+        assert_eq!(policy.delay(5), Duration::from_secs(1));
+        assert_eq!(policy.delay(64), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,191 @@
+//! Handlers: plain `async fn`s (marked `#[handler]`) or closures.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::context::Context;
+use crate::topic::Topic;
+
+/// Something that handles messages of one topic.
+///
+/// You do not implement this trait by hand: mark an `async fn` with
+/// [`#[handler]`](crate::handler), or pass a closure taking the payload (and
+/// optionally a [`Context`]) and returning a future of `Result<_, E>`.
+///
+/// The marker `M` only tells the two closure shapes and the attribute apart.
+///
+/// ```
+/// use topicbus::{Bus, Context, Topic};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Clone, Serialize, Deserialize, Topic)]
+/// # #[topic(name = "index.chunk.created")]
+/// # struct ChunkCreated { chunk_id: String }
+/// # async fn demo() -> topicbus::Result<()> {
+/// let bus = Bus::memory();
+/// bus.subscribe(|ev: ChunkCreated| async move {
+///     println!("chunk {}", ev.chunk_id);
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .await?;
+/// bus.subscribe(|ev: ChunkCreated, ctx: Context| async move {
+///     println!("chunk {} try {}", ev.chunk_id, ctx.attempt());
+///     Ok::<_, std::io::Error>(())
+/// })
+/// .group("audit")
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a topicbus handler",
+    label = "expected an `async fn` marked `#[topicbus::handler]`, or a closure",
+    note = "a handler takes the payload (a `Topic` type), optionally a `topicbus::Context`, and returns a future of `Result<_, E>` where `E: Display`"
+)]
+pub trait Handler<M>: Send + Sync + 'static {
+    /// The topic it handles.
+    type Topic: Topic;
+    /// What it returns on success: `()` for events, the response for requests.
+    type Output: Send + Sync + 'static;
+    /// Its error; the text travels back to requesters and into dead letters.
+    type Error: fmt::Display + Send + 'static;
+
+    /// Handles one message.
+    fn call(
+        &self,
+        message: Self::Topic,
+        ctx: Context,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+
+    /// Options set on `#[handler(...)]`.
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::new()
+    }
+
+    /// A name stable across processes of one build, used for the default
+    /// consumer group.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// Options of a handler registration. `#[handler(...)]` sets them; the
+/// `subscribe`/`serve` builders override them.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = topicbus::HandlerOptions::new()
+///     .group("indexer")
+///     .retries(5)
+///     .concurrency(4)
+///     .timeout(Duration::from_secs(2));
+/// assert_eq!(opts.get_retries(), Some(5));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HandlerOptions {
+    pub(crate) group: Option<Cow<'static, str>>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) backoff: Option<Duration>,
+}
+
+impl HandlerOptions {
+    /// No options set: the bus defaults apply.
+    pub const fn new() -> Self {
+        Self {
+            group: None,
+            retries: None,
+            concurrency: None,
+            timeout: None,
+            backoff: None,
+        }
+    }
+
+    /// The consumer group (default: `{service}.{handler name}`).
+    pub fn group(mut self, group: impl Into<Cow<'static, str>>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Retries after the first failure before dead-lettering.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// How many messages this registration handles at once (across partitions).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = Some(concurrency.max(1));
+        self
+    }
+
+    /// Time limit for one handler call; a call over it counts as a failure.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// First retry delay; it doubles on each further retry.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// The retries set, if any.
+    pub fn get_retries(&self) -> Option<u32> {
+        self.retries
+    }
+
+    /// Fills the options not set here from `other`.
+    pub(crate) fn or(self, other: HandlerOptions) -> Self {
+        Self {
+            group: self.group.or(other.group),
+            retries: self.retries.or(other.retries),
+            concurrency: self.concurrency.or(other.concurrency),
+            timeout: self.timeout.or(other.timeout),
+            backoff: self.backoff.or(other.backoff),
+        }
+    }
+}
+
+/// Marker for closures taking only the payload.
+#[doc(hidden)]
+pub struct PayloadOnly<T>(std::marker::PhantomData<fn(T)>);
+/// Marker for closures taking the payload and a [`Context`].
+#[doc(hidden)]
+pub struct WithContext<T>(std::marker::PhantomData<fn(T)>);
+
+impl<F, Fut, T, O, E> Handler<PayloadOnly<T>> for F
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send,
+    T: Topic,
+    O: Send + Sync + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    type Topic = T;
+    type Output = O;
+    type Error = E;
+
+    fn call(&self, message: T, _ctx: Context) -> impl Future<Output = Result<O, E>> + Send {
+        self(message)
+    }
+}
+
+impl<F, Fut, T, O, E> Handler<WithContext<T>> for F
+where
+    F: Fn(T, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, E>> + Send,
+    T: Topic,
+    O: Send + Sync + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    type Topic = T;
+    type Output = O;
+    type Error = E;
+
+    fn call(&self, message: T, ctx: Context) -> impl Future<Output = Result<O, E>> + Send {
+        self(message, ctx)
+    }
+}

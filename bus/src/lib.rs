@@ -1,0 +1,65 @@
+//! Typed messaging between services.
+//!
+//! Bind a payload type to a topic with `#[derive(Topic)]`, then publish,
+//! subscribe and make request/reply calls the compiler checks. The same code
+//! runs on the in-process memory transport and on Kafka.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use topicbus::{handler, Bus, Topic};
+//!
+//! #[derive(Clone, Serialize, Deserialize, Topic)]
+//! #[topic(name = "ml.embed.request", response = EmbedResponse)]
+//! struct EmbedRequest { texts: Vec<String> }
+//!
+//! #[derive(Clone, Serialize, Deserialize, Topic)]
+//! #[topic(name = "ml.embed.response")]
+//! struct EmbedResponse { embeddings: Vec<Vec<f32>> }
+//!
+//! #[handler]
+//! async fn embed(req: EmbedRequest) -> Result<EmbedResponse, std::io::Error> {
+//!     Ok(EmbedResponse { embeddings: req.texts.iter().map(|t| vec![t.len() as f32]).collect() })
+//! }
+//!
+//! # async fn demo() -> topicbus::Result<()> {
+//! let bus = Bus::memory();
+//! bus.serve(embed).await?;
+//! let reply: EmbedResponse = bus.request(&EmbedRequest { texts: vec!["hi".into()] }).await?;
+//! assert_eq!(reply.embeddings, vec![vec![2.0]]);
+//! bus.shutdown().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+#![warn(missing_docs)]
+
+mod bus;
+pub mod codec;
+mod context;
+mod dispatch;
+mod error;
+mod handler;
+pub mod memory;
+mod message;
+mod request;
+mod topic;
+mod transport;
+mod wire;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use crate::bus::{Bus, BusBuilder, BusStats, RawHandler, RequestCall, Subscribe};
+pub use crate::context::Context;
+pub use crate::error::{BoxError, Error, ErrorKind, Result};
+pub use crate::handler::{Handler, HandlerOptions};
+pub use crate::message::{header, Headers, MessageId, RawMessage};
+pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
+pub use crate::transport::StartFrom;
+
+/// Binds a struct or enum to a topic. See [`Topic`] for the options.
+pub use topicbus_derive::Topic;
+
+/// Turns an `async fn` into a [`Handler`]. Options: `group = "..."`,
+/// `retries = N`, `concurrency = N`, `timeout = "2s"`, `backoff = "100ms"`.
+pub use topicbus_derive::handler;

@@ -1,0 +1,501 @@
+//! The in-process transport: consumer groups, partitions and replies inside
+//! one process, without encoding payloads.
+//!
+//! Each topic has a fixed number of partitions; a message goes to the
+//! partition of its key (or round-robin without a key). Every consumer group
+//! has one bounded queue per partition and one task per partition that hands
+//! the partition's messages, one at a time, to the group member that owns
+//! the partition. That gives per-key order within a group, work sharing
+//! between members, and backpressure: a publisher waits when a group's queue
+//! is full.
+//!
+//! Several [`Bus`](crate::Bus) instances can share one broker to model
+//! several processes or services:
+//!
+//! ```
+//! use topicbus::memory::{MemoryBroker, MemoryConfig};
+//! use topicbus::Bus;
+//!
+//! let broker = MemoryBroker::new(MemoryConfig::default().partitions(4));
+//! let indexer_1 = Bus::builder().service("indexer").memory(broker.clone()).build();
+//! let indexer_2 = Bus::builder().service("indexer").memory(broker.clone()).build();
+//! # drop((indexer_1, indexer_2));
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::dispatch::Member;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::request::Pending;
+use crate::transport::{StartFrom, SubscriptionSpec};
+
+/// Settings of a [`MemoryBroker`].
+///
+/// ```
+/// let config = topicbus::memory::MemoryConfig::default()
+///     .partitions(16)
+///     .queue_capacity(256)
+///     .retain(10_000)
+///     .force_codec(true);
+/// # drop(config);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    partitions: usize,
+    queue_capacity: usize,
+    retain: usize,
+    force_codec: bool,
+    publish_timeout: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 8,
+            queue_capacity: 1024,
+            retain: 0,
+            force_codec: false,
+            publish_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Partitions of topics that do not set `partitions = N` (default 8).
+    pub fn partitions(mut self, partitions: usize) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// Messages each group queues per partition before publishers wait
+    /// (default 1024).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// Keep the last `n` messages of every topic so that a new group can
+    /// start from [`StartFrom::Earliest`] or a timestamp (default 0: none).
+    pub fn retain(mut self, n: usize) -> Self {
+        self.retain = n;
+        self
+    }
+
+    /// Encode and decode every payload with its codec, as a network
+    /// transport would. Tests use it to prove a type survives the wire.
+    pub fn force_codec(mut self, on: bool) -> Self {
+        self.force_codec = on;
+        self
+    }
+
+    /// How long a publish waits for room in a full queue before failing
+    /// with [`Error::Timeout`] (default 30 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+}
+
+/// An in-process broker. Cloning gives another handle to the same broker.
+#[derive(Clone)]
+pub struct MemoryBroker {
+    inner: Arc<BrokerInner>,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new(MemoryConfig::default())
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct BrokerInner {
+    config: MemoryConfig,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    inboxes: RwLock<HashMap<Arc<str>, Weak<Pending>>>,
+}
+
+impl Drop for BrokerInner {
+    fn drop(&mut self) {
+        let topics = self.topics.get_mut().unwrap_or_else(|e| e.into_inner());
+        for topic in topics.values() {
+            for group in topic.groups().iter() {
+                group.stop();
+            }
+        }
+    }
+}
+
+struct TopicState {
+    partitions: usize,
+    next: AtomicUsize,
+    shared: Mutex<TopicShared>,
+}
+
+struct TopicShared {
+    /// Copy-on-write so that publishers take a snapshot with one atomic
+    /// increment.
+    groups: Arc<[Arc<GroupState>]>,
+    retained: VecDeque<(usize, Message)>,
+}
+
+impl TopicState {
+    fn groups(&self) -> Arc<[Arc<GroupState>]> {
+        Arc::clone(&self.lock().groups)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TopicShared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn group(&self, name: &str) -> Option<Arc<GroupState>> {
+        self.groups().iter().find(|g| &*g.name == name).cloned()
+    }
+
+    fn partition_of(&self, key: Option<&[u8]>) -> usize {
+        match key {
+            Some(key) => {
+                let mut hasher = Fnv1a::default();
+                key.hash(&mut hasher);
+                (hasher.finish() % self.partitions as u64) as usize
+            }
+            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions,
+        }
+    }
+}
+
+struct GroupState {
+    name: Arc<str>,
+    queues: Vec<mpsc::Sender<Message>>,
+    members: RwLock<Vec<Arc<dyn Member>>>,
+    members_changed: Notify,
+    /// Messages queued or in flight in this group.
+    outstanding: AtomicUsize,
+    idle: Notify,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl GroupState {
+    /// The member owning `partition`: partitions are dealt round the members.
+    fn owner(&self, partition: usize) -> Option<Arc<dyn Member>> {
+        let members = self.members.read().unwrap_or_else(|e| e.into_inner());
+        if members.is_empty() {
+            None
+        } else {
+            Some(Arc::clone(&members[partition % members.len()]))
+        }
+    }
+
+    fn settle(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn stop(&self) {
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// A broker with `config`.
+    pub fn new(config: MemoryConfig) -> Self {
+        Self {
+            inner: Arc::new(BrokerInner {
+                config,
+                topics: RwLock::new(HashMap::new()),
+                inboxes: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub(crate) fn forces_codec(&self) -> bool {
+        self.inner.config.force_codec
+    }
+
+    fn topic(&self, name: &str, partitions: Option<u32>) -> Arc<TopicState> {
+        if let Some(topic) = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Arc::clone(topic);
+        }
+        let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
+        let partitions = partitions
+            .map(|p| p as usize)
+            .unwrap_or(self.inner.config.partitions)
+            .max(1);
+        Arc::clone(topics.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(TopicState {
+                partitions,
+                next: AtomicUsize::new(0),
+                shared: Mutex::new(TopicShared {
+                    groups: Arc::from(Vec::new()),
+                    retained: VecDeque::new(),
+                }),
+            })
+        }))
+    }
+
+    fn existing_topic(&self, name: &str) -> Option<Arc<TopicState>> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) async fn publish(&self, message: Message) -> Result<()> {
+        let topic = self.topic(&message.meta.topic, None);
+        let partition = topic.partition_of(message.meta.key.as_deref());
+        let groups = {
+            let mut shared = topic.lock();
+            if self.inner.config.retain > 0 {
+                if shared.retained.len() == self.inner.config.retain {
+                    shared.retained.pop_front();
+                }
+                shared.retained.push_back((partition, message.clone()));
+            }
+            Arc::clone(&shared.groups)
+        };
+        for group in groups.iter() {
+            group.outstanding.fetch_add(1, Ordering::AcqRel);
+            let queue = &group.queues[partition];
+            let result = match queue.try_send(message.clone()) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(rejected)) => {
+                    let limit = self.inner.config.publish_timeout;
+                    match tokio::time::timeout(limit, queue.send(rejected)).await {
+                        Ok(sent) => sent.map_err(drop),
+                        Err(_) => {
+                            group.settle();
+                            return Err(Error::Timeout {
+                                topic: message.meta.topic.to_string(),
+                                after: limit,
+                            });
+                        }
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            };
+            if result.is_err() {
+                // The group was stopped with its broker; nobody will handle it.
+                group.settle();
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
+        let topic = self.topic(&spec.topic, spec.partitions);
+        let mut shared = topic.lock();
+        if let Some(group) = shared.groups.iter().find(|g| g.name == spec.group) {
+            group
+                .members
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(member);
+            group.members_changed.notify_waiters();
+            return Ok(());
+        }
+        let mut backlog: Vec<Vec<Message>> = vec![Vec::new(); topic.partitions];
+        let replay = |m: &Message| match spec.start {
+            StartFrom::Latest => false,
+            StartFrom::Earliest => true,
+            StartFrom::Timestamp(since) => m.meta.time >= since,
+        };
+        for (partition, message) in shared.retained.iter().filter(|(_, m)| replay(m)) {
+            backlog[*partition].push(message.clone());
+        }
+        let mut queues = Vec::with_capacity(topic.partitions);
+        let mut receivers = Vec::with_capacity(topic.partitions);
+        for _ in 0..topic.partitions {
+            let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity);
+            queues.push(tx);
+            receivers.push(rx);
+        }
+        let backlog_len = backlog.iter().map(Vec::len).sum();
+        let group = Arc::new(GroupState {
+            name: Arc::clone(&spec.group),
+            queues,
+            members: RwLock::new(vec![member]),
+            members_changed: Notify::new(),
+            outstanding: AtomicUsize::new(backlog_len),
+            idle: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let tasks = receivers
+            .into_iter()
+            .zip(backlog)
+            .enumerate()
+            .map(|(partition, (queue, backlog))| {
+                tokio::spawn(run_partition(
+                    Arc::clone(&group),
+                    partition,
+                    backlog,
+                    queue,
+                ))
+                .abort_handle()
+            })
+            .collect();
+        *group.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        let mut groups = shared.groups.to_vec();
+        groups.push(group);
+        shared.groups = Arc::from(groups);
+        Ok(())
+    }
+
+    pub(crate) fn leave(&self, topic: &str, group: &str, member: &Arc<dyn Member>) {
+        let Some(group) = self.existing_topic(topic).and_then(|t| t.group(group)) else {
+            return;
+        };
+        group
+            .members
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|m| !Arc::ptr_eq(m, member));
+        group.members_changed.notify_waiters();
+    }
+
+    pub(crate) fn member_count(&self, topic: &str, group: &str) -> usize {
+        self.existing_topic(topic)
+            .and_then(|t| t.group(group))
+            .map_or(0, |g| g.members.read().unwrap_or_else(|e| e.into_inner()).len())
+    }
+
+    pub(crate) async fn drain(&self, topic: &str, group: &str) {
+        let Some(group) = self.existing_topic(topic).and_then(|t| t.group(group)) else {
+            return;
+        };
+        loop {
+            let idle = group.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if group.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    pub(crate) fn has_groups(&self, topic: &str) -> bool {
+        self.existing_topic(topic)
+            .is_some_and(|t| !t.lock().groups.is_empty())
+    }
+
+    pub(crate) fn open_inbox(&self, pending: &Arc<Pending>) -> Arc<str> {
+        let name: Arc<str> = format!("_topicbus.inbox.{}", uuid::Uuid::new_v4().simple()).into();
+        self.inner
+            .inboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::clone(&name), Arc::downgrade(pending));
+        name
+    }
+
+    pub(crate) fn close_inbox(&self, inbox: &str) {
+        self.inner
+            .inboxes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(inbox);
+    }
+
+    pub(crate) fn reply(&self, reply_to: &str, message: Message) {
+        let pending = self
+            .inner
+            .inboxes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reply_to)
+            .and_then(Weak::upgrade);
+        match pending {
+            Some(pending) => pending.complete(message),
+            None => tracing::debug!(reply_to, "dropped a reply to an inbox that is gone"),
+        }
+    }
+}
+
+/// Hands the messages of one partition of one group, in order, to the member
+/// that owns the partition.
+async fn run_partition(
+    group: Arc<GroupState>,
+    partition: usize,
+    backlog: Vec<Message>,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    for message in backlog {
+        deliver(&group, partition, message).await;
+    }
+    while let Some(message) = queue.recv().await {
+        deliver(&group, partition, message).await;
+    }
+}
+
+async fn deliver(group: &GroupState, partition: usize, mut message: Message) {
+    loop {
+        let member = match group.owner(partition) {
+            Some(member) => member,
+            None => {
+                let changed = group.members_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                match group.owner(partition) {
+                    Some(member) => member,
+                    None => {
+                        changed.await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match member.deliver(message).await {
+            Ok(()) => break,
+            // The member left while the message waited for it.
+            Err(returned) => message = returned,
+        }
+    }
+    group.settle();
+}
+
+/// FNV-1a: a small, stable hash for choosing a key's partition.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Message metadata shared by every transport.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::codec::{Codec, CodecError};
+
+/// A message or correlation identifier: a UUID when topicbus made it, any
+/// text when another client did.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(IdRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum IdRepr {
+    Uuid(Uuid),
+    Text(Arc<str>),
+}
+
+impl MessageId {
+    /// A new random (v4) identifier.
+    pub fn new() -> Self {
+        Self(IdRepr::Uuid(Uuid::new_v4()))
+    }
+
+    /// An identifier from its text form; UUID text becomes a UUID.
+    pub fn parse(text: &str) -> Self {
+        match Uuid::try_parse(text) {
+            Ok(uuid) => Self(IdRepr::Uuid(uuid)),
+            Err(_) => Self(IdRepr::Text(text.into())),
+        }
+    }
+
+    /// The UUID, when the identifier is one.
+    pub fn as_uuid(&self) -> Option<Uuid> {
+        match &self.0 {
+            IdRepr::Uuid(u) => Some(*u),
+            IdRepr::Text(_) => None,
+        }
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            IdRepr::Uuid(u) => fmt::Display::fmt(&u.hyphenated(), f),
+            IdRepr::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// Application headers of a message: an ordered list of name and value.
+///
+/// ```
+/// let mut headers = topicbus::Headers::new();
+/// headers.insert("tenant", "acme");
+/// assert_eq!(headers.get_str("tenant"), Some("acme"));
+/// assert_eq!(headers.get("missing"), None);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(Cow<'static, str>, Vec<u8>)>);
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value of that name.
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Vec<u8>>) {
+        let name = name.into();
+        let value = value.into();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The value of `name` when it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Vec<u8>> {
+        let at = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// All headers in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_slice()))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(n, v)| (n, String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+/// Header names topicbus reads and writes on dead-lettered messages and error
+/// replies. The same names are used on every transport.
+pub mod header {
+    /// Why a message was dead-lettered or a request failed.
+    pub const ERROR: &str = "topicbus_error";
+    /// The kind of failure: `handler`, `decode`, `panic`, `timeout`, `type`.
+    pub const ERROR_KIND: &str = "topicbus_error_kind";
+    /// How many times the handler was tried.
+    pub const ATTEMPTS: &str = "topicbus_attempts";
+    /// The topic the message was first published to.
+    pub const ORIGINAL_TOPIC: &str = "topicbus_original_topic";
+    /// The consumer group that gave up on the message.
+    pub const GROUP: &str = "topicbus_group";
+    /// Correlates a reply with its request (the Go bus's name).
+    pub const CORRELATION_ID: &str = "correlation_id";
+    /// Where a requester reads its replies.
+    pub const REPLY_TO: &str = "reply_to";
+    /// The payload's content type.
+    pub const CONTENT_TYPE: &str = "content-type";
+}
+
+/// Everything about a message except its payload.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub topic: Cow<'static, str>,
+    pub id: MessageId,
+    pub time: SystemTime,
+    pub source: Arc<str>,
+    pub key: Option<Vec<u8>>,
+    pub correlation_id: Option<MessageId>,
+    pub reply_to: Option<Arc<str>>,
+    pub content_type: Option<Cow<'static, str>>,
+    pub headers: Headers,
+}
+
+/// A payload as it travels inside the process: the typed value itself when
+/// the transport can carry it, or its encoding.
+#[derive(Clone)]
+pub(crate) enum Payload {
+    Value {
+        value: Arc<dyn Any + Send + Sync>,
+        encode: EncodeFn,
+    },
+    Bytes(Bytes),
+}
+
+/// Encodes a type-erased value with the codec of its topic.
+pub(crate) type EncodeFn = fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, CodecError>;
+
+/// The [`EncodeFn`] of values of type `T` in codec `C`.
+pub(crate) fn encode_erased<T: Serialize + 'static, C: Codec>(
+    value: &(dyn Any + Send + Sync),
+) -> Result<Vec<u8>, CodecError> {
+    match value.downcast_ref::<T>() {
+        Some(value) => C::encode(value),
+        None => Err(CodecError::new("value of an unexpected type")),
+    }
+}
+
+impl Payload {
+    /// The payload as bytes, encoding a value when needed.
+    pub fn to_bytes(&self) -> Result<Bytes, CodecError> {
+        match self {
+            Payload::Value { value, encode } => encode(&**value).map(Bytes::from),
+            Payload::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+/// A message in flight: shared metadata and payload, cheap to clone for
+/// fan-out.
+#[derive(Clone)]
+pub(crate) struct Message {
+    pub meta: Arc<Meta>,
+    pub payload: Payload,
+}
+
+/// A message as bytes and headers, for topics without a Rust type (dead-letter
+/// topics, foreign producers) and for tools.
+///
+/// ```
+/// let mut raw = topicbus::RawMessage::new("ml.embed.request", br#"{"texts":[]}"#.to_vec());
+/// raw.headers.insert("content-type", "application/json");
+/// assert_eq!(raw.topic, "ml.embed.request");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RawMessage {
+    /// The topic it was read from or is published to.
+    pub topic: String,
+    /// The partition key.
+    pub key: Option<Vec<u8>>,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// All headers, including `content-type` and the `topicbus_*` ones.
+    pub headers: Headers,
+}
+
+impl RawMessage {
+    /// A message with no key and no headers.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            topic: topic.into(),
+            key: None,
+            payload: payload.into(),
+            headers: Headers::new(),
+        }
+    }
+}
