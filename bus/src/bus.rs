@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::join_all;
+
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
 use crate::error::{Error, Result};
@@ -55,7 +57,8 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if !self.core.closed.swap(true, Ordering::AcqRel) {
+        if !self.core.draining.swap(true, Ordering::AcqRel) {
+            self.core.closed.store(true, Ordering::Release);
             self.core.detach();
         }
     }
@@ -202,6 +205,9 @@ pub(crate) struct BusCore {
     settings: Settings,
     pending: Arc<Pending>,
     inbox: Arc<str>,
+    /// Set when shutdown begins: no new registrations.
+    draining: AtomicBool,
+    /// Set when shutdown has finished with the handlers: no publishing.
     closed: AtomicBool,
     registrations: Mutex<Vec<Registration>>,
     /// The public handle, for handlers that publish or request themselves.
@@ -240,6 +246,7 @@ impl Bus {
                     settings,
                     pending,
                     inbox,
+                    draining: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     registrations: Mutex::new(Vec::new()),
                     handle: handle.clone(),
@@ -382,26 +389,30 @@ impl Bus {
         }
     }
 
-    /// Stops gracefully: rejects new publishes and requests with
-    /// [`Error::Closed`], lets each handler finish its in-flight messages
-    /// (the last member of a group first drains what is queued for it),
-    /// leaves the groups, and fails waiting requests with `closed`. Waits at
-    /// most the shutdown timeout, then returns [`Error::Timeout`].
+    /// Stops gracefully, waiting at most the shutdown timeout:
+    ///
+    /// 1. new registrations are refused;
+    /// 2. the groups this instance is the last member of are drained: what is
+    ///    queued for them is handled (handlers may still publish and request);
+    /// 3. the instance leaves its groups, so other members take over, and
+    ///    waits for its in-flight handlers;
+    /// 4. publishes and requests are then rejected with [`Error::Closed`],
+    ///    and requests still waiting for a reply fail with it.
+    ///
+    /// Past the timeout it leaves anyway and returns [`Error::Timeout`].
     pub async fn shutdown(&self) -> Result<()> {
         let core = self.core();
-        if core.closed.swap(true, Ordering::AcqRel) {
+        if core.draining.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         let registrations = std::mem::take(&mut *core.registrations.lock().expect("poisoned"));
         let limit = core.settings.shutdown_timeout;
         let stop = async {
+            core.drain_last_members(&registrations).await;
             for reg in &registrations {
-                if core.transport.is_last_member(&reg.topic, &reg.group) {
-                    core.transport.drain(&reg.topic, &reg.group).await;
-                }
                 core.transport.leave(&reg.topic, &reg.group, &reg.member);
-                reg.member.close().await;
             }
+            join_all(registrations.iter().map(|reg| reg.member.close())).await;
         };
         let finished = tokio::time::timeout(limit, stop).await.is_ok();
         if !finished {
@@ -409,6 +420,7 @@ impl Bus {
                 core.transport.leave(&reg.topic, &reg.group, &reg.member);
             }
         }
+        core.closed.store(true, Ordering::Release);
         core.pending.close_all();
         core.transport.close_inbox(&core.inbox);
         if finished {
@@ -423,6 +435,32 @@ impl Bus {
 }
 
 impl BusCore {
+    /// Handles what is queued for the groups this instance is the last member
+    /// of. Their handlers may publish to one another, so it repeats until one
+    /// pass finds every such group idle.
+    async fn drain_last_members(&self, registrations: &[Registration]) {
+        let ours = |reg: &Registration| {
+            registrations
+                .iter()
+                .filter(|other| other.topic == reg.topic && other.group == reg.group)
+                .count()
+        };
+        let last: Vec<&Registration> = registrations
+            .iter()
+            .filter(|reg| self.transport.member_count(&reg.topic, &reg.group) <= ours(reg))
+            .collect();
+        loop {
+            let busy = join_all(
+                last.iter()
+                    .map(|reg| self.transport.drain(&reg.topic, &reg.group)),
+            )
+            .await;
+            if !busy.into_iter().any(|waited| waited) {
+                return;
+            }
+        }
+    }
+
     /// The bus this core belongs to, while it is open.
     pub(crate) fn bus(&self) -> Result<Bus> {
         self.check_open()?;
@@ -675,7 +713,9 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         reply: Option<ReplyFn<I::Output>>,
     ) -> Result<()> {
         let core = self.bus.core();
-        core.check_open()?;
+        if core.draining.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         validate_topic_name(&topic).map_err(|reason| Error::InvalidTopic {
             topic: topic.to_string(),
             reason,

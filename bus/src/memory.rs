@@ -383,17 +383,21 @@ impl MemoryBroker {
             .map_or(0, |g| g.members.read().unwrap_or_else(|e| e.into_inner()).len())
     }
 
-    pub(crate) async fn drain(&self, topic: &str, group: &str) {
+    /// Waits until the group has nothing queued or in flight; returns
+    /// whether it had to wait.
+    pub(crate) async fn drain(&self, topic: &str, group: &str) -> bool {
         let Some(group) = self.existing_topic(topic).and_then(|t| t.group(group)) else {
-            return;
+            return false;
         };
+        let mut waited = false;
         loop {
             let idle = group.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if group.outstanding.load(Ordering::Acquire) == 0 {
-                return;
+                return waited;
             }
+            waited = true;
             idle.await;
         }
     }

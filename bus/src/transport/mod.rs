@@ -81,17 +81,17 @@ impl Transport {
     }
 
     /// Waits until the group has no queued or in-flight messages, if the
-    /// transport holds them in this process.
-    pub async fn drain(&self, topic: &str, group: &str) {
+    /// transport holds them in this process; returns whether it had to wait.
+    pub async fn drain(&self, topic: &str, group: &str) -> bool {
         match self {
             Transport::Memory(m) => m.drain(topic, group).await,
         }
     }
 
-    /// Whether `member` is the last one of its group.
-    pub fn is_last_member(&self, topic: &str, group: &str) -> bool {
+    /// How many members the group has in this process.
+    pub fn member_count(&self, topic: &str, group: &str) -> usize {
         match self {
-            Transport::Memory(m) => m.member_count(topic, group) <= 1,
+            Transport::Memory(m) => m.member_count(topic, group),
         }
     }
 
