@@ -6,9 +6,10 @@
 //! use, it gives the function back unchanged next to the errors, so the
 //! errors are about the function and not about a missing item.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::parse::ParseStream;
 use syn::spanned::Spanned;
 use syn::{
     Attribute, FnArg, GenericArgument, ItemFn, LitStr, PathArguments, ReturnType, Type, TypePath,
@@ -87,59 +88,15 @@ impl HandlerOptions {
             args,
             &mut Vec::new(),
             errors,
-            |key, value| {
-                match key.to_string().as_str() {
-                    "group" => {
-                        let group = options::string(value, OPTIONS[0].example)?;
-                        if group.value().is_empty() {
-                            return Err(syn::Error::new_spanned(
-                                group,
-                                "a group name cannot be empty",
-                            ));
-                        }
-                        parsed.group = Some(group);
-                    }
-                    "retries" => {
-                        let lit = options::integer(value, OPTIONS[1].example)?;
-                        parsed.retries = Some(lit.base10_parse().map_err(|_| {
-                            syn::Error::new_spanned(
-                                &lit,
-                                format!("too many retries: at most {}", u32::MAX),
-                            )
-                        })?);
-                    }
-                    "concurrency" => {
-                        let lit = options::integer(value, OPTIONS[2].example)?;
-                        match lit.base10_parse::<usize>() {
-                            Ok(0) => {
-                                return Err(syn::Error::new_spanned(
-                                    lit,
-                                    "concurrency must be at least 1",
-                                ))
-                            }
-                            Ok(n) => parsed.concurrency = Some(n),
-                            Err(_) => {
-                                return Err(syn::Error::new_spanned(
-                                    lit,
-                                    "concurrency does not fit in a `usize`",
-                                ))
-                            }
-                        }
-                    }
-                    "timeout" => {
-                        let millis = duration_millis(value, OPTIONS[3].example)?;
-                        if millis.1 == 0 {
-                            return Err(syn::Error::new_spanned(
-                                millis.0,
-                                "a timeout of zero would fail every call",
-                            ));
-                        }
-                        parsed.timeout_ms = Some(millis.1);
-                    }
-                    "backoff" => {
-                        parsed.backoff_ms = Some(duration_millis(value, OPTIONS[4].example)?.1);
-                    }
-                    _ => unreachable!("`{key}` is in OPTIONS"),
+            |option, value| {
+                let example = option.example;
+                match option.name {
+                    "group" => parsed.group = Some(group(value, example)?),
+                    "retries" => parsed.retries = Some(retries(value, example)?),
+                    "concurrency" => parsed.concurrency = Some(concurrency(value, example)?),
+                    "timeout" => parsed.timeout_ms = Some(timeout(value, example)?),
+                    "backoff" => parsed.backoff_ms = Some(duration_millis(value, example)?.1),
+                    name => unreachable!("`{name}` is not in OPTIONS"),
                 }
                 Ok(())
             },
@@ -149,30 +106,75 @@ impl HandlerOptions {
 
     /// The builder calls that set these options on `HandlerOptions::new()`.
     fn setters(&self) -> Vec<TokenStream> {
-        let duration = |ms: u64| quote!(::core::time::Duration::from_millis(#ms));
+        let duration = |ms: u64| {
+            let ms = Literal::u64_unsuffixed(ms);
+            quote!(::core::time::Duration::from_millis(#ms))
+        };
         let mut setters = Vec::new();
         if let Some(group) = &self.group {
             setters.push(quote!(group(#group)));
         }
-        if let Some(retries) = self.retries {
+        if let Some(retries) = self.retries.map(Literal::u32_unsuffixed) {
             setters.push(quote!(retries(#retries)));
         }
-        if let Some(concurrency) = self.concurrency {
+        if let Some(concurrency) = self.concurrency.map(Literal::usize_unsuffixed) {
             setters.push(quote!(concurrency(#concurrency)));
         }
-        if let Some(timeout) = self.timeout_ms {
-            let timeout = duration(timeout);
+        if let Some(timeout) = self.timeout_ms.map(duration) {
             setters.push(quote!(timeout(#timeout)));
         }
-        if let Some(backoff) = self.backoff_ms {
-            let backoff = duration(backoff);
+        if let Some(backoff) = self.backoff_ms.map(duration) {
             setters.push(quote!(backoff(#backoff)));
         }
         setters
     }
 }
 
-fn duration_millis(value: syn::parse::ParseStream, example: &str) -> syn::Result<(LitStr, u64)> {
+fn group(value: ParseStream, example: &str) -> syn::Result<LitStr> {
+    let group = options::string(value, example)?;
+    if group.value().is_empty() {
+        return Err(syn::Error::new_spanned(
+            group,
+            "a group name cannot be empty",
+        ));
+    }
+    Ok(group)
+}
+
+fn retries(value: ParseStream, example: &str) -> syn::Result<u32> {
+    let lit = options::integer(value, example)?;
+    lit.base10_parse().map_err(|_| {
+        syn::Error::new_spanned(&lit, format!("too many retries: at most {}", u32::MAX))
+    })
+}
+
+fn concurrency(value: ParseStream, example: &str) -> syn::Result<usize> {
+    let lit = options::integer(value, example)?;
+    match lit.base10_parse::<usize>() {
+        Ok(0) => Err(syn::Error::new_spanned(
+            lit,
+            "concurrency must be at least 1",
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(syn::Error::new_spanned(
+            lit,
+            "concurrency does not fit in a `usize`",
+        )),
+    }
+}
+
+fn timeout(value: ParseStream, example: &str) -> syn::Result<u64> {
+    match duration_millis(value, example)? {
+        (lit, 0) => Err(syn::Error::new_spanned(
+            lit,
+            "a timeout of zero would fail every call",
+        )),
+        (_, millis) => Ok(millis),
+    }
+}
+
+/// A duration literal and the milliseconds it stands for.
+fn duration_millis(value: ParseStream, example: &str) -> syn::Result<(LitStr, u64)> {
     let lit = options::string(value, example)?;
     match duration::parse_millis(&lit.value()) {
         Ok(millis) => Ok((lit, millis)),
@@ -270,17 +272,45 @@ impl<'a> HandlerFn<'a> {
         let output = self.output;
         let (docs, cfgs, others) = split_attrs(attrs);
 
+        // `run` keeps the body; `async` is part of the handler contract, so
+        // clippy's `unused_async` on a body without `.await` is noise.
         let mut run = self.function.clone();
         run.attrs = others;
         run.sig.ident = format_ident!("run");
 
-        let (context_param, call) = match self.context {
-            Some(_) => (quote!(ctx), quote!(#name::run(message, ctx))),
-            None => (quote!(_ctx), quote!(#name::run(message))),
+        // Errors about the return type (not a `Result`, an error type that
+        // is not `Display`, a future that is not `Send`) are reported on it,
+        // not on `#[handler]`; located there, but resolved as our own tokens.
+        let at_output = Span::call_site().located_at(output.span());
+        let call = match self.context {
+            Some(context) => {
+                // A second argument that is not a `Context` is reported on its type.
+                let ctx = Ident::new("ctx", Span::call_site().located_at(context.span()));
+                quote_spanned! {at_output=>
+                    fn call(
+                        &self,
+                        message: #payload,
+                        ctx: ::topicbus::Context,
+                    ) -> impl ::core::future::Future<
+                        Output = ::core::result::Result<Self::Output, Self::Error>,
+                    > + ::core::marker::Send {
+                        #name::run(message, #ctx)
+                    }
+                }
+            }
+            None => quote_spanned! {at_output=>
+                fn call(
+                    &self,
+                    message: #payload,
+                    _ctx: ::topicbus::Context,
+                ) -> impl ::core::future::Future<
+                    Output = ::core::result::Result<Self::Output, Self::Error>,
+                > + ::core::marker::Send {
+                    #name::run(message)
+                }
+            },
         };
-        // Spanned on the return type, so a return type that is not a
-        // `Result`, or whose error is not `Display`, is reported there.
-        let output_types = quote_spanned! {output.span()=>
+        let output_types = quote_spanned! {at_output=>
             type Output = <#output as ::topicbus::__private::HandlerResult>::Ok;
             type Error = <#output as ::topicbus::__private::HandlerResult>::Err;
         };
@@ -292,8 +322,10 @@ impl<'a> HandlerFn<'a> {
                 }
             }
         });
+        // On the user's response type, so a mismatch is reported there.
         let response_check = response_type(output).map(|response| {
-            quote_spanned! {response.span()=>
+            let at_response = Span::call_site().located_at(response.span());
+            quote_spanned! {at_response=>
                 #(#cfgs)*
                 const _: () = ::topicbus::__private::assert_response::<#payload, #response>();
             }
@@ -309,6 +341,7 @@ impl<'a> HandlerFn<'a> {
             #(#cfgs)*
             impl #name {
                 /// Runs the handler body directly (handy in unit tests).
+                #[allow(clippy::unused_async)]
                 #run
             }
 
@@ -318,15 +351,7 @@ impl<'a> HandlerFn<'a> {
                 type Topic = #payload;
                 #output_types
 
-                fn call(
-                    &self,
-                    message: #payload,
-                    #context_param: ::topicbus::Context,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<Self::Output, Self::Error>,
-                > + ::core::marker::Send {
-                    #call
-                }
+                #call
 
                 #options_fn
 

@@ -20,7 +20,7 @@ pub(crate) struct Known {
 /// Parses `tokens`, the inside of the parentheses of `attribute`.
 ///
 /// `value` is called for each known option with a stream positioned after its
-/// `=`; an error it returns is recorded and the rest of that value skipped.
+/// `=`; an error it returns is recorded and the rest of that option skipped.
 /// Options seen (valid or not) are added to `seen`, which also spans several
 /// attributes on one item.
 pub(crate) fn parse_options(
@@ -29,7 +29,7 @@ pub(crate) fn parse_options(
     tokens: TokenStream,
     seen: &mut Vec<Ident>,
     errors: &mut Errors,
-    mut value: impl FnMut(&Ident, ParseStream) -> syn::Result<()>,
+    mut value: impl FnMut(&Known, ParseStream) -> syn::Result<()>,
 ) {
     let parser = syn::meta::parser(|meta| {
         let Some(key) = meta.path.get_ident() else {
@@ -53,12 +53,12 @@ pub(crate) fn parse_options(
             return skip_value(meta.input);
         }
         meta.input.parse::<Token![=]>()?;
-        let parsed = value(key, meta.input).and_then(|()| {
+        let parsed = value(option, meta.input).and_then(|()| {
             if meta.input.is_empty() || meta.input.peek(Token![,]) {
                 Ok(())
             } else {
                 Err(meta.input.error(format!(
-                    "unexpected tokens after the value of `{key}`, as in `{}`",
+                    "expected `,` after the value of `{key}`, as in `{}`",
                     option.example
                 )))
             }

@@ -72,7 +72,7 @@ struct Attrs {
 
 enum CodecArg {
     Builtin(LitStr),
-    Custom(Type),
+    Custom(syn::Path),
 }
 
 impl Attrs {
@@ -95,10 +95,17 @@ impl Attrs {
                 list.tokens.clone(),
                 &mut seen,
                 errors,
-                |key, value| {
-                    match key.to_string().as_str() {
-                        "name" => attrs.name = Some(options::string(value, OPTIONS[0].example)?),
-                        "response" => attrs.response = Some(value.parse()?),
+                |option, value| {
+                    match option.name {
+                        "name" => attrs.name = Some(options::string(value, option.example)?),
+                        "response" => {
+                            attrs.response = Some(value.parse().map_err(|error| {
+                                syn::Error::new(
+                                    error.span(),
+                                    "expected a type, as in `response = EmbedResponse`",
+                                )
+                            })?);
+                        }
                         "codec" => {
                             attrs.codec = Some(if value.peek(LitStr) {
                                 CodecArg::Builtin(value.parse()?)
@@ -115,9 +122,9 @@ impl Attrs {
                             })?);
                         }
                         "partitions" => {
-                            attrs.partitions = Some(options::integer(value, OPTIONS[4].example)?);
+                            attrs.partitions = Some(options::integer(value, option.example)?);
                         }
-                        _ => unreachable!("`{key}` is in OPTIONS"),
+                        name => unreachable!("`{name}` is not in OPTIONS"),
                     }
                     Ok(())
                 },
@@ -176,7 +183,19 @@ impl<'a> TopicDef<'a> {
         };
         let codec = match attrs.codec {
             None => quote!(::topicbus::codec::Json),
-            Some(CodecArg::Custom(path)) => quote!(#path),
+            Some(CodecArg::Custom(path)) => match builtin_written_as_path(&path) {
+                Some(lit) => {
+                    errors.spanned(
+                        &path,
+                        format!(
+                            "write a built-in codec as a string: `codec = {}`",
+                            quote!(#lit)
+                        ),
+                    );
+                    builtin_codec(&lit, errors)
+                }
+                None => quote!(#path),
+            },
             Some(CodecArg::Builtin(lit)) => builtin_codec(&lit, errors),
         };
         let key = attrs.key.and_then(|key| check_key(input, key, errors));
@@ -286,6 +305,15 @@ fn builtin_codec(lit: &LitStr, errors: &mut Errors) -> TokenStream {
     };
     let ty = Ident::new(ty, lit.span());
     quote_spanned!(lit.span()=> ::topicbus::codec::#ty)
+}
+
+/// `codec = json` meant as `codec = "json"`, as a string.
+fn builtin_written_as_path(path: &syn::Path) -> Option<LitStr> {
+    let ident = path.get_ident()?;
+    CODECS
+        .iter()
+        .any(|(name, _)| ident == name)
+        .then(|| LitStr::new(&ident.to_string(), ident.span()))
 }
 
 fn check_key(input: &DeriveInput, key: Member, errors: &mut Errors) -> Option<Ident> {

@@ -17,8 +17,9 @@ pub(crate) fn validate(name: &str) -> Result<(), String> {
         return Err("invalid topic name: a topic name cannot be `.` or `..`".into());
     }
     let mut bad: Vec<char> = Vec::new();
-    for c in name.chars() {
-        if !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) && !bad.contains(&c) {
+    let allowed = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    for c in name.chars().filter(|c| !allowed(c)) {
+        if !bad.contains(&c) {
             bad.push(c);
         }
     }

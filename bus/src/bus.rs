@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 
 use crate::codec::{Codec, CodecError};
-use crate::dispatch::{self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
+use crate::dispatch::{
+    self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed,
+};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerOptions};
 use crate::memory::MemoryBroker;
@@ -126,13 +128,18 @@ impl Default for Settings {
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct BusBuilder {
+pub struct BusBuilder<T = MemoryChoice> {
     service: String,
     settings: Settings,
-    transport: Option<MemoryBroker>,
+    transport: T,
 }
 
-impl BusBuilder {
+/// The builder's transport: memory, on a given or a new private broker.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct MemoryChoice(Option<MemoryBroker>);
+
+impl<T> BusBuilder<T> {
     /// The service name: the `ce_source` of what this instance publishes and
     /// the prefix of its default consumer groups (default `topicbus`).
     pub fn service(mut self, service: impl Into<String>) -> Self {
@@ -187,15 +194,63 @@ impl BusBuilder {
 
     /// Runs on `broker` (shared with other instances); without it, on a new
     /// private broker.
-    pub fn memory(mut self, broker: MemoryBroker) -> Self {
-        self.transport = Some(broker);
-        self
+    pub fn memory(self, broker: MemoryBroker) -> BusBuilder<MemoryChoice> {
+        BusBuilder {
+            service: self.service,
+            settings: self.settings,
+            transport: MemoryChoice(Some(broker)),
+        }
     }
 
-    /// Builds the bus.
+    /// Runs on Kafka; finish with [`BusBuilder::connect`].
+    #[cfg(feature = "kafka")]
+    pub fn kafka(self, config: crate::kafka::KafkaConfig) -> BusBuilder<crate::kafka::KafkaConfig> {
+        BusBuilder {
+            service: self.service,
+            settings: self.settings,
+            transport: config,
+        }
+    }
+}
+
+impl BusBuilder<MemoryChoice> {
+    /// Builds a bus on the memory transport.
     pub fn build(self) -> Bus {
-        let transport = Transport::Memory(self.transport.unwrap_or_default());
-        Bus::from_parts(self.service, self.settings, transport)
+        let pending = Arc::new(Pending::new(self.settings.max_pending_requests));
+        let broker = self.transport.0.unwrap_or_default();
+        let inbox = broker.open_inbox(&pending);
+        Bus::from_parts(
+            self.service,
+            self.settings,
+            Transport::Memory(broker),
+            pending,
+            inbox,
+        )
+    }
+
+    /// Builds a bus on the memory transport (never fails; `async` so that
+    /// code choosing its transport at run time has one call for both).
+    pub async fn connect(self) -> Result<Bus> {
+        Ok(self.build())
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl BusBuilder<crate::kafka::KafkaConfig> {
+    /// Connects to Kafka: fails with [`Error::Unavailable`] naming the
+    /// brokers when none answers within the connect timeout, and with
+    /// [`Error::Config`] naming the property librdkafka refused.
+    pub async fn connect(self) -> Result<Bus> {
+        let pending = Arc::new(Pending::new(self.settings.max_pending_requests));
+        let (kafka, inbox) =
+            crate::kafka::KafkaTransport::connect(self.transport, &self.service, &pending).await?;
+        Ok(Bus::from_parts(
+            self.service,
+            self.settings,
+            Transport::Kafka(kafka),
+            pending,
+            inbox,
+        ))
     }
 }
 
@@ -231,13 +286,17 @@ impl Bus {
         BusBuilder {
             service: "topicbus".to_owned(),
             settings: Settings::default(),
-            transport: None,
+            transport: MemoryChoice::default(),
         }
     }
 
-    fn from_parts(service: String, settings: Settings, transport: Transport) -> Bus {
-        let pending = Arc::new(Pending::new(settings.max_pending_requests));
-        let inbox = transport.open_inbox(&pending);
+    fn from_parts(
+        service: String,
+        settings: Settings,
+        transport: Transport,
+        pending: Arc<Pending>,
+        inbox: Arc<str>,
+    ) -> Bus {
         Bus {
             handle: Arc::new_cyclic(|handle| Handle {
                 core: Arc::new(BusCore {
@@ -295,11 +354,11 @@ impl Bus {
     ) -> Result<()> {
         let core = self.core();
         core.check_open()?;
-        for message in messages {
-            let message = core.message(message, None, None, Headers::new())?;
-            core.transport.publish(message).await?;
-        }
-        Ok(())
+        let messages = messages
+            .into_iter()
+            .map(|message| core.message(message, None, None, Headers::new()))
+            .collect::<Result<Vec<_>>>()?;
+        core.transport.publish_batch(messages).await
     }
 
     /// Publishes bytes and headers as they are, to any topic. Consumers of a
@@ -380,6 +439,17 @@ impl Bus {
         }
     }
 
+    /// Creates `T`'s topic and its dead-letter topic where they are missing
+    /// (Kafka; partitions from `partitions = N` or the transport default).
+    /// Subscribing does this too; call it for topics this instance only
+    /// publishes to. A refused creation is an error naming the topic.
+    pub async fn ensure_topic<T: Topic>(&self) -> Result<()> {
+        self.core()
+            .transport
+            .ensure_topic(T::NAME, T::PARTITIONS)
+            .await
+    }
+
     /// Counters of this instance.
     pub fn stats(&self) -> BusStats {
         let core = self.core();
@@ -409,20 +479,24 @@ impl Bus {
         let limit = core.settings.shutdown_timeout;
         let stop = async {
             core.drain_last_members(&registrations).await;
-            for reg in &registrations {
-                core.transport.leave(&reg.topic, &reg.group, &reg.member);
-            }
-            join_all(registrations.iter().map(|reg| reg.member.close())).await;
+            join_all(registrations.iter().map(|reg| async {
+                core.transport
+                    .leave(&reg.topic, &reg.group, &reg.member)
+                    .await;
+                reg.member.close().await;
+            }))
+            .await;
         };
         let finished = tokio::time::timeout(limit, stop).await.is_ok();
         if !finished {
             for reg in &registrations {
-                core.transport.leave(&reg.topic, &reg.group, &reg.member);
+                core.transport
+                    .leave_now(&reg.topic, &reg.group, &reg.member);
             }
         }
         core.closed.store(true, Ordering::Release);
         core.pending.close_all();
-        core.transport.close_inbox(&core.inbox);
+        core.transport.close(&core.inbox).await;
         if finished {
             Ok(())
         } else {
@@ -447,7 +521,11 @@ impl BusCore {
         };
         let last: Vec<&Registration> = registrations
             .iter()
-            .filter(|reg| self.transport.member_count(&reg.topic, &reg.group) <= ours(reg))
+            .filter(|reg| {
+                self.transport
+                    .local_members(&reg.topic, &reg.group)
+                    .is_some_and(|members| members <= ours(reg))
+            })
             .collect();
         loop {
             let busy = join_all(
@@ -482,10 +560,11 @@ impl BusCore {
     fn detach(&self) {
         let registrations = std::mem::take(&mut *self.registrations.lock().expect("poisoned"));
         for reg in &registrations {
-            self.transport.leave(&reg.topic, &reg.group, &reg.member);
+            self.transport
+                .leave_now(&reg.topic, &reg.group, &reg.member);
         }
         self.pending.close_all();
-        self.transport.close_inbox(&self.inbox);
+        self.transport.close_now(&self.inbox);
     }
 
     /// Builds the in-flight form of a typed message.
@@ -598,7 +677,11 @@ impl BusCore {
 
     /// Writes `message` to `{topic}.dlq` with the failure `headers`, retrying
     /// until the transport takes it: the message is acknowledged only then.
-    pub(crate) async fn dead_letter(&self, message: &Message, headers: Vec<(&'static str, String)>) {
+    pub(crate) async fn dead_letter(
+        &self,
+        message: &Message,
+        headers: Vec<(&'static str, String)>,
+    ) {
         let mut meta = (*message.meta).clone();
         meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
         meta.reply_to = None;
@@ -703,7 +786,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         self
     }
 
-    fn register<I: Invoke>(
+    async fn register<I: Invoke>(
         self,
         topic: Cow<'static, str>,
         partitions: Option<u32>,
@@ -742,8 +825,9 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             group: Arc::clone(&group),
             start: self.start,
             partitions,
+            ephemeral: self.broadcast,
         };
-        core.transport.join(spec, Arc::clone(&member))?;
+        core.transport.join(spec, Arc::clone(&member)).await?;
         core.registrations
             .lock()
             .expect("poisoned")
@@ -776,6 +860,7 @@ where
                 |h| Typed(h, PhantomData),
                 None,
             )
+            .await
         })
     }
 }
@@ -801,6 +886,7 @@ where
                 |h| Typed(h, PhantomData),
                 Some(reply_payload::<H::Topic> as ReplyFn<H::Output>),
             )
+            .await
         })
     }
 }
@@ -832,6 +918,7 @@ where
                 |raw| Raw(raw.handler),
                 None,
             )
+            .await
         })
     }
 }

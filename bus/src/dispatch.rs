@@ -46,10 +46,10 @@ pub(crate) struct Policy {
 impl Policy {
     /// Delay before retry number `retry` (1-based): doubling, capped.
     fn delay(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
 }
 
@@ -210,7 +210,14 @@ impl<I: Invoke> HandlerMember<I> {
             group: Arc::clone(&self.group),
             core: Arc::clone(&self.core),
         };
-        let call = AssertUnwindSafe(self.invoke.invoke(message, ctx)?).catch_unwind();
+        // A closure handler may panic before it returns its future (and a
+        // payload's `Deserialize` may panic while decoding): contain that too.
+        let started =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.invoke.invoke(message, ctx)));
+        let call = match started {
+            Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
+            Err(panic) => return Err(panicked(&*panic)),
+        };
         let outcome = match self.policy.timeout {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(outcome) => outcome,
@@ -226,10 +233,7 @@ impl<I: Invoke> HandlerMember<I> {
         match outcome {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
-            Err(panic) => Err(Failure::transient(
-                "panic",
-                format!("handler panicked: {}", panic_message(&*panic)),
-            )),
+            Err(panic) => Err(panicked(&*panic)),
         }
     }
 
@@ -243,7 +247,10 @@ impl<I: Invoke> HandlerMember<I> {
                     (empty_payload(), error_headers("encode", &reason))
                 }
             },
-            Err(failure) => (empty_payload(), error_headers(failure.kind, &failure.reason)),
+            Err(failure) => (
+                empty_payload(),
+                error_headers(failure.kind, &failure.reason),
+            ),
         };
         self.core.send_reply(request, payload, headers).await;
     }
@@ -338,6 +345,14 @@ fn error_headers(kind: &'static str, reason: &str) -> Vec<(&'static str, String)
         (header::ERROR, reason.to_owned()),
         (header::ERROR_KIND, kind.to_owned()),
     ]
+}
+
+/// The failure of a handler call that panicked.
+fn panicked(panic: &(dyn Any + Send)) -> Failure {
+    Failure::transient(
+        "panic",
+        format!("handler panicked: {}", panic_message(panic)),
+    )
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {

@@ -38,6 +38,8 @@ mod context;
 mod dispatch;
 mod error;
 mod handler;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 mod message;
 mod request;

@@ -180,6 +180,8 @@ impl TopicState {
 
 struct GroupState {
     name: Arc<str>,
+    /// A broadcast registration's own group: removed when its member leaves.
+    ephemeral: bool,
     queues: Vec<mpsc::Sender<Message>>,
     members: RwLock<Vec<Arc<dyn Member>>>,
     members_changed: Notify,
@@ -207,7 +209,12 @@ impl GroupState {
     }
 
     fn stop(&self) {
-        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -280,15 +287,20 @@ impl MemoryBroker {
         };
         for group in groups.iter() {
             group.outstanding.fetch_add(1, Ordering::AcqRel);
+            // Settles the count unless the message gets queued, also when
+            // this future is dropped while it waits for room.
+            let mut enqueuing = Enqueuing {
+                group,
+                queued: false,
+            };
             let queue = &group.queues[partition];
-            let result = match queue.try_send(message.clone()) {
-                Ok(()) => Ok(()),
+            match queue.try_send(message.clone()) {
+                Ok(()) => enqueuing.queued = true,
                 Err(mpsc::error::TrySendError::Full(rejected)) => {
                     let limit = self.inner.config.publish_timeout;
                     match tokio::time::timeout(limit, queue.send(rejected)).await {
-                        Ok(sent) => sent.map_err(drop),
+                        Ok(sent) => enqueuing.queued = sent.is_ok(),
                         Err(_) => {
-                            group.settle();
                             return Err(Error::Timeout {
                                 topic: message.meta.topic.to_string(),
                                 after: limit,
@@ -296,11 +308,8 @@ impl MemoryBroker {
                         }
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-            };
-            if result.is_err() {
                 // The group was stopped with its broker; nobody will handle it.
-                group.settle();
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         Ok(())
@@ -337,6 +346,7 @@ impl MemoryBroker {
         let backlog_len = backlog.iter().map(Vec::len).sum();
         let group = Arc::new(GroupState {
             name: Arc::clone(&spec.group),
+            ephemeral: spec.ephemeral,
             queues,
             members: RwLock::new(vec![member]),
             members_changed: Notify::new(),
@@ -349,13 +359,8 @@ impl MemoryBroker {
             .zip(backlog)
             .enumerate()
             .map(|(partition, (queue, backlog))| {
-                tokio::spawn(run_partition(
-                    Arc::clone(&group),
-                    partition,
-                    backlog,
-                    queue,
-                ))
-                .abort_handle()
+                tokio::spawn(run_partition(Arc::clone(&group), partition, backlog, queue))
+                    .abort_handle()
             })
             .collect();
         *group.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
@@ -366,21 +371,40 @@ impl MemoryBroker {
     }
 
     pub(crate) fn leave(&self, topic: &str, group: &str, member: &Arc<dyn Member>) {
-        let Some(group) = self.existing_topic(topic).and_then(|t| t.group(group)) else {
+        let Some(topic) = self.existing_topic(topic) else {
             return;
         };
-        group
-            .members
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|m| !Arc::ptr_eq(m, member));
+        let Some(group) = topic.group(group) else {
+            return;
+        };
+        let now_empty = {
+            let mut members = group.members.write().unwrap_or_else(|e| e.into_inner());
+            members.retain(|m| !Arc::ptr_eq(m, member));
+            members.is_empty()
+        };
         group.members_changed.notify_waiters();
+        if group.ephemeral && now_empty {
+            // Nobody can ever rejoin a broadcast group: drop it, so that its
+            // queue does not fill up and hold back publishers.
+            let mut shared = topic.lock();
+            let groups: Vec<_> = shared
+                .groups
+                .iter()
+                .filter(|g| !Arc::ptr_eq(g, &group))
+                .cloned()
+                .collect();
+            shared.groups = Arc::from(groups);
+            drop(shared);
+            group.stop();
+        }
     }
 
     pub(crate) fn member_count(&self, topic: &str, group: &str) -> usize {
         self.existing_topic(topic)
             .and_then(|t| t.group(group))
-            .map_or(0, |g| g.members.read().unwrap_or_else(|e| e.into_inner()).len())
+            .map_or(0, |g| {
+                g.members.read().unwrap_or_else(|e| e.into_inner()).len()
+            })
     }
 
     /// Waits until the group has nothing queued or in flight; returns
@@ -402,9 +426,16 @@ impl MemoryBroker {
         }
     }
 
-    pub(crate) fn has_groups(&self, topic: &str) -> bool {
-        self.existing_topic(topic)
-            .is_some_and(|t| !t.lock().groups.is_empty())
+    /// Whether some group of `topic` has a member to handle a message now.
+    pub(crate) fn has_members(&self, topic: &str) -> bool {
+        self.existing_topic(topic).is_some_and(|t| {
+            t.groups().iter().any(|g| {
+                !g.members
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+            })
+        })
     }
 
     pub(crate) fn open_inbox(&self, pending: &Arc<Pending>) -> Arc<str> {
@@ -436,6 +467,23 @@ impl MemoryBroker {
         match pending {
             Some(pending) => pending.complete(message),
             None => tracing::debug!(reply_to, "dropped a reply to an inbox that is gone"),
+        }
+    }
+}
+
+/// A message counted as outstanding in a group on its way into the group's
+/// queue: unless it got there (the partition task settles it then), dropping
+/// this settles it, so that a publish given up while it waited for room does
+/// not leave the group busy forever (and its shutdown waiting).
+struct Enqueuing<'a> {
+    group: &'a GroupState,
+    queued: bool,
+}
+
+impl Drop for Enqueuing<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.group.settle();
         }
     }
 }

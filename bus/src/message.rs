@@ -132,11 +132,7 @@ impl Headers {
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(n, v)| (n, String::from_utf8_lossy(v))),
-            )
+            .entries(self.0.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
             .finish()
     }
 }

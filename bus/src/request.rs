@@ -57,11 +57,12 @@ impl Pending {
 
     /// Hands a reply to its waiting request, or counts it as late.
     pub fn complete(&self, reply: Message) {
-        let waiter = reply
-            .meta
-            .correlation_id
-            .as_ref()
-            .and_then(|id| self.waiting.lock().expect("pending map poisoned").remove(id));
+        let waiter = reply.meta.correlation_id.as_ref().and_then(|id| {
+            self.waiting
+                .lock()
+                .expect("pending map poisoned")
+                .remove(id)
+        });
         let delivered = match waiter {
             Some(tx) => tx.send(reply).is_ok(),
             None => false,

@@ -129,7 +129,22 @@ macro_rules! key_as_text {
         }
     )*};
 }
-key_as_text!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, char, uuid::Uuid);
+key_as_text!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    char,
+    uuid::Uuid
+);
 
 impl<K: TopicKey + ?Sized> TopicKey for &K {
     fn key_bytes(&self) -> Option<Cow<'_, [u8]>> {

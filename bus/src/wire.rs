@@ -52,14 +52,13 @@ pub(crate) fn meta(
     default_source: &Arc<str>,
 ) -> Meta {
     let text = |headers: &mut Headers, name: &str| {
-        headers
-            .remove(name)
-            .and_then(|v| String::from_utf8(v).ok())
+        headers.remove(name).and_then(|v| String::from_utf8(v).ok())
     };
     headers.remove(ce::SPECVERSION);
     headers.remove(ce::TYPE);
     let id = text(&mut headers, ce::ID).map_or_else(MessageId::new, |id| MessageId::parse(&id));
-    let source = text(&mut headers, ce::SOURCE).map_or_else(|| Arc::clone(default_source), Arc::from);
+    let source =
+        text(&mut headers, ce::SOURCE).map_or_else(|| Arc::clone(default_source), Arc::from);
     let time = text(&mut headers, ce::TIME)
         .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
         .unwrap_or_else(SystemTime::now);
@@ -101,7 +100,12 @@ mod tests {
         let wire = headers(&original);
         assert_eq!(wire.get_str(ce::SPECVERSION), Some("1.0"));
         assert_eq!(wire.get_str(ce::TIME), Some("2023-11-14T22:13:20.123Z"));
-        let back = meta(original.topic.clone(), original.key.clone(), wire, &Arc::from("x"));
+        let back = meta(
+            original.topic.clone(),
+            original.key.clone(),
+            wire,
+            &Arc::from("x"),
+        );
         assert_eq!(back.id, original.id);
         assert_eq!(back.time, original.time);
         assert_eq!(&*back.source, "search");

@@ -12,7 +12,9 @@ impl Codec for Postcard {
     const CONTENT_TYPE: &'static str = "application/x-postcard";
 
     fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
-        postcard::to_io(value, out).map(drop).map_err(CodecError::new)
+        postcard::to_io(value, out)
+            .map(drop)
+            .map_err(CodecError::new)
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use crate::dispatch::Member;
 use crate::error::Result;
+#[cfg(feature = "kafka")]
+use crate::kafka::KafkaTransport;
 use crate::memory::MemoryBroker;
 use crate::message::Message;
-use crate::request::Pending;
 
 /// Where a new consumer group starts reading. A group that already exists
 /// keeps its position.
@@ -41,6 +42,8 @@ pub(crate) struct SubscriptionSpec {
     pub group: Arc<str>,
     pub start: StartFrom,
     pub partitions: Option<u32>,
+    /// A broadcast registration's own group, which ends with it.
+    pub ephemeral: bool,
 }
 
 /// The transports a bus can run on. An enum rather than a trait object: the
@@ -48,6 +51,8 @@ pub(crate) struct SubscriptionSpec {
 #[derive(Clone)]
 pub(crate) enum Transport {
     Memory(MemoryBroker),
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaTransport),
 }
 
 impl Transport {
@@ -55,6 +60,8 @@ impl Transport {
     pub fn carries_values(&self) -> bool {
         match self {
             Transport::Memory(m) => !m.forces_codec(),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => false,
         }
     }
 
@@ -62,21 +69,56 @@ impl Transport {
     pub async fn publish(&self, message: Message) -> Result<()> {
         match self {
             Transport::Memory(m) => m.publish(message).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.publish(message).await,
         }
     }
 
-    /// Adds a member to a consumer group.
-    pub fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
+    /// Publishes messages in order; a network transport pipelines them.
+    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+        match self {
+            Transport::Memory(m) => {
+                for message in messages {
+                    m.publish(message).await?;
+                }
+                Ok(())
+            }
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.publish_batch(messages).await,
+        }
+    }
+
+    /// Adds a member to a consumer group; returns once it takes messages.
+    pub async fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
         match self {
             Transport::Memory(m) => m.join(spec, member),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.join(spec, member).await,
         }
     }
 
-    /// Removes a member from its group. Its in-flight work is the caller's
-    /// to wait for.
-    pub fn leave(&self, topic: &str, group: &str, member: &Arc<dyn Member>) {
+    /// Removes a member from its group. On Kafka this also waits for its
+    /// in-flight messages and commits their offsets.
+    pub async fn leave(&self, topic: &str, group: &str, member: &Arc<dyn Member>) {
         match self {
             Transport::Memory(m) => m.leave(topic, group, member),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => {
+                let _ = (topic, group);
+                k.leave(member).await
+            }
+        }
+    }
+
+    /// Removes a member without waiting (the bus was dropped).
+    pub fn leave_now(&self, topic: &str, group: &str, member: &Arc<dyn Member>) {
+        match self {
+            Transport::Memory(m) => m.leave(topic, group, member),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => {
+                let _ = (topic, group);
+                k.leave_now(member)
+            }
         }
     }
 
@@ -85,46 +127,67 @@ impl Transport {
     pub async fn drain(&self, topic: &str, group: &str) -> bool {
         match self {
             Transport::Memory(m) => m.drain(topic, group).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => false,
         }
     }
 
-    /// How many members the group has in this process.
-    pub fn member_count(&self, topic: &str, group: &str) -> usize {
+    /// How many members the group has in this process, when the transport
+    /// keeps the group's queue here (memory); `None` when the broker does.
+    pub fn local_members(&self, topic: &str, group: &str) -> Option<usize> {
         match self {
-            Transport::Memory(m) => m.member_count(topic, group),
+            Transport::Memory(m) => Some(m.member_count(topic, group)),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => None,
         }
     }
 
-    /// `Some(false)` when the transport knows nobody consumes `topic`.
+    /// `Some(false)` when the transport knows nobody consumes `topic` now.
     pub fn has_consumers(&self, topic: &str) -> Option<bool> {
         match self {
-            Transport::Memory(m) => Some(m.has_groups(topic)),
+            Transport::Memory(m) => Some(m.has_members(topic)),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => None,
         }
     }
 
-    /// Opens the reply path of an instance; returns its `reply_to` address.
-    /// Ready before it returns, so a first reply cannot be missed.
-    pub fn open_inbox(&self, pending: &Arc<Pending>) -> Arc<str> {
+    /// Creates `topic` (and its dead-letter topic) where topics are provisioned.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
         match self {
-            Transport::Memory(m) => m.open_inbox(pending),
+            Transport::Memory(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.ensure_topic(topic, partitions).await,
         }
     }
 
-    /// Closes an inbox opened with [`Transport::open_inbox`].
-    pub fn close_inbox(&self, inbox: &str) {
+    /// Closes the reply inbox and flushes what is still being sent.
+    pub async fn close(&self, inbox: &str) {
         match self {
             Transport::Memory(m) => m.close_inbox(inbox),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.close().await,
         }
     }
 
-    /// Sends a reply to the inbox named by `reply_to`. A reply to an inbox
-    /// that is gone is dropped and counted by the receiver side, if any.
+    /// Closes the reply inbox without waiting (the bus was dropped).
+    pub fn close_now(&self, inbox: &str) {
+        match self {
+            Transport::Memory(m) => m.close_inbox(inbox),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.close_now(),
+        }
+    }
+
+    /// Sends a reply to the inbox named by `reply_to`.
     pub async fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
         match self {
             Transport::Memory(m) => {
                 m.reply(reply_to, message);
                 Ok(())
             }
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.reply(reply_to, message).await,
         }
     }
 }

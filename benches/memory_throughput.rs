@@ -1,0 +1,225 @@
+//! Memory transport: publish-to-handler throughput of a ~100-byte struct,
+//! against a raw bounded tokio mpsc between two tasks of the same runtime.
+//!
+//! Variants: default bus (8 partitions, 3 retries), `retries(0)`, a topic
+//! with `partitions = 1`, and both; on a 2-worker multi-thread runtime and
+//! on a current-thread runtime. Target: topicbus >= 0.5x raw throughput.
+
+mod common;
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Counter, Flavor, Goal, MakeEvent};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use topicbus::{Bus, Topic};
+
+/// Messages per measured round.
+const N: usize = 10_000;
+/// The memory transport's default queue capacity per partition and group.
+const CAPACITY: usize = 1024;
+
+/// One topicbus configuration under test.
+#[derive(Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    single_partition: bool,
+    retries: Option<u32>,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant {
+        name: "topicbus_p8_default",
+        single_partition: false,
+        retries: None,
+    },
+    Variant {
+        name: "topicbus_p8_retries0",
+        single_partition: false,
+        retries: Some(0),
+    },
+    Variant {
+        name: "topicbus_p1_default",
+        single_partition: true,
+        retries: None,
+    },
+    Variant {
+        name: "topicbus_p1_retries0",
+        single_partition: true,
+        retries: Some(0),
+    },
+];
+
+/// A bus with one counting subscription, ready to publish `T`.
+#[derive(Clone)]
+struct TopicbusRig {
+    bus: Bus,
+    counter: Arc<Counter>,
+    single_partition: bool,
+}
+
+async fn subscribe_counting<T: Topic + MakeEvent>(bus: &Bus, counter: &Arc<Counter>) {
+    let c = Arc::clone(counter);
+    bus.subscribe(move |ev: T| {
+        black_box(&ev);
+        c.hit();
+        std::future::ready(Ok::<(), Infallible>(()))
+    })
+    .group("bench.count")
+    .await
+    .expect("subscribe");
+}
+
+impl TopicbusRig {
+    fn new(rt: &Runtime, variant: Variant) -> Self {
+        let builder = Bus::builder().service("bench");
+        let builder = match variant.retries {
+            Some(r) => builder.retries(r),
+            None => builder,
+        };
+        let bus = builder.build();
+        let counter = Counter::new();
+        rt.block_on(async {
+            if variant.single_partition {
+                subscribe_counting::<common::EventP1>(&bus, &counter).await;
+            } else {
+                subscribe_counting::<common::Event>(&bus, &counter).await;
+            }
+        });
+        Self {
+            bus,
+            counter,
+            single_partition: variant.single_partition,
+        }
+    }
+
+    /// Publishes `n` messages and waits until the handler saw them all.
+    fn round(&self, rt: &Runtime, n: usize) -> Duration {
+        let rig = self.clone();
+        common::run_on(rt, async move {
+            if rig.single_partition {
+                rig.publish_all::<common::EventP1>(n).await
+            } else {
+                rig.publish_all::<common::Event>(n).await
+            }
+        })
+    }
+
+    async fn publish_all<T: Topic + MakeEvent>(&self, n: usize) -> Duration {
+        self.counter.arm(n);
+        let start = Instant::now();
+        for i in 0..n {
+            self.bus.publish(&T::make(i as u64)).await.expect("publish");
+        }
+        self.counter.wait().await;
+        start.elapsed()
+    }
+
+    fn shutdown(self, rt: &Runtime) {
+        rt.block_on(self.bus.shutdown()).expect("shutdown");
+    }
+}
+
+/// The baseline: a bounded tokio mpsc between a producer and a consumer task.
+#[derive(Clone)]
+struct RawRig {
+    tx: mpsc::Sender<common::Event>,
+    counter: Arc<Counter>,
+}
+
+impl RawRig {
+    fn new(rt: &Runtime) -> Self {
+        let (tx, mut rx) = mpsc::channel::<common::Event>(CAPACITY);
+        let counter = Counter::new();
+        let c = Arc::clone(&counter);
+        rt.spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                black_box(&ev);
+                c.hit();
+            }
+        });
+        Self { tx, counter }
+    }
+
+    fn round(&self, rt: &Runtime, n: usize) -> Duration {
+        let rig = self.clone();
+        common::run_on(rt, async move {
+            rig.counter.arm(n);
+            let start = Instant::now();
+            for i in 0..n {
+                rig.tx
+                    .send(common::Event::make(i as u64))
+                    .await
+                    .expect("send");
+            }
+            rig.counter.wait().await;
+            start.elapsed()
+        })
+    }
+}
+
+fn sum_rounds(iters: u64, mut round: impl FnMut() -> Duration) -> Duration {
+    (0..iters).map(|_| round()).sum()
+}
+
+fn benches(c: &mut Criterion) {
+    for flavor in Flavor::ALL {
+        let rt = flavor.runtime();
+        let raw = RawRig::new(&rt);
+        let rigs: Vec<(Variant, TopicbusRig)> = VARIANTS
+            .iter()
+            .map(|&v| (v, TopicbusRig::new(&rt, v)))
+            .collect();
+
+        let mut group = c.benchmark_group(format!("memory_throughput/{}", flavor.name()));
+        group.throughput(Throughput::Elements(N as u64));
+        group.bench_function(BenchmarkId::new("raw_mpsc", N), |b| {
+            b.iter_custom(|iters| sum_rounds(iters, || raw.round(&rt, N)));
+        });
+        for (variant, rig) in &rigs {
+            group.bench_function(BenchmarkId::new(variant.name, N), |b| {
+                b.iter_custom(|iters| sum_rounds(iters, || rig.round(&rt, N)));
+            });
+        }
+        group.finish();
+
+        for (_, rig) in rigs {
+            rig.shutdown(&rt);
+        }
+    }
+}
+
+fn ratios() {
+    let rounds = common::ratio_rounds();
+    let mut results = Vec::new();
+    for flavor in Flavor::ALL {
+        let rt = flavor.runtime();
+        let raw = RawRig::new(&rt);
+        for variant in VARIANTS {
+            let rig = TopicbusRig::new(&rt, variant);
+            results.push(common::compare(
+                &format!("memory_throughput/{}/{}", flavor.name(), variant.name),
+                N as u64,
+                Goal::ThroughputAtLeast(0.5),
+                rounds,
+                || rig.round(&rt, N),
+                || raw.round(&rt, N),
+            ));
+            rig.shutdown(&rt);
+        }
+    }
+    common::summary(&results);
+}
+
+fn main() {
+    let mut c = common::criterion();
+    benches(&mut c);
+    c.final_summary();
+    if common::ratios_enabled() {
+        ratios();
+    }
+}

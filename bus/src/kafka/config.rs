@@ -1,0 +1,206 @@
+//! Settings of the Kafka transport.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// Settings of the Kafka transport.
+///
+/// ```
+/// use std::time::Duration;
+/// use topicbus::kafka::KafkaConfig;
+///
+/// let config = KafkaConfig::new("127.0.0.1:9092")
+///     .delivery_timeout(Duration::from_secs(10))
+///     .default_partitions(6)
+///     .set("sasl.password", "hunter2");
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// ```
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub(crate) brokers: String,
+    pub(crate) properties: BTreeMap<String, String>,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) join_timeout: Duration,
+    pub(crate) default_partitions: i32,
+    pub(crate) replication_factor: i32,
+    pub(crate) provision_topics: bool,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) reply_topic_prefix: String,
+    pub(crate) go_envelope: bool,
+}
+
+impl KafkaConfig {
+    /// Settings for the brokers `brokers` (comma-separated `host:port`).
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            properties: BTreeMap::new(),
+            delivery_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(60),
+            default_partitions: 3,
+            replication_factor: 1,
+            provision_topics: true,
+            max_message_bytes: 1_000_000,
+            reply_topic_prefix: "topicbus.reply".to_owned(),
+            go_envelope: false,
+        }
+    }
+
+    /// Sets a librdkafka property on every client (producer, consumers,
+    /// admin), overriding topicbus's defaults. Values of secret-looking keys
+    /// (passwords, keys, tokens, JAAS config) never appear in `Debug` output.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// How long a publish may take until the broker acknowledged it
+    /// (`message.timeout.ms`, default 30 s); past it, the publish fails with
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// How long `connect` and a new subscription wait for the brokers
+    /// (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a new subscription waits to be given its partitions by the
+    /// group coordinator (default 60 s).
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
+    /// Partitions of created topics that do not set `partitions = N`
+    /// (default 3).
+    pub fn default_partitions(mut self, partitions: i32) -> Self {
+        self.default_partitions = partitions.max(1);
+        self
+    }
+
+    /// Replication factor of created topics (default 1).
+    pub fn replication_factor(mut self, factor: i32) -> Self {
+        self.replication_factor = factor.max(1);
+        self
+    }
+
+    /// Create missing topics when a handler subscribes (default on).
+    pub fn provision_topics(mut self, on: bool) -> Self {
+        self.provision_topics = on;
+        self
+    }
+
+    /// Largest encoded payload a publish accepts (default 1 000 000 bytes,
+    /// Kafka's default `message.max.bytes`); larger ones fail with
+    /// [`Error::TooLarge`](crate::Error::TooLarge) before they are sent.
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
+    }
+
+    /// Prefix of each instance's reply topic (default `topicbus.reply`).
+    pub fn reply_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.reply_topic_prefix = prefix.into();
+        self
+    }
+
+    /// Speak the Go bus's JSON envelope: JSON payloads are written inside
+    /// `{"id","type","source","timestamp","correlation_id","payload"}`, and
+    /// enveloped values are unwrapped on reading. Plain values are still
+    /// accepted, so Rust and Go nodes can share topics (default off).
+    pub fn go_envelope(mut self, on: bool) -> Self {
+        self.go_envelope = on;
+        self
+    }
+
+    /// The librdkafka configuration of a client: `defaults`, then the
+    /// user's properties on top.
+    pub(crate) fn client_config(&self, defaults: &[(&str, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in defaults {
+            config.set(*key, value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Whether a librdkafka property holds a secret.
+pub(crate) fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        "key.pem",
+        "ssl.key",
+        "keystore",
+        "credential",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("join_timeout", &self.join_timeout)
+            .field("default_partitions", &self.default_partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("provision_topics", &self.provision_topics)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("reply_topic_prefix", &self.reply_topic_prefix)
+            .field("go_envelope", &self.go_envelope)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = KafkaConfig::new("b:9092")
+            .set("sasl.password", "pw-1")
+            .set("sasl.jaas.config", "pw-2")
+            .set("ssl.key.password", "pw-3")
+            .set("sasl.oauthbearer.token", "pw-4")
+            .set("client.id", "visible");
+        let shown = format!("{config:?}");
+        for secret in ["pw-1", "pw-2", "pw-3", "pw-4"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("visible"));
+    }
+}

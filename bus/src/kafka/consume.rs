@@ -1,0 +1,468 @@
+//! One registration's consumer: a group member polled on its own thread,
+//! a task per assigned partition, offsets stored after handling.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use super::produce::config_error;
+use super::{unavailable, KafkaConfig};
+use crate::dispatch::Member;
+use crate::error::{Error, Result};
+use crate::message::{Headers, Message, Payload};
+use crate::transport::{StartFrom, SubscriptionSpec};
+use crate::wire;
+
+/// How long a poll waits for a message before the thread looks at its
+/// stop flag, queues and stored offsets again.
+pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages queued per partition before the partition is paused.
+const PARTITION_QUEUE: usize = 256;
+/// How long a revocation or shutdown waits for in-flight handlers before it
+/// commits what has finished; later ones are redelivered to the next owner.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+/// A running group member; [`GroupConsumer::stop`] ends it gracefully.
+pub(super) struct GroupConsumer {
+    member: Arc<dyn Member>,
+    stop: Arc<AtomicBool>,
+    finished: oneshot::Receiver<()>,
+}
+
+impl GroupConsumer {
+    /// Joins the group and returns once partitions are assigned with their
+    /// start offsets resolved, so that anything published afterwards is seen.
+    pub async fn start(
+        config: &KafkaConfig,
+        spec: SubscriptionSpec,
+        member: Arc<dyn Member>,
+    ) -> Result<Self> {
+        let reset = match spec.start {
+            StartFrom::Latest => "latest",
+            _ => "earliest",
+        };
+        let (offsets_tx, offsets_rx) = std_mpsc::channel();
+        let context = GroupContext {
+            topic: spec.topic.to_string(),
+            start: spec.start,
+            timeout: config.connect_timeout,
+            assigned: AtomicBool::new(false),
+            partitions: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(offsets_rx),
+        };
+        let consumer: BaseConsumer<GroupContext> = config
+            .client_config(&[
+                ("group.id", spec.group.to_string()),
+                ("enable.auto.commit", "true".to_owned()),
+                ("auto.commit.interval.ms", "1000".to_owned()),
+                ("enable.auto.offset.store", "false".to_owned()),
+                ("auto.offset.reset", reset.to_owned()),
+                ("session.timeout.ms", "10000".to_owned()),
+                ("heartbeat.interval.ms", "1000".to_owned()),
+                ("enable.partition.eof", "false".to_owned()),
+            ])
+            .create_with_context(context)
+            .map_err(config_error)?;
+        consumer
+            .subscribe(&[&spec.topic])
+            .map_err(|e| unavailable(format!("cannot subscribe to `{}`", spec.topic), e))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (finished_tx, finished) = oneshot::channel();
+        let poller = Poller {
+            consumer,
+            member: Arc::clone(&member),
+            runtime: tokio::runtime::Handle::current(),
+            offsets: offsets_tx,
+            source: Arc::from("unknown"),
+            go_envelope: config.go_envelope,
+        };
+        let stopping = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name(format!("topicbus-{}", spec.group))
+            .spawn(move || {
+                poller.run(&stopping, ready_tx);
+                let _ = finished_tx.send(());
+            })
+            .map_err(|e| Error::Unavailable {
+                message: format!("cannot start a consumer thread: {e}"),
+                source: Some(Box::new(e)),
+            })?;
+
+        let limit = config.join_timeout;
+        match tokio::time::timeout(limit, ready_rx).await {
+            Ok(Ok(())) => Ok(Self {
+                member,
+                stop,
+                finished,
+            }),
+            _ => {
+                stop.store(true, Ordering::Release);
+                Err(Error::Unavailable {
+                    message: format!(
+                        "consumer group `{}` got no partitions of `{}` within {limit:?} (brokers `{}`)",
+                        spec.group, spec.topic, config.brokers
+                    ),
+                    source: None,
+                })
+            }
+        }
+    }
+
+    pub fn serves(&self, member: &Arc<dyn Member>) -> bool {
+        Arc::ptr_eq(&self.member, member)
+    }
+
+    /// Like [`GroupConsumer::stop`], without waiting for it to finish.
+    pub fn stop_now(self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Stops fetching, lets in-flight handlers finish, commits, leaves.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.finished.await;
+    }
+}
+
+/// What the poll thread owns.
+struct Poller {
+    consumer: BaseConsumer<GroupContext>,
+    member: Arc<dyn Member>,
+    runtime: tokio::runtime::Handle,
+    offsets: std_mpsc::Sender<(i32, i64)>,
+    source: Arc<str>,
+    go_envelope: bool,
+}
+
+impl Poller {
+    fn run(self, stop: &AtomicBool, ready: oneshot::Sender<()>) {
+        let mut ready = Some(ready);
+        while !stop.load(Ordering::Acquire) {
+            let context = self.consumer.context();
+            context.store_finished(&self.consumer);
+            context.flush_stashes(&self.consumer);
+            match self.consumer.poll(POLL_INTERVAL) {
+                Some(Ok(message)) => self.dispatch(&message),
+                Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
+                None => {}
+            }
+            if context.assigned.load(Ordering::Acquire) {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            }
+        }
+        let context = self.consumer.context();
+        context.revoke_all(&self.consumer);
+        self.consumer.unsubscribe();
+        // Dropping the consumer closes it: it leaves the group.
+        drop(self.consumer);
+    }
+
+    fn dispatch(&self, message: &BorrowedMessage<'_>) {
+        let partition = message.partition();
+        tracing::trace!(topic = message.topic(), partition, offset = message.offset(), "fetched");
+        let item = (message.offset(), to_message(message, &self.source, self.go_envelope));
+        let context = self.consumer.context();
+        let mut partitions = context.partitions.lock().expect("poisoned");
+        let state = partitions.entry(partition).or_default();
+        let worker = state.worker.get_or_insert_with(|| {
+            Worker::spawn(
+                &self.runtime,
+                Arc::clone(&self.member),
+                partition,
+                self.offsets.clone(),
+            )
+        });
+        if !state.stash.is_empty() {
+            state.stash.push_back(item);
+            return;
+        }
+        match worker.queue.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                state.stash.push_back(item);
+                context.pause(&self.consumer, partition, state);
+            }
+            // The member closed: the message is not stored and will be
+            // redelivered to whoever owns the partition next.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// The consumer's callbacks and the partitions' state, shared by the poll
+/// thread and the rebalance callback (which runs inside `poll`).
+struct GroupContext {
+    topic: String,
+    start: StartFrom,
+    timeout: Duration,
+    assigned: AtomicBool,
+    partitions: Mutex<HashMap<i32, PartitionState>>,
+    offsets: Mutex<std_mpsc::Receiver<(i32, i64)>>,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    worker: Option<Worker>,
+    /// Messages fetched while the worker's queue was full, in order.
+    stash: VecDeque<(i64, Message)>,
+    paused: bool,
+}
+
+struct Worker {
+    queue: mpsc::Sender<(i64, Message)>,
+    revoked: Arc<AtomicBool>,
+    /// Disconnects when the worker task has ended.
+    done: std_mpsc::Receiver<()>,
+}
+
+impl Worker {
+    fn spawn(
+        runtime: &tokio::runtime::Handle,
+        member: Arc<dyn Member>,
+        partition: i32,
+        offsets: std_mpsc::Sender<(i32, i64)>,
+    ) -> Self {
+        let (queue, mut inbox) = mpsc::channel::<(i64, Message)>(PARTITION_QUEUE);
+        let revoked = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = std_mpsc::channel::<()>();
+        let is_revoked = Arc::clone(&revoked);
+        runtime.spawn(async move {
+            let _done = done_tx;
+            while let Some((offset, message)) = inbox.recv().await {
+                if is_revoked.load(Ordering::Acquire) {
+                    break;
+                }
+                if Arc::clone(&member).deliver(message).await.is_err() {
+                    break;
+                }
+                let _ = offsets.send((partition, offset));
+            }
+        });
+        Self {
+            queue,
+            revoked,
+            done,
+        }
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.resolve_start(consumer, partitions);
+                tracing::debug!(topic = %self.topic, assignment = ?partitions, "assigned");
+                if let Err(error) = consumer.assign(partitions) {
+                    tracing::error!(%error, topic = %self.topic, "cannot take the assigned partitions");
+                }
+                self.assigned.store(true, Ordering::Release);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke_all(consumer);
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, topic = %self.topic, "cannot give up partitions");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, topic = %self.topic, "rebalance failed");
+                self.revoke_all(consumer);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl GroupContext {
+    /// Sets an explicit start offset on each partition without a committed
+    /// one, so reading starts exactly where `start` says, not wherever the
+    /// log ends when the first fetch happens to run.
+    fn resolve_start(&self, consumer: &BaseConsumer<Self>, partitions: &mut TopicPartitionList) {
+        let committed = match consumer.committed_offsets(partitions.clone(), self.timeout) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%error, topic = %self.topic, "cannot read committed offsets");
+                return;
+            }
+        };
+        let by_time = match self.start {
+            StartFrom::Timestamp(at) => {
+                let millis = at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let mut query = TopicPartitionList::new();
+                for elem in partitions.elements() {
+                    let _ = query.add_partition_offset(
+                        elem.topic(),
+                        elem.partition(),
+                        Offset::Offset(millis),
+                    );
+                }
+                consumer.offsets_for_times(query, self.timeout).ok()
+            }
+            _ => None,
+        };
+        for elem in committed.elements() {
+            let (topic, partition) = (elem.topic(), elem.partition());
+            let start = match elem.offset() {
+                Offset::Offset(at) => Offset::Offset(at),
+                _ => match self.start {
+                    StartFrom::Latest => {
+                        match consumer.fetch_watermarks(topic, partition, self.timeout) {
+                            Ok((_, high)) => Offset::Offset(high),
+                            Err(error) => {
+                                tracing::warn!(%error, topic, partition, "cannot read the end offset");
+                                Offset::End
+                            }
+                        }
+                    }
+                    StartFrom::Earliest => Offset::Beginning,
+                    StartFrom::Timestamp(_) => by_time
+                        .as_ref()
+                        .and_then(|t| t.find_partition(topic, partition))
+                        .map_or(Offset::End, |e| e.offset()),
+                },
+            };
+            let _ = partitions.set_partition_offset(topic, partition, start);
+        }
+    }
+
+    /// Stops every partition worker after its in-flight message, stores the
+    /// offsets of what finished and commits them.
+    fn revoke_all(&self, consumer: &BaseConsumer<Self>) {
+        let workers: Vec<Worker> = {
+            let mut partitions = self.partitions.lock().expect("poisoned");
+            partitions
+                .drain()
+                .filter_map(|(_, state)| state.worker)
+                .collect()
+        };
+        for worker in &workers {
+            worker.revoked.store(true, Ordering::Release);
+        }
+        let deadline = Instant::now() + REVOKE_WAIT;
+        for worker in workers {
+            let Worker { queue, done, .. } = worker;
+            // Closing the queue ends a worker that waits for its next message.
+            drop(queue);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(std_mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(left) {
+                tracing::warn!(topic = %self.topic, "a handler outlived the revocation; its message will be redelivered");
+            }
+        }
+        self.store_finished(consumer);
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(code))
+                if code == rdkafka::error::RDKafkaErrorCode::NoOffset => {}
+            Err(error) => {
+                tracing::warn!(%error, topic = %self.topic, "commit on revocation failed")
+            }
+        }
+        self.assigned.store(false, Ordering::Release);
+    }
+
+    /// Stores the offsets of the messages handled since the last call.
+    fn store_finished(&self, consumer: &BaseConsumer<Self>) {
+        let offsets = self.offsets.lock().expect("poisoned");
+        // librdkafka commits the stored offset + 1: the next to read.
+        while let Ok((partition, handled)) = offsets.try_recv() {
+            if let Err(error) = consumer.store_offset(&self.topic, partition, handled) {
+                tracing::debug!(%error, partition, "offset not stored (partition revoked)");
+            }
+        }
+    }
+
+    /// Moves stashed messages into their worker queues as room frees up and
+    /// resumes partitions whose stash emptied.
+    fn flush_stashes(&self, consumer: &BaseConsumer<Self>) {
+        let mut partitions = self.partitions.lock().expect("poisoned");
+        for (partition, state) in partitions.iter_mut() {
+            let Some(worker) = &state.worker else {
+                continue;
+            };
+            while let Some(item) = state.stash.pop_front() {
+                match worker.queue.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        state.stash.push_front(item);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            if state.stash.is_empty() && state.paused {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(&self.topic, *partition);
+                if consumer.resume(&list).is_ok() {
+                    state.paused = false;
+                }
+            }
+        }
+    }
+
+    fn pause(&self, consumer: &BaseConsumer<Self>, partition: i32, state: &mut PartitionState) {
+        if state.paused {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, partition);
+        match consumer.pause(&list) {
+            Ok(()) => state.paused = true,
+            Err(error) => tracing::warn!(%error, partition, "cannot pause a full partition"),
+        }
+    }
+}
+
+/// A fetched Kafka message in the form the dispatcher takes.
+pub(super) fn to_message(
+    message: &BorrowedMessage<'_>,
+    source: &Arc<str>,
+    go_envelope: bool,
+) -> Message {
+    let mut headers = Headers::new();
+    if let Some(borrowed) = message.headers() {
+        for header in borrowed.iter() {
+            headers.insert(
+                header.key.to_owned(),
+                header.value.unwrap_or_default().to_vec(),
+            );
+        }
+    }
+    let mut meta = wire::meta(
+        Cow::Owned(message.topic().to_owned()),
+        message.key().map(<[u8]>::to_vec),
+        headers,
+        source,
+    );
+    let value = message.payload().unwrap_or_default();
+    let unwrapped = if go_envelope {
+        super::envelope::unwrap(&mut meta, value).map(Bytes::from)
+    } else {
+        None
+    };
+    Message {
+        meta: Arc::new(meta),
+        payload: Payload::Bytes(unwrapped.unwrap_or_else(|| Bytes::copy_from_slice(value))),
+    }
+}

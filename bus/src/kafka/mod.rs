@@ -1,0 +1,209 @@
+//! The Kafka transport, over librdkafka (`rdkafka`).
+//!
+//! - Publishing: one idempotent producer per instance (`acks=all`,
+//!   `enable.idempotence=true`, `linger.ms=0` so an awaited publish never
+//!   waits for a batch timer; batches pipeline their sends instead). A
+//!   publish returns once the broker acknowledged it.
+//! - Consuming: one consumer per registration, in its consumer group, polled
+//!   on a thread of its own. Each assigned partition gets a task that hands
+//!   its messages in order to the handler and stores the offset only after
+//!   the handler succeeded or the message was dead-lettered; stored offsets
+//!   are committed every second, on partition revocation and at shutdown.
+//!   A partition whose queue is full is paused, so memory stays bounded.
+//! - Replies: every instance reads its own single-partition reply topic
+//!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
+//!   offset before `connect` returns, so a first reply cannot be missed and
+//!   a reply always reaches the instance that asked.
+//!
+//! WIRE.md documents the headers; README "Running on Kafka" and "Scaling"
+//! the operational side.
+
+mod admin;
+mod config;
+mod consume;
+mod envelope;
+mod inbox;
+mod produce;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+
+pub use self::config::KafkaConfig;
+
+use crate::dispatch::Member;
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::request::Pending;
+use crate::transport::SubscriptionSpec;
+
+/// A connected Kafka transport. Cloning shares the connection.
+#[derive(Clone)]
+pub(crate) struct KafkaTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    inbox: inbox::Inbox,
+    consumers: Mutex<Vec<consume::GroupConsumer>>,
+    ensured: Mutex<HashSet<String>>,
+}
+
+impl KafkaTransport {
+    /// Connects: checks the brokers answer, then opens the reply inbox.
+    pub async fn connect(
+        config: KafkaConfig,
+        service: &str,
+        pending: &Arc<Pending>,
+    ) -> Result<(Self, Arc<str>)> {
+        let producer = produce::producer(&config)?;
+        let admin = admin::client(&config)?;
+        produce::check_reachable(&producer, &config).await?;
+        let inbox_topic = format!(
+            "{}.{}.{}",
+            config.reply_topic_prefix,
+            sanitize(service),
+            uuid::Uuid::new_v4().simple()
+        );
+        if config.provision_topics {
+            admin::ensure(&admin, &config, &[(inbox_topic.clone(), 1)]).await?;
+        } else {
+            produce::request_auto_creation(&producer, &config, &inbox_topic).await?;
+        }
+        let inbox = inbox::Inbox::open(&config, &inbox_topic, Arc::clone(pending)).await?;
+        let transport = Self {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                admin,
+                inbox,
+                consumers: Mutex::new(Vec::new()),
+                ensured: Mutex::new(HashSet::new()),
+            }),
+        };
+        Ok((transport, inbox_topic.into()))
+    }
+
+    pub async fn publish(&self, message: Message) -> Result<()> {
+        produce::publish(&self.inner.producer, &self.inner.config, &message).await
+    }
+
+    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+        produce::publish_batch(&self.inner.producer, &self.inner.config, &messages).await
+    }
+
+    pub async fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
+        produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message).await
+    }
+
+    /// Creates `topic` and its dead-letter topic when they are missing: with
+    /// the admin API, or, with provisioning off, by asking for their
+    /// metadata as a producer (brokers with auto-creation then create them).
+    pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
+        let missing: Vec<(String, i32)> = {
+            let ensured = self.inner.ensured.lock().expect("poisoned");
+            let partitions = partitions.map_or(self.inner.config.default_partitions, |p| {
+                i32::try_from(p).unwrap_or(i32::MAX)
+            });
+            [topic.to_owned(), format!("{topic}.dlq")]
+                .into_iter()
+                .filter(|t| !ensured.contains(t))
+                .map(|t| (t, partitions))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.inner.config.provision_topics {
+            admin::ensure(&self.inner.admin, &self.inner.config, &missing).await?;
+        } else {
+            for (topic, _) in &missing {
+                produce::request_auto_creation(&self.inner.producer, &self.inner.config, topic)
+                    .await?;
+            }
+        }
+        let mut ensured = self.inner.ensured.lock().expect("poisoned");
+        ensured.extend(missing.into_iter().map(|(t, _)| t));
+        Ok(())
+    }
+
+    pub async fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
+        self.ensure_topic(&spec.topic, spec.partitions).await?;
+        let consumer = consume::GroupConsumer::start(&self.inner.config, spec, member).await?;
+        self.inner
+            .consumers
+            .lock()
+            .expect("poisoned")
+            .push(consumer);
+        Ok(())
+    }
+
+    /// Stops the consumer of `member`: its in-flight messages finish, their
+    /// offsets are committed, and it leaves the group.
+    pub async fn leave(&self, member: &Arc<dyn Member>) {
+        let consumer = {
+            let mut consumers = self.inner.consumers.lock().expect("poisoned");
+            let at = consumers.iter().position(|c| c.serves(member));
+            at.map(|at| consumers.remove(at))
+        };
+        if let Some(consumer) = consumer {
+            consumer.stop().await;
+        }
+    }
+
+    /// Tells the consumer of `member` to stop, without waiting for it.
+    pub fn leave_now(&self, member: &Arc<dyn Member>) {
+        let mut consumers = self.inner.consumers.lock().expect("poisoned");
+        if let Some(at) = consumers.iter().position(|c| c.serves(member)) {
+            consumers.remove(at).stop_now();
+        }
+    }
+
+    /// Stops reading replies, without waiting.
+    pub fn close_now(&self) {
+        self.inner.inbox.stop_now();
+    }
+
+    /// Flushes the producer and closes the inbox.
+    pub async fn close(&self) {
+        let inner = Arc::clone(&self.inner);
+        let flushed = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            let flushed = inner.producer.flush(inner.config.delivery_timeout);
+            inner.inbox.close();
+            flushed
+        })
+        .await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "could not flush the Kafka producer");
+        }
+    }
+}
+
+/// `service` with characters outside `[A-Za-z0-9._-]` replaced by `_`.
+fn sanitize(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// An error from librdkafka, as [`Error::Unavailable`].
+pub(crate) fn unavailable(what: impl Into<String>, error: rdkafka::error::KafkaError) -> Error {
+    Error::Unavailable {
+        message: format!("{}: {error}", what.into()),
+        source: Some(Box::new(error)),
+    }
+}

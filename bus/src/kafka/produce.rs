@@ -1,0 +1,221 @@
+//! Publishing to Kafka.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use super::{unavailable, KafkaConfig};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::wire;
+
+/// The instance's producer: idempotent, `acks=all`, no linger.
+pub(super) fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    config
+        .client_config(&[
+            ("acks", "all".to_owned()),
+            ("enable.idempotence", "true".to_owned()),
+            ("linger.ms", "0".to_owned()),
+            (
+                "message.timeout.ms",
+                config.delivery_timeout.as_millis().to_string(),
+            ),
+            (
+                "message.max.bytes",
+                // Room for headers and the record batch overhead.
+                (config.max_message_bytes + 64 * 1024).to_string(),
+            ),
+        ])
+        .create()
+        .map_err(config_error)
+}
+
+/// A librdkafka client that could not be created: a property is wrong.
+pub(super) fn config_error(error: KafkaError) -> Error {
+    let key = match &error {
+        KafkaError::ClientConfig(_, _, key, _) => key.clone(),
+        _ => "kafka".to_owned(),
+    };
+    Error::Config {
+        key,
+        message: error.to_string(),
+    }
+}
+
+/// Fails unless a broker answers a metadata request within the connect
+/// timeout; the error names the configured brokers.
+pub(super) async fn check_reachable(producer: &FutureProducer, config: &KafkaConfig) -> Result<()> {
+    let client = producer.clone();
+    let timeout = config.connect_timeout;
+    let answered = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(None, Timeout::After(timeout))
+            .map(drop)
+    })
+    .await
+    .expect("metadata task panicked");
+    answered.map_err(|error| Error::Unavailable {
+        message: format!(
+            "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}",
+            config.brokers
+        ),
+        source: Some(Box::new(error)),
+    })
+}
+
+/// Asks for `topic`'s metadata as a producer, which makes a broker with
+/// `auto.create.topics.enable` create it.
+pub(super) async fn request_auto_creation(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    topic: &str,
+) -> Result<()> {
+    let client = producer.clone();
+    let timeout = config.connect_timeout;
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&name), Timeout::After(timeout))
+            .map(drop)
+    })
+    .await
+    .expect("metadata task panicked")
+    .map_err(|e| unavailable(format!("cannot create topic `{topic}` by auto-creation"), e))
+}
+
+pub(super) async fn publish(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    message: &Message,
+) -> Result<()> {
+    let delivery = enqueue(producer, config, &message.meta.topic, None, message)?;
+    settle(config, &message.meta.topic, delivery.await)
+}
+
+/// Publishes a reply to partition 0 of an inbox topic, the one partition its
+/// owner reads (a broker may auto-create the topic with more).
+pub(super) async fn reply(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    topic: &str,
+    message: &Message,
+) -> Result<()> {
+    let delivery = enqueue(producer, config, topic, Some(0), message)?;
+    settle(config, topic, delivery.await)
+}
+
+/// Enqueues every message before awaiting any acknowledgement, so the
+/// producer batches them; waits for the oldest when its queue is full.
+pub(super) async fn publish_batch(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    messages: &[Message],
+) -> Result<()> {
+    let mut waiting = std::collections::VecDeque::new();
+    for message in messages {
+        let topic: &str = &message.meta.topic;
+        loop {
+            match enqueue(producer, config, topic, None, message) {
+                Ok(delivery) => {
+                    waiting.push_back((topic, delivery));
+                    break;
+                }
+                Err(Error::Unavailable { .. }) if !waiting.is_empty() => {
+                    let (topic, oldest) = waiting.pop_front().expect("not empty");
+                    settle(config, topic, oldest.await)?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    for (topic, delivery) in waiting {
+        settle(config, topic, delivery.await)?;
+    }
+    Ok(())
+}
+
+fn enqueue(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    topic: &str,
+    partition: Option<i32>,
+    message: &Message,
+) -> Result<DeliveryFuture> {
+    let payload = message
+        .payload
+        .to_bytes()
+        .map_err(|e| Error::codec(topic, "payload", e))?;
+    let enveloped = if config.go_envelope {
+        super::envelope::wrap(&message.meta, &payload)
+    } else {
+        None
+    };
+    let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
+    if payload.len() > config.max_message_bytes {
+        return Err(Error::TooLarge {
+            topic: topic.to_owned(),
+            size: payload.len(),
+            limit: config.max_message_bytes,
+        });
+    }
+    let mut headers = OwnedHeaders::new_with_capacity(8 + message.meta.headers.len());
+    for (key, value) in wire::headers(&message.meta).iter() {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let mut record = FutureRecord::to(topic)
+        .payload(payload)
+        .headers(headers);
+    if let Some(key) = &message.meta.key {
+        record = record.key(&key[..]);
+    }
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer
+        .send_result(record)
+        .map_err(|(error, _)| delivery_error(config, topic, error))
+}
+
+/// The outcome of an awaited [`DeliveryFuture`]; its error side means the
+/// producer went away.
+fn settle<Canceled>(
+    config: &KafkaConfig,
+    topic: &str,
+    delivered: std::result::Result<OwnedDeliveryResult, Canceled>,
+) -> Result<()> {
+    match delivered {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(delivery_error(config, topic, error)),
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+/// Maps a librdkafka delivery failure to the error kinds callers match on.
+fn delivery_error(config: &KafkaConfig, topic: &str, error: KafkaError) -> Error {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+        | Some(RDKafkaErrorCode::InvalidMessageSize) => Error::TooLarge {
+            topic: topic.to_owned(),
+            size: 0,
+            limit: config.max_message_bytes,
+        },
+        Some(RDKafkaErrorCode::MessageTimedOut) => unavailable(
+            format!(
+                "publish to `{topic}` not acknowledged within {:?} (brokers `{}`)",
+                config.delivery_timeout, config.brokers
+            ),
+            error,
+        ),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) | Some(RDKafkaErrorCode::UnknownTopic) => {
+            unavailable(format!("topic `{topic}` does not exist"), error)
+        }
+        _ => unavailable(format!("publish to `{topic}` failed"), error),
+    }
+}

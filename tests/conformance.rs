@@ -1,0 +1,105 @@
+//! The transport-agnostic conformance suite: the delivery contract of
+//! DESIGN.md ("Delivery contract"), proven through the public API only.
+//!
+//! Every case is an `async fn case<H: Harness>(harness: H)` in one of the
+//! modules below. The [`conformance!`] invocation at the bottom instantiates
+//! each case once per harness, so the test names read
+//! `memory::two_groups_each_receive_everything`,
+//! `memory_codec::two_groups_each_receive_everything`, ... A new transport
+//! runs the same cases by adding one line there and one [`harness::Harness`]
+//! implementation.
+//!
+//! `TOPICBUS_REPEAT=N` runs each case N times (a fresh harness and network
+//! each time) to shake out flakiness; a failure is never retried.
+//!
+//! ```text
+//! cargo test --test conformance
+//! TOPICBUS_REPEAT=20 cargo test --test conformance -- memory_codec::
+//! ```
+
+#[path = "conformance/harness.rs"]
+mod harness;
+
+#[path = "conformance/failures.rs"]
+mod failures;
+#[path = "conformance/flow.rs"]
+mod flow;
+#[path = "conformance/groups.rs"]
+mod groups;
+#[path = "conformance/order.rs"]
+mod order;
+#[path = "conformance/pubsub.rs"]
+mod pubsub;
+#[path = "conformance/request_reply.rs"]
+mod request_reply;
+#[path = "conformance/shutdown.rs"]
+mod shutdown;
+
+/// Instantiates every case of `[module::case, ...]` as a test in a module
+/// named after the harness.
+macro_rules! instantiate {
+    ($harness:ident => $make:expr, [$($module:ident :: $case:ident),* $(,)?]) => {
+        mod $harness {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::run_case(
+                        concat!(stringify!($harness), "::", stringify!($case)),
+                        || $make,
+                        crate::$module::$case,
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+/// Every case on every harness: the cross product of the two lists.
+macro_rules! conformance {
+    (harnesses { $($harness:ident => $make:expr),* $(,)? } cases $cases:tt) => {
+        $( instantiate!($harness => $make, $cases); )*
+    };
+}
+
+conformance! {
+    harnesses {
+        memory => crate::harness::Memory::plain(),
+        memory_codec => crate::harness::Memory::codec(),
+    }
+    cases [
+        // publish / subscribe
+        pubsub::payload_and_metadata_arrive_intact,
+        pubsub::payloads_of_every_codec_survive_the_transport,
+        pubsub::concurrent_publishers_lose_and_duplicate_nothing,
+        pubsub::publish_batch_delivers_each_message_once,
+        // consumer groups
+        groups::two_groups_each_receive_everything,
+        groups::instances_of_one_service_share_the_work,
+        groups::members_of_an_explicit_group_share_the_work,
+        groups::broadcast_reaches_every_instance,
+        groups::departed_broadcast_subscriber_does_not_block_publishers,
+        // order
+        order::per_key_order_holds_with_competing_members,
+        // failures, retries, dead letters
+        failures::handler_error_is_redelivered_until_it_succeeds,
+        failures::exhausted_retries_dead_letter_with_the_reason,
+        failures::panicking_handler_is_contained_and_dead_lettered,
+        failures::undecodable_message_is_dead_lettered_at_once,
+        failures::hanging_handler_times_out_and_is_dead_lettered,
+        // request / reply
+        request_reply::request_reply_round_trip_is_typed,
+        request_reply::thousand_concurrent_requests_each_get_their_own_reply,
+        request_reply::handler_error_comes_back_as_remote_error,
+        request_reply::panicking_responder_comes_back_as_remote_error,
+        request_reply::slow_responder_times_out_and_late_reply_is_dropped,
+        request_reply::request_without_responders_fails_with_no_responders,
+        // shutdown
+        shutdown::shutdown_drains_in_flight_handlers_then_rejects_work,
+        shutdown::shutdown_hands_queued_work_to_remaining_members,
+        // start position, backpressure
+        flow::start_from_earliest_replays_kept_history_to_a_new_group,
+        flow::slow_consumer_makes_publishers_wait,
+        flow::cancelled_waiting_publish_does_not_wedge_shutdown,
+    ]
+}

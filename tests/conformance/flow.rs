@@ -1,0 +1,221 @@
+//! Start position and backpressure: where a new group starts reading, and
+//! what a publisher does when a consumer cannot keep up.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use topicbus::{StartFrom, Topic};
+
+use crate::harness::{
+    assert_exactly_once, guard, member, skip, Gate, Harness, Log, Net, Numbered, Setup,
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.flow.history")]
+pub struct History {
+    n: u64,
+}
+
+impl Numbered for History {
+    fn number(&self) -> u64 {
+        self.n
+    }
+}
+
+/// Where the transport keeps history: a new group that starts from
+/// `StartFrom::Earliest` handles the messages published before it joined
+/// and those after, each once; a new group with the default start handles
+/// only those published after it joined.
+pub async fn start_from_earliest_replays_kept_history_to_a_new_group<H: Harness>(harness: H) {
+    if !harness.keeps_history() {
+        return skip(&harness, "the transport keeps no history to replay");
+    }
+    const BEFORE: u64 = 10;
+    const AFTER: u64 = 5;
+    let net = Net::new(&harness, Setup::default().retain(100)).await;
+    let publisher = net.bus("historian").await;
+    for n in 0..BEFORE {
+        publisher
+            .publish(&History { n })
+            .await
+            .expect("publish before");
+    }
+
+    let reader = net.bus("reader").await;
+    let replayed = Log::new();
+    reader
+        .subscribe(member::<History>(0, Arc::clone(&replayed)))
+        .group(net.group("replay"))
+        .start_from(StartFrom::Earliest)
+        .await
+        .expect("subscribe from earliest");
+    let latest = Log::new();
+    reader
+        .subscribe(member::<History>(1, Arc::clone(&latest)))
+        .group(net.group("latest"))
+        .await
+        .expect("subscribe from latest");
+
+    for n in BEFORE..BEFORE + AFTER {
+        publisher
+            .publish(&History { n })
+            .await
+            .expect("publish after");
+    }
+    replayed
+        .wait_for((BEFORE + AFTER) as usize, "replayed and new messages")
+        .await;
+    latest.wait_for(AFTER as usize, "new messages").await;
+    net.close().await;
+
+    assert_exactly_once(&replayed.snapshot(), BEFORE + AFTER, "earliest group");
+    let mut new: Vec<u64> = latest.snapshot().iter().map(|h| h.n).collect();
+    new.sort_unstable();
+    assert_eq!(
+        new,
+        (BEFORE..BEFORE + AFTER).collect::<Vec<_>>(),
+        "the default start skips what came before"
+    );
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.flow.pressure", partitions = 1)]
+pub struct Pressure {
+    n: u64,
+}
+
+impl Numbered for Pressure {
+    fn number(&self) -> u64 {
+        self.n
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.flow.given_up", partitions = 1)]
+pub struct GivenUp {
+    n: u64,
+}
+
+impl Numbered for GivenUp {
+    fn number(&self) -> u64 {
+        self.n
+    }
+}
+
+/// Subscribes a handler that records when it starts and waits for `gate`.
+async fn blocked_consumer<T: Numbered>(net: &Net, gate: &Gate) -> (Arc<Log<u64>>, Arc<Log<u64>>) {
+    let consumer = net.bus("slowpoke").await;
+    let started = Log::new();
+    let done = Log::new();
+    let (gate, started_in, done_in) = (gate.clone(), Arc::clone(&started), Arc::clone(&done));
+    consumer
+        .subscribe(move |message: T| {
+            let (gate, started, done) =
+                (gate.clone(), Arc::clone(&started_in), Arc::clone(&done_in));
+            async move {
+                started.push(message.number());
+                gate.wait().await;
+                done.push(message.number());
+                Ok::<(), Infallible>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    (started, done)
+}
+
+/// "Not finished yet": a liveness probe, not a timing assertion.
+const NOT_YET: Duration = Duration::from_millis(100);
+
+/// With a queue of one message and a blocked handler, a publish beyond the
+/// queue waits instead of piling up messages, and completes once the
+/// handler moves on; every message is then handled once, in order.
+pub async fn slow_consumer_makes_publishers_wait<H: Harness>(harness: H) {
+    if !harness.publishers_wait_for_slow_consumers() {
+        return skip(&harness, "publishers never wait for consumers here");
+    }
+    let net = Net::new(&harness, Setup::default().queue_capacity(1)).await;
+    let gate = Gate::new();
+    let (started, done) = blocked_consumer::<Pressure>(&net, &gate).await;
+    let publisher = net.bus("pusher").await;
+
+    guard("publish 0", publisher.publish(&Pressure { n: 0 }))
+        .await
+        .expect("publish 0");
+    started.wait_for(1, "the handler holds message 0").await;
+    guard(
+        "publish 1 (fits the queue)",
+        publisher.publish(&Pressure { n: 1 }),
+    )
+    .await
+    .expect("publish 1");
+
+    let third = Pressure { n: 2 };
+    let blocked = publisher.publish(&third);
+    tokio::pin!(blocked);
+    assert!(
+        tokio::time::timeout(NOT_YET, &mut blocked).await.is_err(),
+        "a publish into a full queue waits while the consumer is blocked"
+    );
+    assert_eq!(
+        started.snapshot(),
+        vec![0],
+        "the consumer is still on message 0"
+    );
+
+    gate.open();
+    guard("the waiting publish", blocked)
+        .await
+        .expect("the waiting publish completes once the consumer moves on");
+    done.wait_for(3, "all messages handled").await;
+    net.close().await;
+    assert_eq!(done.snapshot(), vec![0, 1, 2], "each once, in order");
+}
+
+/// A publish that waits for room and is then given up (its future dropped)
+/// leaves nothing behind: later messages flow and shutdown finishes.
+pub async fn cancelled_waiting_publish_does_not_wedge_shutdown<H: Harness>(harness: H) {
+    if !harness.publishers_wait_for_slow_consumers() {
+        return skip(&harness, "publishers never wait for consumers here");
+    }
+    let setup = Setup {
+        // A wedged shutdown shows as a failed shutdown, soon.
+        shutdown_timeout: Duration::from_secs(10),
+        ..Setup::default().queue_capacity(1)
+    };
+    let net = Net::new(&harness, setup).await;
+    let gate = Gate::new();
+    let (started, done) = blocked_consumer::<GivenUp>(&net, &gate).await;
+    let publisher = net.bus("pusher").await;
+
+    guard("publish 0", publisher.publish(&GivenUp { n: 0 }))
+        .await
+        .expect("publish 0");
+    started.wait_for(1, "the handler holds message 0").await;
+    guard("publish 1", publisher.publish(&GivenUp { n: 1 }))
+        .await
+        .expect("publish 1");
+    let gave_up = tokio::time::timeout(NOT_YET, publisher.publish(&GivenUp { n: 2 })).await;
+    assert!(gave_up.is_err(), "the publish was waiting when given up");
+
+    gate.open();
+    guard("publish 3", publisher.publish(&GivenUp { n: 3 }))
+        .await
+        .expect("publish 3");
+    done.wait_until("message 3 handled", |d| d.contains(&3))
+        .await;
+    net.close().await;
+    let handled = done.snapshot();
+    let times = |n: u64| handled.iter().filter(|&&h| h == n).count();
+    assert_eq!(
+        (times(0), times(1), times(3)),
+        (1, 1, 1),
+        "the published messages are handled once each: {handled:?}"
+    );
+    assert!(
+        times(2) <= 1,
+        "the given-up message at most once: {handled:?}"
+    );
+}

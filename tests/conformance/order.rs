@@ -1,0 +1,106 @@
+//! Order: messages with one key are handled in publish order within a group.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use topicbus::Topic;
+
+use crate::harness::{guard, Harness, Log, Net, Setup};
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.order.sequenced", key = key)]
+pub struct Sequenced {
+    key: String,
+    seq: u32,
+}
+
+/// (member, key, seq) of one handled message.
+type Step = (usize, String, u32);
+
+/// Same closure type for every instance: one default group.
+fn orderer(
+    member: usize,
+    log: Arc<Log<Step>>,
+) -> impl Fn(Sequenced) -> futures::future::BoxFuture<'static, Result<(), Infallible>>
+       + Send
+       + Sync
+       + 'static {
+    move |message: Sequenced| {
+        let log = Arc::clone(&log);
+        Box::pin(async move {
+            // Give other messages a chance to overtake, were order not kept.
+            tokio::task::yield_now().await;
+            log.push((member, message.key, message.seq));
+            tokio::task::yield_now().await;
+            Ok(())
+        })
+    }
+}
+
+/// 16 keys published at once (each key in order, half of them with
+/// `publish_batch`), 4 competing members of one group: each key's sequence
+/// numbers are handled strictly increasing, each exactly once.
+pub async fn per_key_order_holds_with_competing_members<H: Harness>(harness: H) {
+    const KEYS: u32 = 16;
+    const EACH: u32 = 50;
+    let net = Net::new(&harness, Setup::default()).await;
+    let log = Log::new();
+    for (i, member) in net.buses("orderer", 4).await.iter().enumerate() {
+        member
+            .subscribe(orderer(i, Arc::clone(&log)))
+            .await
+            .expect("subscribe");
+    }
+    let publishers = net.buses("order-source", 2).await;
+
+    let tasks: Vec<_> = (0..KEYS)
+        .map(|k| {
+            let bus = publishers[k as usize % publishers.len()].clone();
+            tokio::spawn(async move {
+                let key = format!("key-{k}");
+                let messages: Vec<Sequenced> = (0..EACH)
+                    .map(|seq| Sequenced {
+                        key: key.clone(),
+                        seq,
+                    })
+                    .collect();
+                if k % 2 == 0 {
+                    bus.publish_batch(&messages).await.expect("publish_batch");
+                } else {
+                    for message in &messages {
+                        bus.publish(message).await.expect("publish");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        guard("a key's publisher", task)
+            .await
+            .expect("publisher task");
+    }
+
+    let total = (KEYS * EACH) as usize;
+    log.wait_for(total, "all sequenced messages handled").await;
+    net.close().await;
+
+    let steps = log.snapshot();
+    assert_eq!(steps.len(), total, "none duplicated");
+    let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut members: BTreeMap<usize, usize> = BTreeMap::new();
+    for (member, key, seq) in steps {
+        by_key.entry(key).or_default().push(seq);
+        *members.entry(member).or_default() += 1;
+    }
+    assert_eq!(by_key.len(), KEYS as usize);
+    for (key, seqs) in &by_key {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{key}: handled out of order: {seqs:?}"
+        );
+        assert_eq!(seqs.len(), EACH as usize, "{key}: every message once");
+    }
+    assert!(members.len() >= 2, "members competed: {members:?}");
+}

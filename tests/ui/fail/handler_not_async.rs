@@ -1,0 +1,16 @@
+use serde::{Deserialize, Serialize};
+use topicbus::{handler, Topic};
+
+#[derive(Serialize, Deserialize, Topic)]
+#[topic(name = "index.chunk.created")]
+struct ChunkCreated {
+    chunk_id: String,
+}
+
+#[handler]
+fn on_chunk(ev: ChunkCreated) -> Result<(), std::io::Error> {
+    println!("{}", ev.chunk_id);
+    Ok(())
+}
+
+fn main() {}
