@@ -21,11 +21,22 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Allocations by exact size (sizes of 4096 bytes and more share the last slot).
+static SIZES: [AtomicU64; 4097] = [const { AtomicU64::new(0) }; 4097];
+
+fn record(size: usize) {
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    SIZES[size.min(4096)].fetch_add(1, Ordering::Relaxed);
+}
+
+fn sizes() -> Vec<u64> {
+    SIZES.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        record(layout.size());
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -36,8 +47,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        record(new_size);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -48,15 +58,26 @@ static GLOBAL: Counting = Counting;
 
 const N: u64 = 10_000;
 
-/// Allocations and bytes per unit of the work `f` does (`units` units).
+/// Allocations and bytes per unit of the work `f` does (`units` units),
+/// with the sizes allocated at least once per ten units.
 fn per_unit(name: &str, units: u64, f: impl FnOnce()) {
+    let s0 = sizes();
     let (a0, b0) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
     f();
     let (a1, b1) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
+    let s1 = sizes();
+    let common: Vec<String> = s0
+        .iter()
+        .zip(&s1)
+        .enumerate()
+        .filter(|(_, (a, b))| (*b - *a) * 10 >= units)
+        .map(|(size, (a, b))| format!("{size}B x{:.2}", (b - a) as f64 / units as f64))
+        .collect();
     println!(
-        "ALLOCS {name:<58} {:>7.2} allocs/unit {:>8.1} bytes/unit",
+        "ALLOCS {name:<52} {:>6.2} allocs/unit {:>7.1} bytes/unit  sizes: {}",
         (a1 - a0) as f64 / units as f64,
-        (b1 - b0) as f64 / units as f64
+        (b1 - b0) as f64 / units as f64,
+        common.join(", ")
     );
 }
 

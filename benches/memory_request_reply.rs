@@ -9,6 +9,10 @@
 //! runtime a second case (`mt2_client_on_bench_thread`) runs it in
 //! `Runtime::block_on` on the bench thread instead, so every round trip
 //! crosses threads twice (the cross-thread wake-up floor).
+//!
+//! Diagnostic (no target): the raw round trip with the reply wrapped in a
+//! 30 s `tokio::time::timeout`, as `Bus::request` does, against the plain
+//! raw round trip: what the per-request timer costs by itself.
 
 mod common;
 
@@ -88,6 +92,17 @@ fn raw_rig(rt: &Runtime) -> mpsc::Sender<RawRequest> {
 }
 
 fn raw_trips(rt: &Runtime, client: Client, tx: &mpsc::Sender<RawRequest>, n: usize) -> Duration {
+    raw_trips_with(rt, client, tx, n, None)
+}
+
+/// The raw round trip, waiting for each reply under `timeout` if set.
+fn raw_trips_with(
+    rt: &Runtime,
+    client: Client,
+    tx: &mpsc::Sender<RawRequest>,
+    n: usize,
+    timeout: Option<Duration>,
+) -> Duration {
     let tx = tx.clone();
     run(rt, client, async move {
         let start = Instant::now();
@@ -96,7 +111,13 @@ fn raw_trips(rt: &Runtime, client: Client, tx: &mpsc::Sender<RawRequest>, n: usi
             tx.send((RpcRequest::make(i as u64), reply_tx))
                 .await
                 .expect("send");
-            black_box(reply_rx.await.expect("reply"));
+            let reply = match timeout {
+                Some(limit) => tokio::time::timeout(limit, reply_rx)
+                    .await
+                    .expect("timed out"),
+                None => reply_rx.await,
+            };
+            black_box(reply.expect("reply"));
         }
         start.elapsed()
     })
@@ -143,6 +164,14 @@ fn ratios() {
             Goal::TimeAtMost(2.0),
             rounds,
             || topicbus_trips(&rt, client, &bus, TRIPS),
+            || raw_trips(&rt, client, &raw, TRIPS),
+        ));
+        results.push(common::compare(
+            &format!("memory_request_reply/{name}/diag_raw_with_30s_timeout_vs_raw"),
+            TRIPS as u64,
+            Goal::Info,
+            rounds,
+            || raw_trips_with(&rt, client, &raw, TRIPS, Some(Duration::from_secs(30))),
             || raw_trips(&rt, client, &raw, TRIPS),
         ));
         rt.block_on(bus.shutdown()).expect("shutdown");

@@ -19,6 +19,9 @@
 
 #[path = "conformance/harness.rs"]
 mod harness;
+#[cfg(feature = "kafka")]
+#[path = "support/mock_kafka.rs"]
+mod mock_kafka;
 
 #[path = "conformance/failures.rs"]
 mod failures;
@@ -38,7 +41,8 @@ mod shutdown;
 /// Instantiates every case of `[module::case, ...]` as a test in a module
 /// named after the harness.
 macro_rules! instantiate {
-    ($harness:ident => $make:expr, [$($module:ident :: $case:ident),* $(,)?]) => {
+    ($(#[$attr:meta])* $harness:ident => $make:expr, [$($module:ident :: $case:ident),* $(,)?]) => {
+        $(#[$attr])*
         mod $harness {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,8 +61,8 @@ macro_rules! instantiate {
 
 /// Every case on every harness: the cross product of the two lists.
 macro_rules! conformance {
-    (harnesses { $($harness:ident => $make:expr),* $(,)? } cases $cases:tt) => {
-        $( instantiate!($harness => $make, $cases); )*
+    (harnesses { $($(#[$attr:meta])* $harness:ident => $make:expr),* $(,)? } cases $cases:tt) => {
+        $( instantiate!($(#[$attr])* $harness => $make, $cases); )*
     };
 }
 
@@ -66,6 +70,10 @@ conformance! {
     harnesses {
         memory => crate::harness::Memory::plain(),
         memory_codec => crate::harness::Memory::codec(),
+        #[cfg(feature = "kafka")]
+        kafka_mock => crate::harness::KafkaMock,
+        #[cfg(feature = "kafka")]
+        kafka_broker => crate::harness::KafkaBroker,
     }
     cases [
         // publish / subscribe

@@ -186,9 +186,16 @@ pub fn ratios_enabled() -> bool {
 }
 
 /// Whether the ratio case `name` runs: all of them, or those containing
-/// the text of env `BENCH_RATIO_FILTER`.
+/// the text of env `BENCH_RATIO_FILTER` (ending with it, when the filter
+/// ends with `$`).
 pub fn wanted(name: &str) -> bool {
-    std::env::var("BENCH_RATIO_FILTER").map_or(true, |f| name.contains(&f))
+    match std::env::var("BENCH_RATIO_FILTER") {
+        Err(_) => true,
+        Ok(f) => match f.strip_suffix('$') {
+            Some(end) => name.ends_with(end),
+            None => name.contains(&f),
+        },
+    }
 }
 
 /// Rounds of the alternating ratio loop (env `BENCH_RATIO_ROUNDS`, default 15).
@@ -216,6 +223,8 @@ pub enum Goal {
     ThroughputAtLeast(f64),
     /// Time: ratio = topicbus time / baseline time, must be <= bound.
     TimeAtMost(f64),
+    /// Diagnostic: time ratio candidate / baseline, no target.
+    Info,
 }
 
 /// One result of [`compare`].
@@ -233,6 +242,8 @@ pub struct Ratio {
     /// loaded machine).
     pub min_ratio: f64,
     pub met: bool,
+    /// `MET`, `MISSED` or `INFO`.
+    pub verdict: &'static str,
 }
 
 /// Runs `candidate` and `baseline` alternately `rounds` times each (one
@@ -273,7 +284,7 @@ pub fn compare(
     let (mc, mb) = (median(c), median(b));
     let oriented = |cand: Duration, base: Duration| match goal {
         Goal::ThroughputAtLeast(_) => base.as_secs_f64() / cand.as_secs_f64(),
-        Goal::TimeAtMost(_) => cand.as_secs_f64() / base.as_secs_f64(),
+        Goal::TimeAtMost(_) | Goal::Info => cand.as_secs_f64() / base.as_secs_f64(),
     };
     let min_ratio = oriented(minc, minb);
     let (ratio, met, what) = match goal {
@@ -289,13 +300,22 @@ pub fn compare(
             let r = mc.as_secs_f64() / mb.as_secs_f64();
             (r, r <= bound, format!("time ratio (target <= {bound}x)"))
         }
+        Goal::Info => {
+            let r = mc.as_secs_f64() / mb.as_secs_f64();
+            (r, true, "time ratio (diagnostic, no target)".to_owned())
+        }
+    };
+    let verdict = match goal {
+        Goal::Info => "INFO",
+        _ if met => "MET",
+        _ => "MISSED",
     };
     let per = |d: Duration| fmt_duration(d / u32::try_from(unit).unwrap_or(u32::MAX));
     println!(
         "RATIO {name}: topicbus {} vs baseline {} = {ratio:.3} {what} {}  [median of {rounds}; per unit {} vs {}; best-of ratio {min_ratio:.3}]",
         fmt_duration(mc),
         fmt_duration(mb),
-        if met { "MET" } else { "MISSED" },
+        verdict,
         per(mc),
         per(mb),
     );
@@ -307,6 +327,7 @@ pub fn compare(
         ratio,
         min_ratio,
         met,
+        verdict,
     })
 }
 
@@ -342,7 +363,7 @@ pub fn summary(results: &[Option<Ratio>]) {
             per(r.baseline),
             r.ratio,
             r.min_ratio,
-            if r.met { "MET" } else { "MISSED" }
+            r.verdict
         );
     }
 }

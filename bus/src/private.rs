@@ -6,6 +6,11 @@ use crate::topic::Request;
 pub struct Macro;
 
 /// Splits a handler's return type into its success and error types.
+#[diagnostic::on_unimplemented(
+    message = "a handler returns a `Result`, not `{Self}`",
+    label = "expected `Result<_, E>` here",
+    note = "return `Result<(), E>` to handle an event, or `Result<Response, E>` to answer a request, where `E: Display`"
+)]
 pub trait HandlerResult {
     type Ok;
     type Err;
@@ -23,7 +28,15 @@ impl<O, E> HandlerResult for Result<O, E> {
 )]
 pub trait ResponseOf<Req> {}
 
-impl<Req: Request> ResponseOf<Req> for <Req as Request>::Response {}
+// Through `Same` rather than `impl ResponseOf<Req> for Req::Response`: a
+// mismatch is then an unmet bound, which shows the message above, instead of
+// a projection mismatch ("type mismatch resolving ..."), which does not.
+impl<Req: Request, Resp: Same<Req::Response>> ResponseOf<Req> for Resp {}
+
+/// `T: Same<U>` holds exactly when `T` and `U` are the same type.
+pub trait Same<T> {}
+
+impl<T> Same<T> for T {}
 
 /// Compiles only when `Resp` is the response type of `Req`.
 pub const fn assert_response<Req, Resp: ResponseOf<Req>>() {}

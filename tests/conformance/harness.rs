@@ -91,6 +91,17 @@ pub trait Harness: Send + Sync + 'static {
     /// without ever making publishers wait for consumers.
     fn publishers_wait_for_slow_consumers(&self) -> bool;
 
+    /// Why the harness cannot run here (a broker it needs is not given).
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether the transport knows, when a request is sent, that nobody
+    /// serves its topic. Kafka cannot: such a request times out.
+    fn knows_responders(&self) -> bool {
+        true
+    }
+
     /// A new, empty network with `setup`.
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>>;
 }
@@ -167,6 +178,10 @@ where
     C: Fn(H) -> F,
     F: Future<Output = ()>,
 {
+    if let Some(why) = make().unavailable() {
+        eprintln!("note: {name} not run: {why}");
+        return;
+    }
     let repeat = repeat_count();
     for iteration in 1..=repeat {
         let run = tokio::time::timeout(CASE_HANG, AssertUnwindSafe(case(make())).catch_unwind());
@@ -270,6 +285,154 @@ impl Network for MemoryNet {
             .shutdown_timeout(s.shutdown_timeout)
             .build();
         Box::pin(async move { bus })
+    }
+}
+
+// ---------------------------------------------------------------- kafka
+
+/// The Kafka transport on librdkafka's in-process mock cluster: a cluster of
+/// its own per network, so cases share no groups or offsets.
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaMock;
+
+#[cfg(feature = "kafka")]
+impl Harness for KafkaMock {
+    fn name(&self) -> &'static str {
+        "kafka_mock"
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn publishers_wait_for_slow_consumers(&self) -> bool {
+        false
+    }
+
+    fn knows_responders(&self) -> bool {
+        false
+    }
+
+    fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
+        Box::pin(async move {
+            let cluster = crate::mock_kafka::MockKafka::start(1);
+            Box::new(KafkaNet {
+                brokers: cluster.bootstrap.clone(),
+                _cluster: Some(cluster),
+                setup,
+                provision: false,
+                scope: network_scope(),
+            }) as Box<dyn Network>
+        })
+    }
+}
+
+/// The Kafka transport on a real broker process (tansu), named by
+/// `TOPICBUS_KAFKA_BROKERS`; the test is skipped with a note without it.
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone)]
+pub struct KafkaBroker;
+
+#[cfg(feature = "kafka")]
+impl KafkaBroker {
+    pub fn brokers() -> Option<String> {
+        std::env::var("TOPICBUS_KAFKA_BROKERS")
+            .ok()
+            .filter(|b| !b.is_empty())
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Harness for KafkaBroker {
+    fn name(&self) -> &'static str {
+        "kafka_broker"
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        match KafkaBroker::brokers() {
+            Some(_) => None,
+            None => {
+                Some("set TOPICBUS_KAFKA_BROKERS to a broker (scripts/tansu.sh starts one)".into())
+            }
+        }
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn publishers_wait_for_slow_consumers(&self) -> bool {
+        false
+    }
+
+    fn knows_responders(&self) -> bool {
+        false
+    }
+
+    fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
+        Box::pin(async move {
+            let brokers = KafkaBroker::brokers().expect("checked by the case runner");
+            Box::new(KafkaNet {
+                brokers,
+                _cluster: None,
+                setup,
+                provision: true,
+                scope: network_scope(),
+            }) as Box<dyn Network>
+        })
+    }
+}
+
+#[cfg(feature = "kafka")]
+struct KafkaNet {
+    brokers: String,
+    _cluster: Option<crate::mock_kafka::MockKafka>,
+    setup: Setup,
+    /// Create topics through the admin API (a real broker); the mock
+    /// cluster auto-creates them instead.
+    provision: bool,
+    /// Unique to this network across runs: groups never carry offsets over.
+    scope: String,
+}
+
+/// A name part unique to one network of this process and to this run.
+#[cfg(feature = "kafka")]
+fn network_scope() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let run = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("{run:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(feature = "kafka")]
+impl Network for KafkaNet {
+    fn bus(&self, service: &str) -> BoxFuture<'_, Bus> {
+        let s = &self.setup;
+        let mut config = topicbus::kafka::KafkaConfig::new(self.brokers.clone())
+            .provision_topics(self.provision)
+            // Test brokers answer a waiting fetch only when it ends: keep
+            // the wait short (real Kafka does not need this).
+            .set("fetch.wait.max.ms", "5")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        if let Some(n) = s.partitions {
+            config = config.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
+        }
+        let builder = Bus::builder()
+            .service(service)
+            .retries(s.retries)
+            .backoff(s.backoff.0, s.backoff.1)
+            .request_timeout(s.request_timeout)
+            .shutdown_timeout(s.shutdown_timeout)
+            .kafka(config);
+        Box::pin(async move { builder.connect().await.expect("connect to Kafka") })
+    }
+
+    fn scope(&self, name: &str) -> String {
+        format!("{name}.{}", self.scope)
     }
 }
 

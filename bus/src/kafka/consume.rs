@@ -173,8 +173,16 @@ impl Poller {
 
     fn dispatch(&self, message: &BorrowedMessage<'_>) {
         let partition = message.partition();
-        tracing::trace!(topic = message.topic(), partition, offset = message.offset(), "fetched");
-        let item = (message.offset(), to_message(message, &self.source, self.go_envelope));
+        tracing::trace!(
+            topic = message.topic(),
+            partition,
+            offset = message.offset(),
+            "fetched"
+        );
+        let item = (
+            message.offset(),
+            to_message(message, &self.source, self.go_envelope),
+        );
         let context = self.consumer.context();
         let mut partitions = context.partitions.lock().expect("poisoned");
         let state = partitions.entry(partition).or_default();

@@ -169,9 +169,7 @@ fn enqueue(
             value: Some(value),
         });
     }
-    let mut record = FutureRecord::to(topic)
-        .payload(payload)
-        .headers(headers);
+    let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
     if let Some(key) = &message.meta.key {
         record = record.key(&key[..]);
     }
