@@ -175,13 +175,16 @@ pub fn criterion() -> Criterion {
         .configure_from_args()
 }
 
-/// Whether the binary runs for real (not `--test`, `--list`, or filtered to
-/// nothing by cargo test), so that the ratio loops are worth running.
+/// Whether the ratio loops run: only under `cargo bench` (which passes
+/// `--bench`), not under `cargo test --benches` / `--all-targets` (criterion
+/// then runs each bench once as a smoke test), `--list`, `--no-ratio` or
+/// with env `BENCH_NO_RATIO` set.
 pub fn ratios_enabled() -> bool {
     let args: Vec<String> = std::env::args().collect();
-    !args
-        .iter()
-        .any(|a| a == "--test" || a == "--list" || a == "--no-ratio")
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a == "--no-ratio")
         && std::env::var_os("BENCH_NO_RATIO").is_none()
 }
 
@@ -305,6 +308,10 @@ pub fn compare(
             (r, true, "time ratio (diagnostic, no target)".to_owned())
         }
     };
+    let label = match goal {
+        Goal::Info => "candidate",
+        _ => "topicbus",
+    };
     let verdict = match goal {
         Goal::Info => "INFO",
         _ if met => "MET",
@@ -312,7 +319,7 @@ pub fn compare(
     };
     let per = |d: Duration| fmt_duration(d / u32::try_from(unit).unwrap_or(u32::MAX));
     println!(
-        "RATIO {name}: topicbus {} vs baseline {} = {ratio:.3} {what} {}  [median of {rounds}; per unit {} vs {}; best-of ratio {min_ratio:.3}]",
+        "RATIO {name}: {label} {} vs baseline {} = {ratio:.3} {what} {}  [median of {rounds}; per unit {} vs {}; best-of ratio {min_ratio:.3}]",
         fmt_duration(mc),
         fmt_duration(mb),
         verdict,

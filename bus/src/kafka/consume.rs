@@ -47,10 +47,6 @@ impl GroupConsumer {
         spec: SubscriptionSpec,
         member: Arc<dyn Member>,
     ) -> Result<Self> {
-        let reset = match spec.start {
-            StartFrom::Latest => "latest",
-            _ => "earliest",
-        };
         let (offsets_tx, offsets_rx) = std_mpsc::channel();
         let context = GroupContext {
             topic: spec.topic.to_string(),
@@ -66,7 +62,10 @@ impl GroupConsumer {
                 ("enable.auto.commit", "true".to_owned()),
                 ("auto.commit.interval.ms", "1000".to_owned()),
                 ("enable.auto.offset.store", "false".to_owned()),
-                ("auto.offset.reset", reset.to_owned()),
+                // Start offsets are resolved explicitly (see `resolve_start`);
+                // this only applies to a committed offset that fell out of
+                // retention, where reading on from the oldest loses nothing.
+                ("auto.offset.reset", "earliest".to_owned()),
                 ("session.timeout.ms", "10000".to_owned()),
                 ("heartbeat.interval.ms", "1000".to_owned()),
                 ("enable.partition.eof", "false".to_owned()),
@@ -279,10 +278,20 @@ impl ConsumerContext for GroupContext {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.resolve_start(consumer, partitions);
+                let pinned = self.resolve_start(consumer, partitions);
                 tracing::debug!(topic = %self.topic, assignment = ?partitions, "assigned");
                 if let Err(error) = consumer.assign(partitions) {
                     tracing::error!(%error, topic = %self.topic, "cannot take the assigned partitions");
+                }
+                if pinned.count() > 0 {
+                    if let Err(error) = consumer.commit(&pinned, CommitMode::Sync) {
+                        tracing::warn!(%error, topic = %self.topic, "cannot commit the group's start offsets");
+                    }
+                }
+                // A partition paused for backpressure before a rebalance must
+                // not stay paused: its queue state was dropped on revocation.
+                if let Err(error) = consumer.resume(partitions) {
+                    tracing::warn!(%error, topic = %self.topic, "cannot resume assigned partitions");
                 }
                 self.assigned.store(true, Ordering::Release);
             }
@@ -304,13 +313,21 @@ impl ConsumerContext for GroupContext {
 impl GroupContext {
     /// Sets an explicit start offset on each partition without a committed
     /// one, so reading starts exactly where `start` says, not wherever the
-    /// log ends when the first fetch happens to run.
-    fn resolve_start(&self, consumer: &BaseConsumer<Self>, partitions: &mut TopicPartitionList) {
+    /// log ends when the first fetch happens to run. Returns those offsets:
+    /// they are committed right after the assignment, which pins the group's
+    /// start, so a later rebalance never moves a partition that has not
+    /// committed yet to the end of the log (that would skip its messages).
+    fn resolve_start(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &mut TopicPartitionList,
+    ) -> TopicPartitionList {
+        let mut pinned = TopicPartitionList::new();
         let committed = match consumer.committed_offsets(partitions.clone(), self.timeout) {
             Ok(committed) => committed,
             Err(error) => {
                 tracing::warn!(%error, topic = %self.topic, "cannot read committed offsets");
-                return;
+                return pinned;
             }
         };
         let by_time = match self.start {
@@ -332,27 +349,34 @@ impl GroupContext {
         };
         for elem in committed.elements() {
             let (topic, partition) = (elem.topic(), elem.partition());
-            let start = match elem.offset() {
-                Offset::Offset(at) => Offset::Offset(at),
-                _ => match self.start {
-                    StartFrom::Latest => {
-                        match consumer.fetch_watermarks(topic, partition, self.timeout) {
-                            Ok((_, high)) => Offset::Offset(high),
-                            Err(error) => {
-                                tracing::warn!(%error, topic, partition, "cannot read the end offset");
-                                Offset::End
-                            }
-                        }
-                    }
-                    StartFrom::Earliest => Offset::Beginning,
-                    StartFrom::Timestamp(_) => by_time
-                        .as_ref()
-                        .and_then(|t| t.find_partition(topic, partition))
-                        .map_or(Offset::End, |e| e.offset()),
-                },
+            if let Offset::Offset(at) = elem.offset() {
+                let _ = partitions.set_partition_offset(topic, partition, Offset::Offset(at));
+                continue;
+            }
+            let (low, high) = match consumer.fetch_watermarks(topic, partition, self.timeout) {
+                Ok(marks) => marks,
+                Err(error) => {
+                    // Left to `auto.offset.reset` (earliest): nothing is skipped.
+                    tracing::warn!(%error, topic, partition, "cannot read the partition's offsets");
+                    continue;
+                }
             };
-            let _ = partitions.set_partition_offset(topic, partition, start);
+            let start = match self.start {
+                StartFrom::Latest => high,
+                StartFrom::Earliest => low,
+                StartFrom::Timestamp(_) => by_time
+                    .as_ref()
+                    .and_then(|t| t.find_partition(topic, partition))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(at) => Some(at),
+                        _ => None,
+                    })
+                    .unwrap_or(high),
+            };
+            let _ = partitions.set_partition_offset(topic, partition, Offset::Offset(start));
+            let _ = pinned.add_partition_offset(topic, partition, Offset::Offset(start));
         }
+        pinned
     }
 
     /// Stops every partition worker after its in-flight message, stores the
@@ -423,6 +447,7 @@ impl GroupContext {
                 let mut list = TopicPartitionList::new();
                 list.add_partition(&self.topic, *partition);
                 if consumer.resume(&list).is_ok() {
+                    tracing::debug!(partition, "resumed");
                     state.paused = false;
                 }
             }
@@ -436,7 +461,10 @@ impl GroupContext {
         let mut list = TopicPartitionList::new();
         list.add_partition(&self.topic, partition);
         match consumer.pause(&list) {
-            Ok(()) => state.paused = true,
+            Ok(()) => {
+                tracing::debug!(partition, "paused");
+                state.paused = true
+            }
             Err(error) => tracing::warn!(%error, partition, "cannot pause a full partition"),
         }
     }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs (once, cached) and starts the Kafka-protocol broker tansu for the
+# Kafka tests. Prints the broker address on stdout; logs go to $TANSU_LOG.
+#
+#   scripts/tansu.sh install          # build and install if not cached
+#   scripts/tansu.sh start [PORT]     # install if needed, start in the background, wait until it listens
+#   scripts/tansu.sh stop             # stop the broker started by `start`
+#
+# The broker runs with the in-memory storage engine by default; set
+# TANSU_STORAGE (e.g. sqlite://tansu.db, relative to TANSU_DIR) for durable storage.
+set -euo pipefail
+
+TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
+TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/topicbus/tansu-$TANSU_VERSION}"
+TANSU_DIR="${TANSU_DIR:-${TMPDIR:-/tmp}/topicbus-tansu}"
+TANSU_LOG="${TANSU_LOG:-$TANSU_DIR/tansu.log}"
+TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}"
+BIN="$TANSU_ROOT/bin/tansu"
+
+install() {
+    if [ -x "$BIN" ]; then
+        return
+    fi
+    echo "building tansu $TANSU_VERSION into $TANSU_ROOT (about 10 minutes on 2 cores)" >&2
+    cargo install tansu --locked --version "$TANSU_VERSION" \
+        --features dynostore,libsql --root "$TANSU_ROOT" >&2
+}
+
+start() {
+    local port="${1:-19092}"
+    install
+    mkdir -p "$TANSU_DIR"
+    stop_quietly
+    (
+        cd "$TANSU_DIR"
+        nohup "$BIN" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "$TANSU_STORAGE" >"$TANSU_LOG" 2>&1 &
+        echo $! >"$TANSU_DIR/tansu.pid"
+    )
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "127.0.0.1:$port"
+            return
+        fi
+        sleep 0.1
+    done
+    echo "tansu did not listen on 127.0.0.1:$port; log:" >&2
+    cat "$TANSU_LOG" >&2
+    exit 1
+}
+
+stop_quietly() {
+    if [ -f "$TANSU_DIR/tansu.pid" ]; then
+        kill "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true
+        rm -f "$TANSU_DIR/tansu.pid"
+    fi
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) shift; start "$@" ;;
+    stop) stop_quietly ;;
+    *) echo "usage: $0 install | start [PORT] | stop" >&2; exit 2 ;;
+esac

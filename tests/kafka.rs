@@ -1,0 +1,388 @@
+//! Kafka-only behaviour, on librdkafka's mock cluster: consumer groups
+//! across processes, hand-over when a member leaves, resuming from committed
+//! offsets, and failing fast when no broker can be reached.
+#![cfg(feature = "kafka")]
+
+#[path = "support/mock_kafka.rs"]
+mod mock_kafka;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use topicbus::kafka::KafkaConfig;
+use topicbus::{Bus, Context, Error, ErrorKind, Topic};
+
+use mock_kafka::{Fault, MockKafka};
+
+/// Hang guard only; nothing asserts on time.
+const HANG: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "kafka.test.work", key = key, partitions = 6)]
+struct Work {
+    key: String,
+    seq: u64,
+}
+
+fn config(brokers: &str) -> KafkaConfig {
+    KafkaConfig::new(brokers)
+        .provision_topics(false)
+        .set("fetch.wait.max.ms", "5")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+}
+
+async fn bus(brokers: &str, service: &str) -> Bus {
+    Bus::builder()
+        .service(service)
+        .kafka(config(brokers))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn guard<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG, future)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: {what}"))
+}
+
+/// Every key's sequence numbers in the order one consumer handled them.
+type Seen = Arc<Mutex<Vec<(String, u64)>>>;
+
+async fn subscribe_recording(bus: &Bus, group: &str, seen: &Seen) {
+    let seen = Arc::clone(seen);
+    bus.subscribe(move |work: Work, _ctx: Context| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().unwrap().push((work.key, work.seq));
+            Ok::<_, String>(())
+        }
+    })
+    .group(group.to_owned())
+    .await
+    .expect("subscribe");
+}
+
+fn work(n: u64, keys: u64) -> Vec<Work> {
+    (0..n)
+        .map(|seq| Work {
+            key: format!("k{}", seq % keys),
+            seq,
+        })
+        .collect()
+}
+
+/// Checks that `consumers` (each consumer's handled messages, in its own
+/// order) hold every message at least once, and that each consumer handled
+/// each key in publish order: going back is only allowed to a message
+/// handled before (a redelivery after a rebalance, as at-least-once allows).
+/// Returns the number of duplicates.
+fn check(consumers: &[Vec<(String, u64)>], total: u64) -> usize {
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for seen in consumers {
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        for (key, seq) in seen {
+            let redelivery = count.contains_key(seq);
+            if let Some(prev) = last.insert(key, *seq) {
+                assert!(
+                    prev < *seq || redelivery,
+                    "key {key}: {seq} handled after {prev} for the first time"
+                );
+            }
+            *count.entry(*seq).or_default() += 1;
+        }
+    }
+    let missing: Vec<u64> = (0..total).filter(|s| !count.contains_key(s)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} messages, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    count.values().map(|n| n - 1).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_wrong_address_fails_naming_it() {
+    let config = KafkaConfig::new("127.0.0.1:1").connect_timeout(Duration::from_secs(2));
+    let error = guard("connect", Bus::builder().kafka(config).connect())
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    assert!(error.to_string().contains("127.0.0.1:1"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_librdkafka_property_fails_naming_the_key() {
+    let config = KafkaConfig::new("127.0.0.1:1").set("acks", "sometimes");
+    let error = guard("connect", Bus::builder().kafka(config).connect())
+        .await
+        .expect_err("acks=sometimes is invalid");
+    match &error {
+        Error::Config { key, .. } => assert_eq!(key, "acks", "{error}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_without_a_reachable_broker_is_unavailable_after_the_timeout() {
+    let kafka = MockKafka::start(1);
+    let config = config(&kafka.bootstrap).delivery_timeout(Duration::from_secs(2));
+    let bus = Bus::builder()
+        .kafka(config)
+        .connect()
+        .await
+        .expect("connect");
+    bus.publish(&Work {
+        key: "a".into(),
+        seq: 0,
+    })
+    .await
+    .expect("broker up");
+    kafka.inject(Fault::BrokerDown(1));
+    let error = guard(
+        "publish",
+        bus.publish(&Work {
+            key: "a".into(),
+            seq: 1,
+        }),
+    )
+    .await
+    .expect_err("the only broker is down");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    kafka.inject(Fault::BrokerUp(1));
+    bus.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_subscriber_resumes_from_its_committed_offset() {
+    let kafka = MockKafka::start(1);
+    let publisher = bus(&kafka.bootstrap, "publisher").await;
+    let first: Seen = Seen::default();
+    let consumer = bus(&kafka.bootstrap, "resume").await;
+    subscribe_recording(&consumer, "resume.group", &first).await;
+    publisher
+        .publish_batch(&work(200, 8))
+        .await
+        .expect("publish");
+    guard("first 200", async {
+        while first.lock().unwrap().len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    consumer.shutdown().await.expect("shutdown commits");
+
+    let later: Vec<Work> = (200..400)
+        .map(|seq| Work {
+            key: format!("k{}", seq % 8),
+            seq,
+        })
+        .collect();
+    publisher
+        .publish_batch(&later)
+        .await
+        .expect("publish while nobody reads");
+
+    let second: Seen = Seen::default();
+    let restarted = bus(&kafka.bootstrap, "resume").await;
+    subscribe_recording(&restarted, "resume.group", &second).await;
+    guard("next 200", async {
+        while second.lock().unwrap().len() < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let seqs: Vec<u64> = second.lock().unwrap().iter().map(|(_, s)| *s).collect();
+    assert!(
+        seqs.iter().all(|s| *s >= 200),
+        "redelivered committed messages: {seqs:?}"
+    );
+    let duplicates = check(
+        &[
+            first.lock().unwrap().clone(),
+            second.lock().unwrap().clone(),
+        ],
+        400,
+    );
+    assert_eq!(duplicates, 0);
+    restarted.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_leaving_mid_stream_hands_its_partitions_over() {
+    let kafka = MockKafka::start(1);
+    let publisher = bus(&kafka.bootstrap, "publisher").await;
+    let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+    let mut members = Vec::new();
+    for log in &seen {
+        let member = bus(&kafka.bootstrap, "handover").await;
+        subscribe_recording(&member, "handover.group", log).await;
+        members.push(member);
+    }
+    let total = 3000;
+    let messages = work(total, 16);
+    publisher
+        .publish_batch(&messages[..1500])
+        .await
+        .expect("publish");
+    // One member leaves gracefully while messages are flowing.
+    members.remove(0).shutdown().await.expect("graceful leave");
+    publisher
+        .publish_batch(&messages[1500..])
+        .await
+        .expect("publish");
+    guard("all handled", async {
+        loop {
+            let handled: usize = seen.iter().map(|s| s.lock().unwrap().len()).sum();
+            let distinct: std::collections::HashSet<u64> = seen
+                .iter()
+                .flat_map(|s| {
+                    s.lock()
+                        .unwrap()
+                        .iter()
+                        .map(|(_, q)| *q)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if distinct.len() as u64 == total {
+                break handled;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let logs: Vec<Vec<(String, u64)>> = seen.iter().map(|s| s.lock().unwrap().clone()).collect();
+    let duplicates = check(&logs, total);
+    println!("handover: sent {total}, lost 0, duplicated {duplicates}");
+    for member in members {
+        member.shutdown().await.expect("shutdown");
+    }
+    publisher.shutdown().await.expect("shutdown");
+}
+
+// ------------------------------------------------------------ processes
+
+/// Runs as a child process: one consumer-group member that appends every
+/// message it handles to `TOPICBUS_CHILD_OUT` until `TOPICBUS_CHILD_STOP`
+/// exists, then shuts down gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of three_processes_share_a_group_without_loss"]
+async fn child_group_member() {
+    let brokers = std::env::var("TOPICBUS_CHILD_BROKERS").expect("started by the parent test");
+    let out = PathBuf::from(std::env::var("TOPICBUS_CHILD_OUT").expect("out file"));
+    let stop = PathBuf::from(std::env::var("TOPICBUS_CHILD_STOP").expect("stop file"));
+    let file = Arc::new(Mutex::new(std::fs::File::create(&out).expect("out file")));
+    let bus = bus(&brokers, "worker").await;
+    let sink = Arc::clone(&file);
+    bus.subscribe(move |work: Work| {
+        let sink = Arc::clone(&sink);
+        async move {
+            writeln!(sink.lock().unwrap(), "{} {}", work.key, work.seq).map_err(|e| e.to_string())
+        }
+    })
+    .group("processes.group")
+    .await
+    .expect("subscribe");
+    std::fs::write(out.with_extension("ready"), b"").expect("ready file");
+    while !stop.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bus.shutdown().await.expect("shutdown");
+    file.lock().unwrap().flush().expect("flush");
+}
+
+fn spawn_child(brokers: &str, out: &Path, stop: &Path) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "child_group_member", "--ignored", "--nocapture"])
+        .env("TOPICBUS_CHILD_BROKERS", brokers)
+        .env("TOPICBUS_CHILD_OUT", out)
+        .env("TOPICBUS_CHILD_STOP", stop)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+fn read_seen(out: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, seq) = line.split_once(' ')?;
+            Some((key.to_owned(), seq.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_a_group_without_loss() {
+    let kafka = MockKafka::start(1);
+    let dir = std::env::temp_dir().join(format!("topicbus-processes-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stop = dir.join("stop");
+    let outs: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("child-{i}.txt"))).collect();
+    let mut children: Vec<Child> = outs
+        .iter()
+        .map(|out| spawn_child(&kafka.bootstrap, out, &stop))
+        .collect();
+    guard("children joined", async {
+        while !outs.iter().all(|o| o.with_extension("ready").exists()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let publisher = bus(&kafka.bootstrap, "publisher").await;
+    let total = 10_000;
+    publisher
+        .publish_batch(&work(total, 32))
+        .await
+        .expect("publish");
+    guard("10 000 handled", async {
+        loop {
+            let distinct: std::collections::HashSet<u64> = outs
+                .iter()
+                .flat_map(|o| read_seen(o))
+                .map(|(_, s)| s)
+                .collect();
+            if distinct.len() as u64 == total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    std::fs::write(&stop, b"").expect("stop file");
+    for child in &mut children {
+        let status = child.wait().expect("child exit");
+        assert!(status.success(), "a child failed: {status}");
+    }
+    let logs: Vec<Vec<(String, u64)>> = outs.iter().map(|o| read_seen(o)).collect();
+    let shares: Vec<usize> = logs.iter().map(Vec::len).collect();
+    let duplicates = check(&logs, total);
+    println!("3 processes: sent {total}, lost 0, duplicated {duplicates}, shares {shares:?}");
+    assert!(
+        shares.iter().filter(|n| **n > 0).count() >= 2,
+        "work was not shared: {shares:?}"
+    );
+    publisher.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    )
+}
