@@ -3,12 +3,13 @@
 //! embed service for vectors, and a chunk the indexer cannot handle ends in
 //! the dead-letter topic.
 //!
-//! Runs on the in-process memory transport. The transport is read from
-//! `RICE_BUS_TYPE` (`memory`, the default, or `kafka`) so the same program
-//! runs on Kafka once that transport is built in.
+//! Runs on the in-process memory transport by default. The transport is
+//! read from the Go service's variables, so the same program runs on Kafka:
 //!
 //! ```text
 //! cargo run --example quickstart
+//! RICE_BUS_TYPE=kafka RICE_KAFKA_BROKERS=127.0.0.1:19092 \
+//!     cargo run --features kafka --example quickstart
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,20 +91,37 @@ async fn index_chunk(chunk: ChunkCreated, ctx: Context) -> Result<(), IndexError
     Ok(())
 }
 
+#[cfg(feature = "kafka")]
+async fn kafka_bus(service: String) -> Result<Bus, Box<dyn std::error::Error>> {
+    let brokers = std::env::var("RICE_KAFKA_BROKERS")
+        .map_err(|_| "RICE_BUS_TYPE=kafka needs RICE_KAFKA_BROKERS (comma-separated host:port)")?;
+    let config = topicbus::kafka::KafkaConfig::new(brokers)
+        // Test brokers (tansu, the mock cluster) answer a waiting fetch only
+        // when its wait ends; real Kafka does not need this.
+        .set("fetch.wait.max.ms", "10");
+    Ok(Bus::builder()
+        .service(service)
+        .kafka(config)
+        .connect()
+        .await?)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_bus(_service: String) -> Result<Bus, Box<dyn std::error::Error>> {
+    Err("RICE_BUS_TYPE=kafka: build with `--features kafka`".into())
+}
+
 static INDEXED: AtomicUsize = AtomicUsize::new(0);
 static PROGRESS: Notify = Notify::const_new();
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transport = std::env::var("RICE_BUS_TYPE").unwrap_or_else(|_| "memory".to_owned());
+    let service = std::env::var("RICE_KAFKA_GROUP").unwrap_or_else(|_| "search".to_owned());
     let bus = match transport.as_str() {
-        "memory" | "" => Bus::builder().service("search").build(),
-        other => {
-            return Err(format!(
-                "RICE_BUS_TYPE={other}: this build has only the memory transport (the Kafka transport is not built yet)"
-            )
-            .into())
-        }
+        "memory" | "" => Bus::builder().service(service).build(),
+        "kafka" => kafka_bus(service).await?,
+        other => return Err(format!("RICE_BUS_TYPE={other}: expected memory or kafka").into()),
     };
     println!("bus: {transport} transport, service `{}`", bus.service());
 

@@ -71,9 +71,9 @@ conformance! {
         memory => crate::harness::Memory::plain(),
         memory_codec => crate::harness::Memory::codec(),
         #[cfg(feature = "kafka")]
-        kafka_mock => crate::harness::KafkaMock,
+        kafka_mock => crate::harness::Kafka::mock(),
         #[cfg(feature = "kafka")]
-        kafka_broker => crate::harness::KafkaBroker,
+        kafka_broker => crate::harness::Kafka::broker(),
     }
     cases [
         // publish / subscribe

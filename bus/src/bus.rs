@@ -332,7 +332,7 @@ impl Bus {
     pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<()> {
         let core = self.core();
         core.check_open()?;
-        let message = core.message(message, None, None, headers)?;
+        let message = core.message(message, None, headers)?;
         core.transport.publish(message).await
     }
 
@@ -356,7 +356,7 @@ impl Bus {
         core.check_open()?;
         let messages = messages
             .into_iter()
-            .map(|message| core.message(message, None, None, Headers::new()))
+            .map(|message| core.message(message, None, Headers::new()))
             .collect::<Result<Vec<_>>>()?;
         core.transport.publish_batch(messages).await
     }
@@ -567,11 +567,11 @@ impl BusCore {
         self.transport.close_now(&self.inbox);
     }
 
-    /// Builds the in-flight form of a typed message.
+    /// Builds the in-flight form of a typed message; a request (one with a
+    /// `reply_to`) is correlated by its own id.
     fn message<T: Topic>(
         &self,
         value: &T,
-        correlation_id: Option<MessageId>,
         reply_to: Option<Arc<str>>,
         headers: Headers,
     ) -> Result<Message> {
@@ -590,7 +590,7 @@ impl BusCore {
         Ok(Message {
             meta: Arc::new(Meta {
                 topic: Cow::Borrowed(T::NAME),
-                correlation_id: correlation_id.map(|_| id.clone()),
+                correlation_id: reply_to.as_ref().map(|_| id.clone()),
                 id,
                 time: SystemTime::now(),
                 source: Arc::clone(&self.service),
@@ -666,9 +666,14 @@ impl BusCore {
             }),
             payload,
         };
+        // Boxed: publishing to `{topic}.response` is rare, and its future
+        // would make every delivery's future larger.
         let sent = match &request.meta.reply_to {
-            Some(inbox) => self.transport.reply(inbox, reply).await,
-            None => self.transport.publish(reply).await,
+            Some(inbox) => match self.transport.reply(inbox, reply) {
+                Some(sending) => sending.await,
+                None => Ok(()),
+            },
+            None => Box::pin(self.transport.publish(reply)).await,
         };
         if let Err(error) = sent {
             tracing::warn!(topic = %request.meta.topic, %error, "could not send a reply");
@@ -976,21 +981,21 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
                 });
             }
             let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-            let message = core.message(
-                self.request,
-                Some(MessageId::new()),
-                Some(Arc::clone(&core.inbox)),
-                self.headers,
-            )?;
+            let message =
+                core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
             let id = message
                 .meta
                 .correlation_id
                 .clone()
                 .expect("requests carry a correlation id");
-            let (_guard, reply) = core.pending.register(id)?;
+            let (mut guard, reply) = core.pending.register(id)?;
             core.transport.publish(message).await?;
             let reply = match tokio::time::timeout(limit, reply).await {
-                Ok(Ok(reply)) => reply,
+                Ok(Ok(reply)) => {
+                    // `Pending::complete` removed the entry to send the reply.
+                    guard.disarm();
+                    reply
+                }
                 Ok(Err(_)) => return Err(Error::Closed),
                 Err(_) => {
                     return Err(Error::Timeout {

@@ -8,11 +8,12 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use crate::bus::BusCore;
 use crate::codec::Codec;
@@ -147,7 +148,7 @@ pub(crate) struct HandlerMember<I: Invoke> {
     core: Arc<BusCore>,
     group: Arc<str>,
     policy: Policy,
-    slots: Semaphore,
+    slots: Slots,
     reply: Option<ReplyFn<I::Output>>,
 }
 
@@ -163,7 +164,7 @@ impl<I: Invoke> HandlerMember<I> {
             invoke,
             core,
             group,
-            slots: Semaphore::new(policy.concurrency),
+            slots: Slots::new(policy.concurrency),
             policy,
             reply,
         }
@@ -171,21 +172,24 @@ impl<I: Invoke> HandlerMember<I> {
 
     async fn handle(&self, message: &Message) {
         let is_request = self.reply.is_some() && message.meta.correlation_id.is_some();
-        let mut attempt = 0;
-        let failure = loop {
-            attempt += 1;
-            let failure = match self.attempt(message, attempt).await {
-                Ok(output) => {
-                    if is_request {
-                        self.send_reply(message, Ok(output)).await;
-                    }
-                    return;
+        match self.attempt(message, 1).await {
+            Ok(output) => {
+                if is_request {
+                    self.send_reply(message, Ok(output)).await;
                 }
-                Err(failure) => failure,
-            };
-            if failure.permanent || attempt > self.policy.retries {
-                break failure;
             }
+            // Failures are rare: their retries, error replies and dead
+            // letters get a box of their own, so that the future of every
+            // delivery stays small (it is boxed per message).
+            Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
+        }
+    }
+
+    /// Retries a failed first attempt with backoff, then answers the
+    /// requester with the error or dead-letters the message.
+    async fn recover(&self, message: &Message, mut failure: Failure, is_request: bool) {
+        let mut attempt = 1;
+        while !failure.permanent && attempt <= self.policy.retries {
             tracing::debug!(
                 topic = %message.meta.topic,
                 group = %self.group,
@@ -194,7 +198,17 @@ impl<I: Invoke> HandlerMember<I> {
                 "handler failed; retrying"
             );
             tokio::time::sleep(self.policy.delay(attempt)).await;
-        };
+            attempt += 1;
+            match self.attempt(message, attempt).await {
+                Ok(output) => {
+                    if is_request {
+                        self.send_reply(message, Ok(output)).await;
+                    }
+                    return;
+                }
+                Err(next) => failure = next,
+            }
+        }
         if is_request {
             self.send_reply(message, Err(&failure)).await;
         }
@@ -275,7 +289,7 @@ impl<I: Invoke> HandlerMember<I> {
 impl<I: Invoke> Member for HandlerMember<I> {
     fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>> {
         Box::pin(async move {
-            let Ok(_slot) = self.slots.acquire().await else {
+            let Some(_slot) = self.slots.acquire().await else {
                 return Err(message);
             };
             self.handle(&message).await;
@@ -284,13 +298,137 @@ impl<I: Invoke> Member for HandlerMember<I> {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let all = u32::try_from(self.policy.concurrency).unwrap_or(u32::MAX);
-            if let Ok(permits) = self.slots.acquire_many(all).await {
-                permits.forget();
+        Box::pin(self.slots.close())
+    }
+}
+
+/// The delivery slots of one member: at most `limit` deliveries at once.
+///
+/// A counter rather than a semaphore, because every message takes and gives
+/// back a slot: both are one atomic operation, and the `Notify` is touched
+/// only when someone waits (a delivery finding every slot taken, or
+/// `close`).
+struct Slots {
+    /// Deliveries in flight, plus [`Slots::CLOSED`] once the member closed.
+    state: AtomicUsize,
+    limit: usize,
+    /// Tasks in the slow path of `acquire` or in `close`.
+    waiters: AtomicUsize,
+    freed: Notify,
+}
+
+/// What `Slots::try_take` found.
+enum Take {
+    Taken,
+    Full,
+    Closed,
+}
+
+impl Slots {
+    const CLOSED: usize = 1 << (usize::BITS - 1);
+
+    fn new(limit: usize) -> Self {
+        Self {
+            state: AtomicUsize::new(0),
+            limit: limit.clamp(1, Self::CLOSED - 1),
+            waiters: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    // SeqCst on `state` and `waiters` on both sides: a waiter counts itself
+    // before it looks at `state`, a release changes `state` before it looks
+    // at `waiters`, so either the release sees the waiter and wakes it, or
+    // the waiter sees the freed slot.
+    fn try_take(&self) -> Take {
+        let mut state = self.state.load(Ordering::SeqCst);
+        loop {
+            if state & Self::CLOSED != 0 {
+                return Take::Closed;
             }
-            self.slots.close();
-        })
+            if state >= self.limit {
+                return Take::Full;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Take::Taken,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// A slot, or `None` once the member is closed.
+    async fn acquire(&self) -> Option<Slot<'_>> {
+        match self.try_take() {
+            Take::Taken => return Some(Slot(self)),
+            Take::Closed => return None,
+            Take::Full => {}
+        }
+        let _waiting = Waiting::new(&self.waiters);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.try_take() {
+                Take::Taken => return Some(Slot(self)),
+                Take::Closed => return None,
+                Take::Full => freed.await,
+            }
+        }
+    }
+
+    /// Refuses new deliveries (those waiting for a slot give their message
+    /// back) and waits for the ones in flight.
+    async fn close(&self) {
+        let _waiting = Waiting::new(&self.waiters);
+        self.state.fetch_or(Self::CLOSED, Ordering::SeqCst);
+        self.freed.notify_waiters();
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.state.load(Ordering::SeqCst) & !Self::CLOSED == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self) {
+        self.state.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// A delivery slot, given back when dropped (also when the delivery is
+/// cancelled).
+struct Slot<'a>(&'a Slots);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Counts a task in `Slots::waiters` while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Self(waiters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -386,5 +524,44 @@ mod tests {
         assert_eq!(policy.delay(4), Duration::from_millis(800));
         assert_eq!(policy.delay(5), Duration::from_secs(1));
         assert_eq!(policy.delay(64), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn slots_limit_deliveries_and_close_waits_for_them() {
+        let slots = Slots::new(2);
+        let first = slots
+            .acquire()
+            .now_or_never()
+            .flatten()
+            .expect("a free slot");
+        let second = slots
+            .acquire()
+            .now_or_never()
+            .flatten()
+            .expect("a free slot");
+        let mut waiting = Box::pin(slots.acquire());
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "every slot is taken"
+        );
+        drop(first);
+        let third = (&mut waiting)
+            .now_or_never()
+            .flatten()
+            .expect("the freed slot goes to the waiting delivery");
+
+        let mut waiting = Box::pin(slots.acquire());
+        assert!((&mut waiting).now_or_never().is_none());
+        let mut close = Box::pin(slots.close());
+        assert!((&mut close).now_or_never().is_none(), "two are in flight");
+        assert!(
+            matches!(waiting.now_or_never(), Some(None)),
+            "a delivery waiting for a slot gives its message back"
+        );
+        assert!(matches!(slots.acquire().now_or_never(), Some(None)));
+        drop(second);
+        assert!((&mut close).now_or_never().is_none(), "one is in flight");
+        drop(third);
+        assert!(close.now_or_never().is_some());
     }
 }

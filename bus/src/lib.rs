@@ -38,6 +38,7 @@ mod context;
 mod dispatch;
 mod error;
 mod handler;
+mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;

@@ -22,7 +22,7 @@
 //! # drop((indexer_1, indexer_2));
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::dispatch::Member;
 use crate::error::{Error, Result};
+use crate::hash::FastMap;
 use crate::message::Message;
 use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
@@ -125,8 +126,8 @@ impl std::fmt::Debug for MemoryBroker {
 
 struct BrokerInner {
     config: MemoryConfig,
-    topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    inboxes: RwLock<HashMap<Arc<str>, Weak<Pending>>>,
+    topics: RwLock<FastMap<String, Arc<TopicState>>>,
+    inboxes: RwLock<FastMap<Arc<str>, Weak<Pending>>>,
 }
 
 impl Drop for BrokerInner {
@@ -143,23 +144,27 @@ impl Drop for BrokerInner {
 struct TopicState {
     partitions: usize,
     next: AtomicUsize,
-    shared: Mutex<TopicShared>,
-}
-
-struct TopicShared {
     /// Copy-on-write so that publishers take a snapshot with one atomic
-    /// increment.
-    groups: Arc<[Arc<GroupState>]>,
-    retained: VecDeque<(usize, Message)>,
+    /// increment; a read lock, so that publishers do not wait for each
+    /// other.
+    groups: RwLock<Arc<[Arc<GroupState>]>>,
+    /// The kept messages. Publishers that keep messages, and groups that
+    /// join, hold this lock while they read or change `groups`: a new group
+    /// then gets each message either in its backlog or in its queue.
+    retained: Mutex<VecDeque<(usize, Message)>>,
 }
 
 impl TopicState {
     fn groups(&self) -> Arc<[Arc<GroupState>]> {
-        Arc::clone(&self.lock().groups)
+        Arc::clone(&self.groups.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TopicShared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn set_groups(&self, groups: Vec<Arc<GroupState>>) {
+        *self.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(groups);
+    }
+
+    fn lock_retained(&self) -> std::sync::MutexGuard<'_, VecDeque<(usize, Message)>> {
+        self.retained.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn group(&self, name: &str) -> Option<Arc<GroupState>> {
@@ -184,6 +189,10 @@ struct GroupState {
     ephemeral: bool,
     queues: Vec<mpsc::Sender<Message>>,
     members: RwLock<Vec<Arc<dyn Member>>>,
+    /// Bumped (under the `members` write lock) at every change of
+    /// `members`, so that partition tasks keep their owner until then
+    /// instead of reading the list for every message.
+    generation: AtomicUsize,
     members_changed: Notify,
     /// Messages queued or in flight in this group.
     outstanding: AtomicUsize,
@@ -192,14 +201,28 @@ struct GroupState {
 }
 
 impl GroupState {
-    /// The member owning `partition`: partitions are dealt round the members.
-    fn owner(&self, partition: usize) -> Option<Arc<dyn Member>> {
+    /// The member owning `partition` (partitions are dealt round the
+    /// members), with the generation of the member list it was read from.
+    fn owner(&self, partition: usize) -> Option<(usize, Arc<dyn Member>)> {
         let members = self.members.read().unwrap_or_else(|e| e.into_inner());
         if members.is_empty() {
             None
         } else {
-            Some(Arc::clone(&members[partition % members.len()]))
+            let generation = self.generation.load(Ordering::Acquire);
+            Some((generation, Arc::clone(&members[partition % members.len()])))
         }
+    }
+
+    /// Changes the member list and tells the partition tasks.
+    fn change_members<R>(&self, change: impl FnOnce(&mut Vec<Arc<dyn Member>>) -> R) -> R {
+        let result = {
+            let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
+            let result = change(&mut members);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            result
+        };
+        self.members_changed.notify_waiters();
+        result
     }
 
     fn settle(&self) {
@@ -226,8 +249,8 @@ impl MemoryBroker {
         Self {
             inner: Arc::new(BrokerInner {
                 config,
-                topics: RwLock::new(HashMap::new()),
-                inboxes: RwLock::new(HashMap::new()),
+                topics: RwLock::new(FastMap::default()),
+                inboxes: RwLock::new(FastMap::default()),
             }),
         }
     }
@@ -255,10 +278,8 @@ impl MemoryBroker {
             Arc::new(TopicState {
                 partitions,
                 next: AtomicUsize::new(0),
-                shared: Mutex::new(TopicShared {
-                    groups: Arc::from(Vec::new()),
-                    retained: VecDeque::new(),
-                }),
+                groups: RwLock::new(Arc::from(Vec::new())),
+                retained: Mutex::new(VecDeque::new()),
             })
         }))
     }
@@ -272,19 +293,35 @@ impl MemoryBroker {
             .cloned()
     }
 
-    pub(crate) async fn publish(&self, message: Message) -> Result<()> {
-        let topic = self.topic(&message.meta.topic, None);
-        let partition = topic.partition_of(message.meta.key.as_deref());
-        let groups = {
-            let mut shared = topic.lock();
-            if self.inner.config.retain > 0 {
-                if shared.retained.len() == self.inner.config.retain {
-                    shared.retained.pop_front();
-                }
-                shared.retained.push_back((partition, message.clone()));
+    /// The partition of `message` and the groups of its topic now.
+    fn route(&self, message: &Message) -> (usize, Arc<[Arc<GroupState>]>) {
+        let route = |topic: &TopicState| {
+            let partition = topic.partition_of(message.meta.key.as_deref());
+            if self.inner.config.retain == 0 {
+                return (partition, topic.groups());
             }
-            Arc::clone(&shared.groups)
+            let mut retained = topic.lock_retained();
+            if retained.len() == self.inner.config.retain {
+                retained.pop_front();
+            }
+            retained.push_back((partition, message.clone()));
+            (partition, topic.groups())
         };
+        // The common case, a known topic, without cloning its `Arc`.
+        if let Some(topic) = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&*message.meta.topic)
+        {
+            return route(topic);
+        }
+        route(&self.topic(&message.meta.topic, None))
+    }
+
+    pub(crate) async fn publish(&self, message: Message) -> Result<()> {
+        let (partition, groups) = self.route(&message);
         for group in groups.iter() {
             group.outstanding.fetch_add(1, Ordering::AcqRel);
             // Settles the count unless the message gets queued, also when
@@ -298,7 +335,10 @@ impl MemoryBroker {
                 Ok(()) => enqueuing.queued = true,
                 Err(mpsc::error::TrySendError::Full(rejected)) => {
                     let limit = self.inner.config.publish_timeout;
-                    match tokio::time::timeout(limit, queue.send(rejected)).await {
+                    // Boxed: waiting for room is rare, and its timer would
+                    // make every publish future several times larger.
+                    let send = Box::pin(tokio::time::timeout(limit, queue.send(rejected)));
+                    match send.await {
                         Ok(sent) => enqueuing.queued = sent.is_ok(),
                         Err(_) => {
                             return Err(Error::Timeout {
@@ -317,14 +357,10 @@ impl MemoryBroker {
 
     pub(crate) fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
         let topic = self.topic(&spec.topic, spec.partitions);
-        let mut shared = topic.lock();
-        if let Some(group) = shared.groups.iter().find(|g| g.name == spec.group) {
-            group
-                .members
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(member);
-            group.members_changed.notify_waiters();
+        let retained = topic.lock_retained();
+        let groups = topic.groups();
+        if let Some(group) = groups.iter().find(|g| g.name == spec.group) {
+            group.change_members(|members| members.push(member));
             return Ok(());
         }
         let mut backlog: Vec<Vec<Message>> = vec![Vec::new(); topic.partitions];
@@ -333,7 +369,7 @@ impl MemoryBroker {
             StartFrom::Earliest => true,
             StartFrom::Timestamp(since) => m.meta.time >= since,
         };
-        for (partition, message) in shared.retained.iter().filter(|(_, m)| replay(m)) {
+        for (partition, message) in retained.iter().filter(|(_, m)| replay(m)) {
             backlog[*partition].push(message.clone());
         }
         let mut queues = Vec::with_capacity(topic.partitions);
@@ -349,6 +385,7 @@ impl MemoryBroker {
             ephemeral: spec.ephemeral,
             queues,
             members: RwLock::new(vec![member]),
+            generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
             outstanding: AtomicUsize::new(backlog_len),
             idle: Notify::new(),
@@ -364,9 +401,9 @@ impl MemoryBroker {
             })
             .collect();
         *group.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
-        let mut groups = shared.groups.to_vec();
+        let mut groups = groups.to_vec();
         groups.push(group);
-        shared.groups = Arc::from(groups);
+        topic.set_groups(groups);
         Ok(())
     }
 
@@ -377,24 +414,22 @@ impl MemoryBroker {
         let Some(group) = topic.group(group) else {
             return;
         };
-        let now_empty = {
-            let mut members = group.members.write().unwrap_or_else(|e| e.into_inner());
+        let now_empty = group.change_members(|members| {
             members.retain(|m| !Arc::ptr_eq(m, member));
             members.is_empty()
-        };
-        group.members_changed.notify_waiters();
+        });
         if group.ephemeral && now_empty {
             // Nobody can ever rejoin a broadcast group: drop it, so that its
             // queue does not fill up and hold back publishers.
-            let mut shared = topic.lock();
-            let groups: Vec<_> = shared
-                .groups
+            let retained = topic.lock_retained();
+            let groups: Vec<_> = topic
+                .groups()
                 .iter()
                 .filter(|g| !Arc::ptr_eq(g, &group))
                 .cloned()
                 .collect();
-            shared.groups = Arc::from(groups);
-            drop(shared);
+            topic.set_groups(groups);
+            drop(retained);
             group.stop();
         }
     }
@@ -496,38 +531,64 @@ async fn run_partition(
     backlog: Vec<Message>,
     mut queue: mpsc::Receiver<Message>,
 ) {
+    let mut owner = Owner::default();
     for message in backlog {
-        deliver(&group, partition, message).await;
+        deliver(&group, partition, &mut owner, message).await;
     }
     while let Some(message) = queue.recv().await {
-        deliver(&group, partition, message).await;
+        deliver(&group, partition, &mut owner, message).await;
     }
 }
 
-async fn deliver(group: &GroupState, partition: usize, mut message: Message) {
+async fn deliver(group: &GroupState, partition: usize, owner: &mut Owner, mut message: Message) {
     loop {
-        let member = match group.owner(partition) {
-            Some(member) => member,
-            None => {
-                let changed = group.members_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                match group.owner(partition) {
-                    Some(member) => member,
-                    None => {
-                        changed.await;
-                        continue;
-                    }
-                }
-            }
-        };
+        let member = owner.get(group, partition).await;
         match member.deliver(message).await {
             Ok(()) => break,
             // The member left while the message waited for it.
-            Err(returned) => message = returned,
+            Err(returned) => {
+                message = returned;
+                owner.forget();
+            }
         }
     }
     group.settle();
+}
+
+/// The member a partition task hands its messages to, kept while the
+/// group's member list stays the same.
+///
+/// Weak, so that the task does not keep a member (and through it its bus
+/// and this broker, whose drop stops the task) alive.
+#[derive(Default)]
+struct Owner(Option<(usize, Weak<dyn Member>)>);
+
+impl Owner {
+    /// The owner of `partition`, waiting for a member when there is none.
+    async fn get(&mut self, group: &GroupState, partition: usize) -> Arc<dyn Member> {
+        loop {
+            if let Some((generation, member)) = &self.0 {
+                if *generation == group.generation.load(Ordering::Acquire) {
+                    if let Some(member) = member.upgrade() {
+                        return member;
+                    }
+                }
+            }
+            let changed = group.members_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some((generation, member)) = group.owner(partition) {
+                self.0 = Some((generation, Arc::downgrade(&member)));
+                return member;
+            }
+            self.0 = None;
+            changed.await;
+        }
+    }
+
+    fn forget(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// FNV-1a: a small, stable hash for choosing a key's partition.

@@ -1,12 +1,12 @@
 //! Requests waiting for their reply.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::hash::FastMap;
 use crate::message::{Message, MessageId};
 
 /// The requests of one bus instance that wait for a reply, by correlation id.
@@ -15,7 +15,7 @@ use crate::message::{Message, MessageId};
 /// whether the call got its reply, timed out or was cancelled, so no entry
 /// outlives its request.
 pub(crate) struct Pending {
-    waiting: Mutex<HashMap<MessageId, oneshot::Sender<Message>>>,
+    waiting: Mutex<FastMap<MessageId, oneshot::Sender<Message>>>,
     limit: usize,
     late_replies: AtomicU64,
 }
@@ -23,7 +23,7 @@ pub(crate) struct Pending {
 impl Pending {
     pub fn new(limit: usize) -> Self {
         Self {
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(FastMap::default()),
             limit,
             late_replies: AtomicU64::new(0),
         }
@@ -50,6 +50,7 @@ impl Pending {
             PendingGuard {
                 pending: Arc::clone(self),
                 id,
+                armed: true,
             },
             rx,
         ))
@@ -91,10 +92,22 @@ impl Pending {
 pub(crate) struct PendingGuard {
     pending: Arc<Pending>,
     id: MessageId,
+    armed: bool,
+}
+
+impl PendingGuard {
+    /// The entry is gone already (its reply was handed over): spares the
+    /// second lookup.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         self.pending
             .waiting
             .lock()

@@ -290,53 +290,26 @@ impl Network for MemoryNet {
 
 // ---------------------------------------------------------------- kafka
 
-/// The Kafka transport on librdkafka's in-process mock cluster: a cluster of
-/// its own per network, so cases share no groups or offsets.
+/// The Kafka transport, on librdkafka's in-process mock cluster (a cluster
+/// of its own per network, so cases share no groups or offsets) or on a real
+/// broker process (tansu) named by `TOPICBUS_KAFKA_BROKERS`.
 #[cfg(feature = "kafka")]
 #[derive(Debug, Clone, Copy)]
-pub struct KafkaMock;
-
-#[cfg(feature = "kafka")]
-impl Harness for KafkaMock {
-    fn name(&self) -> &'static str {
-        "kafka_mock"
-    }
-
-    fn keeps_history(&self) -> bool {
-        true
-    }
-
-    fn publishers_wait_for_slow_consumers(&self) -> bool {
-        false
-    }
-
-    fn knows_responders(&self) -> bool {
-        false
-    }
-
-    fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
-        Box::pin(async move {
-            let cluster = crate::mock_kafka::MockKafka::start(1);
-            Box::new(KafkaNet {
-                brokers: cluster.bootstrap.clone(),
-                _cluster: Some(cluster),
-                setup,
-                provision: false,
-                scope: network_scope(),
-            }) as Box<dyn Network>
-        })
-    }
+pub struct Kafka {
+    real_broker: bool,
 }
 
-/// The Kafka transport on a real broker process (tansu), named by
-/// `TOPICBUS_KAFKA_BROKERS`; the test is skipped with a note without it.
 #[cfg(feature = "kafka")]
-#[derive(Debug, Clone)]
-pub struct KafkaBroker;
+impl Kafka {
+    pub fn mock() -> Self {
+        Self { real_broker: false }
+    }
 
-#[cfg(feature = "kafka")]
-impl KafkaBroker {
-    pub fn brokers() -> Option<String> {
+    pub fn broker() -> Self {
+        Self { real_broker: true }
+    }
+
+    fn brokers() -> Option<String> {
         std::env::var("TOPICBUS_KAFKA_BROKERS")
             .ok()
             .filter(|b| !b.is_empty())
@@ -344,18 +317,19 @@ impl KafkaBroker {
 }
 
 #[cfg(feature = "kafka")]
-impl Harness for KafkaBroker {
+impl Harness for Kafka {
     fn name(&self) -> &'static str {
-        "kafka_broker"
+        if self.real_broker {
+            "kafka_broker"
+        } else {
+            "kafka_mock"
+        }
     }
 
     fn unavailable(&self) -> Option<String> {
-        match KafkaBroker::brokers() {
-            Some(_) => None,
-            None => {
-                Some("set TOPICBUS_KAFKA_BROKERS to a broker (scripts/tansu.sh starts one)".into())
-            }
-        }
+        (self.real_broker && Kafka::brokers().is_none()).then(|| {
+            "set TOPICBUS_KAFKA_BROKERS to a broker (scripts/tansu.sh starts one)".to_owned()
+        })
     }
 
     fn keeps_history(&self) -> bool {
@@ -371,13 +345,21 @@ impl Harness for KafkaBroker {
     }
 
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
+        let real_broker = self.real_broker;
         Box::pin(async move {
-            let brokers = KafkaBroker::brokers().expect("checked by the case runner");
+            let (brokers, cluster) = if real_broker {
+                (Kafka::brokers().expect("checked by run_case"), None)
+            } else {
+                let cluster = crate::mock_kafka::MockKafka::start(1);
+                (cluster.bootstrap.clone(), Some(cluster))
+            };
             Box::new(KafkaNet {
                 brokers,
-                _cluster: None,
+                _cluster: cluster,
                 setup,
-                provision: true,
+                // A real broker creates topics on request; the mock cluster
+                // does not implement CreateTopics but auto-creates them.
+                provision: real_broker,
                 scope: network_scope(),
             }) as Box<dyn Network>
         })

@@ -7,6 +7,8 @@ use std::thread::JoinHandle;
 use rdkafka::mocking::MockCluster;
 
 /// Faults a test can inject into the running mock cluster.
+// Shared by several test binaries; not every one injects faults.
+#[allow(dead_code)]
 pub enum Fault {
     BrokerDown(i32),
     BrokerUp(i32),

@@ -15,6 +15,10 @@ impl Codec for Json {
         serde_json::to_writer(out, value).map_err(CodecError::new)
     }
 
+    fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+        serde_json::to_vec(value).map_err(CodecError::new)
+    }
+
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         serde_json::from_slice(bytes).map_err(CodecError::new)
     }

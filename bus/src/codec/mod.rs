@@ -50,7 +50,9 @@ pub trait Codec: Send + Sync + 'static {
 
     /// Encodes `value` into a new buffer.
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-        let mut out = Vec::new();
+        // Room for a typical small message, so that it is not grown from
+        // a few bytes by doubling (serde_json's `to_vec` starts the same).
+        let mut out = Vec::with_capacity(128);
         Self::encode_into(value, &mut out)?;
         Ok(out)
     }

@@ -405,8 +405,8 @@ impl GroupContext {
         self.store_finished(consumer);
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
-            Err(KafkaError::ConsumerCommit(code))
-                if code == rdkafka::error::RDKafkaErrorCode::NoOffset => {}
+            // Nothing was handled since the last commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
                 tracing::warn!(%error, topic = %self.topic, "commit on revocation failed")
             }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::dispatch::Member;
+use crate::dispatch::{BoxFuture, Member};
 use crate::error::Result;
 #[cfg(feature = "kafka")]
 use crate::kafka::KafkaTransport;
@@ -179,15 +179,21 @@ impl Transport {
         }
     }
 
-    /// Sends a reply to the inbox named by `reply_to`.
-    pub async fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
+    /// Sends a reply to the inbox named by `reply_to`. In process it is
+    /// handed over at once (`None`); a network transport returns the future
+    /// that sends it, boxed so that the futures of deliveries stay small.
+    pub fn reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        message: Message,
+    ) -> Option<BoxFuture<'a, Result<()>>> {
         match self {
             Transport::Memory(m) => {
                 m.reply(reply_to, message);
-                Ok(())
+                None
             }
             #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => k.reply(reply_to, message).await,
+            Transport::Kafka(k) => Some(Box::pin(k.reply(reply_to, message))),
         }
     }
 }
