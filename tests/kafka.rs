@@ -386,3 +386,54 @@ fn uuid_like() -> String {
             .as_nanos()
     )
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "kafka.test.replay", key = key)]
+struct Replay {
+    key: String,
+    seq: u64,
+}
+
+/// A new group started at offset 5 of every partition: the one partition
+/// holding the 10 messages (one key) replays from its sixth message, the
+/// empty ones clamp to their end.
+///
+/// `StartFrom::Timestamp` is not tested here: it relies on the broker's
+/// ListOffsets-by-time, which neither the mock cluster nor tansu implements
+/// (the mock answers "end" for every partition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_group_replays_from_an_offset() {
+    let kafka = MockKafka::start(1);
+    let bus = bus(&kafka.bootstrap, "replay").await;
+    let messages: Vec<Replay> = (0..10)
+        .map(|seq| Replay {
+            key: "one".into(),
+            seq,
+        })
+        .collect();
+    bus.publish_batch(&messages).await.expect("publish");
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    bus.subscribe(move |msg: Replay| {
+        let sink = Arc::clone(&sink);
+        async move {
+            sink.lock().unwrap().push(msg.seq);
+            Ok::<_, String>(())
+        }
+    })
+    .group("replay.group")
+    .start_from(topicbus::StartFrom::Offsets(
+        (0..64).map(|p| (p, 5)).collect(),
+    ))
+    .await
+    .expect("subscribe");
+    guard("5 replayed", async {
+        while seen.lock().unwrap().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    bus.shutdown().await.expect("shutdown");
+    assert_eq!(*seen.lock().unwrap(), vec![5, 6, 7, 8, 9]);
+}

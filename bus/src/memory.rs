@@ -356,6 +356,13 @@ impl MemoryBroker {
     }
 
     pub(crate) fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
+        if let StartFrom::Offsets(_) = spec.start {
+            return Err(Error::Config {
+                key: "start_from".to_owned(),
+                message: "the memory transport keeps no offsets; start from Earliest or a Timestamp"
+                    .to_owned(),
+            });
+        }
         let topic = self.topic(&spec.topic, spec.partitions);
         let retained = topic.lock_retained();
         let groups = topic.groups();
@@ -364,10 +371,10 @@ impl MemoryBroker {
             return Ok(());
         }
         let mut backlog: Vec<Vec<Message>> = vec![Vec::new(); topic.partitions];
-        let replay = |m: &Message| match spec.start {
-            StartFrom::Latest => false,
+        let replay = |m: &Message| match &spec.start {
+            StartFrom::Latest | StartFrom::Offsets(_) => false,
             StartFrom::Earliest => true,
-            StartFrom::Timestamp(since) => m.meta.time >= since,
+            StartFrom::Timestamp(since) => m.meta.time >= *since,
         };
         for (partition, message) in retained.iter().filter(|(_, m)| replay(m)) {
             backlog[*partition].push(message.clone());

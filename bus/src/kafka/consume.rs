@@ -361,9 +361,15 @@ impl GroupContext {
                     continue;
                 }
             };
-            let start = match self.start {
+            let start = match &self.start {
                 StartFrom::Latest => high,
                 StartFrom::Earliest => low,
+                StartFrom::Offsets(offsets) => offsets
+                    .iter()
+                    .find(|(p, _)| i64::from(*p) == i64::from(partition))
+                    .map_or(high, |(_, at)| {
+                        i64::try_from(*at).unwrap_or(i64::MAX).clamp(low, high)
+                    }),
                 StartFrom::Timestamp(_) => by_time
                     .as_ref()
                     .and_then(|t| t.find_partition(topic, partition))

@@ -24,7 +24,7 @@ use crate::message::Message;
 /// let replay = StartFrom::Earliest;
 /// assert_ne!(replay, StartFrom::default());
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartFrom {
     /// Only messages published after the group joined (the default).
@@ -34,6 +34,10 @@ pub enum StartFrom {
     Earliest,
     /// The first kept message published at or after this time.
     Timestamp(SystemTime),
+    /// These offsets, as `(partition, offset)`; partitions not listed start
+    /// at the newest message. Kafka only: the memory transport keeps no
+    /// offsets and refuses it with [`Error::Config`](crate::Error::Config).
+    Offsets(Vec<(u32, u64)>),
 }
 
 /// What a consumer-group registration asks of the transport.
