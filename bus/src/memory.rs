@@ -359,8 +359,9 @@ impl MemoryBroker {
         if let StartFrom::Offsets(_) = spec.start {
             return Err(Error::Config {
                 key: "start_from".to_owned(),
-                message: "the memory transport keeps no offsets; start from Earliest or a Timestamp"
-                    .to_owned(),
+                message:
+                    "the memory transport keeps no offsets; start from Earliest or a Timestamp"
+                        .to_owned(),
             });
         }
         let topic = self.topic(&spec.topic, spec.partitions);
