@@ -38,6 +38,15 @@
 //! iteration) and one round trip; consume is measured by the ratio loop only
 //! (each of its iterations joins a group, which takes seconds).
 //!
+//! Diagnostics (where the time goes), printed as `INFO` lines: topicbus
+//! against a raw producer / consumer that also writes / copies out the
+//! CloudEvents headers topicbus puts on every record, and that raw variant
+//! against plain raw (skip them with env `BENCH_KAFKA_NO_DIAGNOSTICS`). With
+//! env `BENCH_KAFKA_THREADS`, each publish and consume round prints the CPU
+//! and run-queue time of every thread (by name, from
+//! `/proc/self/task/*/schedstat`); with env `RUST_LOG`, topicbus's logs go
+//! to stderr.
+//!
 //! Topic names are fixed by the typed topics; a real broker that persists
 //! them across runs is fine: publishing appends, the consume rounds read
 //! whatever the topic holds (both sides alike, counted from its
@@ -61,7 +70,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -263,6 +272,10 @@ impl Broker {
 
     /// A producer with topicbus's producer settings.
     fn raw_producer(&self) -> FutureProducer {
+        self.raw_producer_config().create().expect("raw producer")
+    }
+
+    fn raw_producer_config(&self) -> ClientConfig {
         let max = (1_000_000 + 64 * 1024).to_string();
         self.raw_config(&[
             ("acks", "all"),
@@ -271,8 +284,6 @@ impl Broker {
             ("message.timeout.ms", "30000"),
             ("message.max.bytes", &max),
         ])
-        .create()
-        .expect("raw producer")
     }
 
     /// A group consumer with topicbus's group consumer settings
@@ -332,8 +343,14 @@ impl Broker {
         }
     }
 
-    /// Messages a topic holds now (sum of high - low over its partitions).
-    async fn topic_size(&self, topic: &'static str) -> usize {
+    /// Messages a topic holds: per partition, from its low watermark to
+    /// `ends` (the next offset after what this run produced there) or, for
+    /// partitions this run did not produce to, to its high watermark.
+    ///
+    /// The end is taken from the delivery reports because tansu 0.6's
+    /// ListOffsets answers a stale high watermark (the base offset of the
+    /// last batch, plus one) after pipelined produces.
+    async fn topic_size(&self, topic: &'static str, ends: Vec<i64>) -> usize {
         let consumer: StreamConsumer = self
             .raw_config(&[("group.id", "bench.kafka.watermarks")])
             .create()
@@ -344,12 +361,13 @@ impl Broker {
                 .expect("metadata");
             let partitions = metadata.topics()[0].partitions().len();
             assert!(partitions > 0, "topic `{topic}` has no partitions");
-            (0..partitions as i32)
+            (0..partitions)
                 .map(|p| {
                     let (low, high) = consumer
-                        .fetch_watermarks(topic, p, Timeout::After(HANG))
+                        .fetch_watermarks(topic, p as i32, Timeout::After(HANG))
                         .expect("watermarks");
-                    usize::try_from(high - low).unwrap_or(0)
+                    let end = ends.get(p).copied().filter(|&e| e > 0).unwrap_or(high);
+                    usize::try_from(end - low).unwrap_or(0)
                 })
                 .sum()
         })
@@ -400,12 +418,12 @@ struct PublishRig {
 /// The CloudEvents headers topicbus writes, with values of the same sizes.
 type WireHeaders = [(&'static str, String); 6];
 
-fn wire_headers(i: u64) -> WireHeaders {
+fn wire_headers(i: u64, topic: &str) -> WireHeaders {
     [
         ("ce_specversion", "1.0".to_owned()),
         ("ce_id", format!("00000000-0000-4000-8000-{i:012x}")),
         ("ce_source", "bench-publish".to_owned()),
-        ("ce_type", PubEvent::NAME.to_owned()),
+        ("ce_type", topic.to_owned()),
         ("ce_time", "2025-01-01T00:00:00.000Z".to_owned()),
         ("content-type", "application/json".to_owned()),
     ]
@@ -418,7 +436,9 @@ impl PublishRig {
             .iter()
             .map(|e| serde_json::to_vec(e).expect("encode"))
             .collect();
-        let headers = (0..n as u64).map(wire_headers).collect();
+        let headers = (0..n as u64)
+            .map(|i| wire_headers(i, PubEvent::NAME))
+            .collect();
         rt.block_on(async {
             let bus = broker.bus("bench-publish").await;
             bus.ensure_topic::<PubEvent>().await.expect("ensure topic");
@@ -435,11 +455,14 @@ impl PublishRig {
     fn topicbus(&self, rt: &Runtime, n: usize) -> Duration {
         let (bus, events) = (self.bus.clone(), Arc::clone(&self.events));
         common::run_on(rt, async move {
+            let watch = watch_threads();
             let start = Instant::now();
             guard("publish_batch", bus.publish_batch(&events[..n]))
                 .await
                 .expect("publish_batch");
-            start.elapsed()
+            let elapsed = start.elapsed();
+            report_threads(watch, "publish topicbus");
+            elapsed
         })
     }
 
@@ -456,6 +479,7 @@ impl PublishRig {
         let (producer, payloads) = (self.producer.clone(), Arc::clone(&self.payloads));
         let headers = with_headers.then(|| Arc::clone(&self.headers));
         common::run_on(rt, async move {
+            let watch = watch_threads();
             let start = Instant::now();
             guard(
                 "raw publish",
@@ -466,7 +490,14 @@ impl PublishRig {
                 ),
             )
             .await;
-            start.elapsed()
+            let elapsed = start.elapsed();
+            let what = if headers.is_some() {
+                "publish raw_with_headers"
+            } else {
+                "publish raw"
+            };
+            report_threads(watch, what);
+            elapsed
         })
     }
 
@@ -541,6 +572,81 @@ struct Tracker {
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
     done: Notify,
+    threads: Option<Mutex<Vec<ThreadTime>>>,
+}
+
+/// (thread name, ns on CPU, ns waiting on a run queue), summed by name.
+type ThreadTime = (String, u64, u64);
+
+fn thread_times() -> Vec<ThreadTime> {
+    let mut out: Vec<ThreadTime> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let mut fields = sched
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        let (run, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        let name = name.trim().to_owned();
+        match out.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(entry) => {
+                entry.1 += run;
+                entry.2 += wait;
+            }
+            None => out.push((name, run, wait)),
+        }
+    }
+    out
+}
+
+/// With env `BENCH_KAFKA_THREADS`, the threads' times now.
+fn watch_threads() -> Option<Vec<ThreadTime>> {
+    std::env::var_os("BENCH_KAFKA_THREADS").map(|_| thread_times())
+}
+
+/// Prints what each thread did since `watch_threads`.
+fn report_threads(before: Option<Vec<ThreadTime>>, what: &str) {
+    if let Some(before) = before {
+        print_thread_times(&diff_thread_times(&before, &thread_times()), what);
+    }
+}
+
+fn print_thread_times(stats: &[ThreadTime], what: &str) {
+    let line: Vec<String> = stats
+        .iter()
+        .filter(|(_, run, _)| *run >= 1_000_000)
+        .map(|(name, run, wait)| {
+            format!(
+                "{name} run {:.1} ms wait {:.1} ms",
+                *run as f64 / 1e6,
+                *wait as f64 / 1e6
+            )
+        })
+        .collect();
+    println!("       threads {what}: {}", line.join("; "));
+}
+
+fn diff_thread_times(before: &[ThreadTime], after: &[ThreadTime]) -> Vec<ThreadTime> {
+    let mut out: Vec<ThreadTime> = after
+        .iter()
+        .map(|(name, run, wait)| {
+            let (r0, w0) = before
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map_or((0, 0), |(_, r, w)| (*r, *w));
+            (
+                name.clone(),
+                run.saturating_sub(r0),
+                wait.saturating_sub(w0),
+            )
+        })
+        .collect();
+    out.sort_by_key(|t| std::cmp::Reverse(t.1));
+    out
 }
 
 impl Tracker {
@@ -551,15 +657,33 @@ impl Tracker {
             first: OnceLock::new(),
             last: OnceLock::new(),
             done: Notify::new(),
+            threads: std::env::var_os("BENCH_KAFKA_THREADS").map(|_| Mutex::new(Vec::new())),
         })
     }
 
     #[inline]
     fn hit(&self) {
-        self.first.get_or_init(Instant::now);
+        self.first.get_or_init(|| {
+            if let Some(stats) = &self.threads {
+                *stats.lock().unwrap() = thread_times();
+            }
+            Instant::now()
+        });
         if self.seen.fetch_add(1, Ordering::AcqRel) + 1 == self.target {
             let _ = self.last.set(Instant::now());
+            if let Some(stats) = &self.threads {
+                let mut stats = stats.lock().unwrap();
+                *stats = diff_thread_times(&stats, &thread_times());
+            }
             self.done.notify_one();
+        }
+    }
+
+    /// With env `BENCH_KAFKA_THREADS`: prints the CPU time and run-queue
+    /// wait of each thread (by name) between the first and last message.
+    fn print_threads(&self, what: &str) {
+        if let Some(stats) = &self.threads {
+            print_thread_times(&stats.lock().unwrap(), what);
         }
     }
 
@@ -584,17 +708,63 @@ struct ConsumeRig {
 impl ConsumeRig {
     fn new(rt: &Runtime, broker: &Broker, n: usize) -> Self {
         rt.block_on(async {
+            // The topic as topicbus creates it; the events written by a raw
+            // producer with the headers topicbus would write, so that the
+            // delivery reports tell where each partition ends.
             let bus = broker.bus("bench-consume-producer").await;
             bus.ensure_topic::<ConsEvent>().await.expect("ensure topic");
-            let events: Vec<ConsEvent> = (0..n as u64).map(common::MakeEvent::make).collect();
-            guard("pre-produce", bus.publish_batch(&events))
-                .await
-                .expect("pre-produce");
             bus.shutdown().await.expect("shutdown");
-            let total = broker.topic_size(ConsEvent::NAME).await;
+            // On a real broker, one record per batch: tansu 0.6 returns
+            // nothing to a fetch from an offset inside a batch, which is
+            // where a consumer resumes after a pause (topicbus pauses a
+            // partition whose queue is full) and would stall.
+            let producer = if broker.provision {
+                broker
+                    .raw_producer_config()
+                    .set("batch.num.messages", "1")
+                    .create()
+                    .expect("raw producer")
+            } else {
+                broker.raw_producer()
+            };
+            let mut ends = Vec::new();
+            let mut waiting = Vec::with_capacity(n);
+            for i in 0..n as u64 {
+                let event: ConsEvent = common::MakeEvent::make(i);
+                let payload = serde_json::to_vec(&event).expect("encode");
+                let mut headers = OwnedHeaders::new_with_capacity(6);
+                for (key, value) in &wire_headers(i, ConsEvent::NAME) {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value),
+                    });
+                }
+                let record = FutureRecord::<(), [u8]>::to(ConsEvent::NAME)
+                    .payload(&payload[..])
+                    .headers(headers);
+                match producer.send_result(record) {
+                    Ok(delivery) => waiting.push(delivery),
+                    Err((error, _)) => panic!("pre-produce: {error}"),
+                }
+            }
+            for delivery in waiting {
+                match guard("pre-produce", delivery).await {
+                    Ok(Ok(done)) => {
+                        let p = usize::try_from(done.partition).expect("partition");
+                        if ends.len() <= p {
+                            ends.resize(p + 1, 0);
+                        }
+                        ends[p] = ends[p].max(done.offset + 1);
+                    }
+                    Ok(Err((error, _))) => panic!("pre-produce: {error}"),
+                    Err(_) => panic!("pre-produce: producer gone"),
+                }
+            }
+            drop_blocking(producer).await;
+            let total = broker.topic_size(ConsEvent::NAME, ends).await;
             if total != n {
                 println!(
-                    "kafka/{}/consume: `{}` holds {total} messages (earlier runs on this broker); both sides read them all",
+                    "kafka/{}/consume: `{}` holds {total} messages, not {n} (retention, or earlier runs on this broker); both sides read them all",
                     broker.name,
                     ConsEvent::NAME
                 );
@@ -635,6 +805,7 @@ impl ConsumeRig {
             .expect("subscribe");
             guard("topicbus consume", tracker.wait()).await;
             let times = tracker.times(start);
+            tracker.print_threads("topicbus");
             guard("shutdown", bus.shutdown()).await.expect("shutdown");
             times
         })
@@ -642,6 +813,16 @@ impl ConsumeRig {
 
     /// A raw group consumer in a fresh group; returns (first to last, total).
     fn raw(&self, rt: &Runtime, broker: &Broker) -> (Duration, Duration) {
+        self.raw_with(rt, broker, false)
+    }
+
+    /// `raw`, also copying each message's headers out (the metadata
+    /// topicbus hands its handlers: id, source, time, ...).
+    fn raw_with_headers(&self, rt: &Runtime, broker: &Broker) -> (Duration, Duration) {
+        self.raw_with(rt, broker, true)
+    }
+
+    fn raw_with(&self, rt: &Runtime, broker: &Broker, with_headers: bool) -> (Duration, Duration) {
         let config = broker.raw_group_config(&self.group("raw"));
         let total = self.total;
         common::run_on(rt, async move {
@@ -651,6 +832,8 @@ impl ConsumeRig {
                 .subscribe(&[ConsEvent::NAME])
                 .expect("raw subscribe");
             let tracker = Tracker::new(total);
+            let mut counts = [0usize; 16];
+            let mut pauses = 0;
             guard("raw consume", async {
                 while tracker.seen.load(Ordering::Relaxed) < total {
                     let message = consumer.recv().await.expect("raw recv");
@@ -658,14 +841,45 @@ impl ConsumeRig {
                         serde_json::from_slice(message.payload().unwrap_or_default())
                             .expect("decode");
                     black_box(&event);
+                    if with_headers {
+                        let headers: Vec<(String, Vec<u8>)> = message
+                            .headers()
+                            .map(|headers| {
+                                headers
+                                    .iter()
+                                    .map(|h| {
+                                        (h.key.to_owned(), h.value.unwrap_or_default().to_vec())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        black_box(&headers);
+                    }
                     consumer
                         .store_offset_from_message(&message)
                         .expect("store offset");
+                    if std::env::var_os("PAUSE_EVERY").is_some() {
+                        let p = message.partition() as usize;
+                        counts[p] += 1;
+                        if counts[p] % 256 == 0 {
+                            let mut tpl = TopicPartitionList::new();
+                            tpl.add_partition(ConsEvent::NAME, p as i32);
+                            consumer.pause(&tpl).unwrap();
+                            consumer.resume(&tpl).unwrap();
+                            pauses += 1;
+                        }
+                    }
                     tracker.hit();
                 }
             })
             .await;
             let times = tracker.times(start);
+            println!("raw pauses {pauses}");
+            tracker.print_threads(if with_headers {
+                "raw_with_headers"
+            } else {
+                "raw"
+            });
             drop_blocking(consumer).await;
             times
         })
@@ -923,22 +1137,27 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
         ));
         // Where the time goes: the same raw publish, carrying topicbus's
         // CloudEvents headers (bigger records, header encoding).
-        results.push(common::compare(
-            &format!("{bench}_vs_raw_with_headers"),
-            n as u64,
-            Goal::Info,
-            env_or("BENCH_KAFKA_ROUNDS", 9),
-            || rig.topicbus(rt, n),
-            || rig.raw_with_headers(rt, n),
-        ));
-        results.push(common::compare(
-            &format!("{bench}_raw_with_headers_vs_raw"),
-            n as u64,
-            Goal::Info,
-            env_or("BENCH_KAFKA_ROUNDS", 9),
-            || rig.raw_with_headers(rt, n),
-            || rig.raw(rt, n),
-        ));
+        let diagnostics = std::env::var_os("BENCH_KAFKA_NO_DIAGNOSTICS").is_none();
+        results.extend(diagnostics.then(|| {
+            common::compare(
+                &format!("{bench}_vs_raw_with_headers"),
+                n as u64,
+                Goal::Info,
+                env_or("BENCH_KAFKA_ROUNDS", 9),
+                || rig.topicbus(rt, n),
+                || rig.raw_with_headers(rt, n),
+            )
+        }));
+        results.extend(diagnostics.then(|| {
+            common::compare(
+                &format!("{bench}_raw_with_headers_vs_raw"),
+                n as u64,
+                Goal::Info,
+                env_or("BENCH_KAFKA_ROUNDS", 9),
+                || rig.raw_with_headers(rt, n),
+                || rig.raw(rt, n),
+            )
+        }));
         rig.close(rt);
     }
 
@@ -948,6 +1167,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
         let rounds = env_or("BENCH_KAFKA_CONSUME_ROUNDS", 5);
         // Each call's total time (with the group join), replayed below.
         let (ours_total, raw_total) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
+        let ours_steady = Mutex::new(Vec::new());
         results.push(common::compare(
             &bench,
             rig.total as u64,
@@ -956,6 +1176,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
             || {
                 let (steady, total) = rig.topicbus(rt, broker);
                 ours_total.lock().unwrap().push(total);
+                ours_steady.lock().unwrap().push(steady);
                 steady
             },
             || {
@@ -964,8 +1185,11 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
                 steady
             },
         ));
-        let mut ours = ours_total.into_inner().unwrap().into_iter();
-        let mut raw = raw_total.into_inner().unwrap().into_iter();
+        let ours_total = ours_total.into_inner().unwrap();
+        let (mut ours, mut raw) = (
+            ours_total.iter().copied(),
+            raw_total.into_inner().unwrap().into_iter(),
+        );
         results.push(common::compare(
             &format!("{bench}_incl_join"),
             rig.total as u64,
@@ -974,6 +1198,19 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
             || ours.next().unwrap_or_default(),
             || raw.next().unwrap_or_default(),
         ));
+        // Where the time goes: topicbus (the times above, replayed) against
+        // a raw consumer that also copies each message's headers out.
+        if std::env::var_os("BENCH_KAFKA_NO_DIAGNOSTICS").is_none() {
+            let mut ours = ours_steady.into_inner().unwrap().into_iter();
+            results.push(common::compare(
+                &format!("{bench}_vs_raw_with_headers"),
+                rig.total as u64,
+                Goal::Info,
+                rounds,
+                || ours.next().unwrap_or_default(),
+                || rig.raw_with_headers(rt, broker).0,
+            ));
+        }
     }
 
     let bench = name("request_reply");

@@ -332,6 +332,7 @@ impl Bus {
     pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<()> {
         let core = self.core();
         core.check_open()?;
+        core.ensure_topic::<T>().await?;
         let message = core.message(message, None, headers)?;
         core.transport.publish(message).await
     }
@@ -354,6 +355,7 @@ impl Bus {
     ) -> Result<()> {
         let core = self.core();
         core.check_open()?;
+        core.ensure_topic::<T>().await?;
         let messages = messages
             .into_iter()
             .map(|message| core.message(message, None, Headers::new()))
@@ -539,6 +541,15 @@ impl BusCore {
         }
     }
 
+    /// Creates `T`'s topic before its first publish where the transport
+    /// needs topics to exist (Kafka without auto-creation); a no-op on memory.
+    async fn ensure_topic<T: Topic>(&self) -> Result<()> {
+        if self.transport.provisions_topics() {
+            self.transport.ensure_topic(T::NAME, T::PARTITIONS).await?;
+        }
+        Ok(())
+    }
+
     /// The bus this core belongs to, while it is open.
     pub(crate) fn bus(&self) -> Result<Bus> {
         self.check_open()?;
@@ -669,10 +680,7 @@ impl BusCore {
         // Boxed: publishing to `{topic}.response` is rare, and its future
         // would make every delivery's future larger.
         let sent = match &request.meta.reply_to {
-            Some(inbox) => match self.transport.reply(inbox, reply) {
-                Some(sending) => sending.await,
-                None => Ok(()),
-            },
+            Some(inbox) => self.transport.reply(inbox, reply),
             None => Box::pin(self.transport.publish(reply)).await,
         };
         if let Err(error) = sent {
@@ -988,6 +996,7 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
                 .correlation_id
                 .clone()
                 .expect("requests carry a correlation id");
+            core.ensure_topic::<T>().await?;
             let (mut guard, reply) = core.pending.register(id)?;
             core.transport.publish(message).await?;
             let reply = match tokio::time::timeout(limit, reply).await {

@@ -400,6 +400,15 @@ impl Network for KafkaNet {
             .set("fetch.wait.max.ms", "5")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500");
+        // Extra librdkafka properties for investigating a broker, e.g.
+        // TOPICBUS_TEST_KAFKA_SET=enable.idempotence=false,linger.ms=5
+        if let Ok(extra) = std::env::var("TOPICBUS_TEST_KAFKA_SET") {
+            for pair in extra.split(',') {
+                if let Some((k, v)) = pair.split_once('=') {
+                    config = config.set(k, v);
+                }
+            }
+        }
         if let Some(n) = s.partitions {
             config = config.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
         }

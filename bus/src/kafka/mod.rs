@@ -98,8 +98,19 @@ impl KafkaTransport {
         produce::publish_batch(&self.inner.producer, &self.inner.config, &messages).await
     }
 
-    pub async fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
-        produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message).await
+    /// Enqueues a reply and returns; its acknowledgement is awaited on a
+    /// task of its own, so a responder's partition is not held up by it.
+    pub fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
+        let delivery =
+            produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message)?;
+        let inner = Arc::clone(&self.inner);
+        let topic = reply_to.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = produce::settle(&inner.config, &topic, delivery.await) {
+                tracing::warn!(%error, topic, "a reply was not delivered");
+            }
+        });
+        Ok(())
     }
 
     /// Creates `topic` and its dead-letter topic when they are missing: with

@@ -98,14 +98,13 @@ pub(super) async fn publish(
 
 /// Publishes a reply to partition 0 of an inbox topic, the one partition its
 /// owner reads (a broker may auto-create the topic with more).
-pub(super) async fn reply(
+pub(super) fn reply(
     producer: &FutureProducer,
     config: &KafkaConfig,
     topic: &str,
     message: &Message,
-) -> Result<()> {
-    let delivery = enqueue(producer, config, topic, Some(0), message)?;
-    settle(config, topic, delivery.await)
+) -> Result<DeliveryFuture> {
+    enqueue(producer, config, topic, Some(0), message)
 }
 
 /// Enqueues every message before awaiting any acknowledgement, so the
@@ -183,7 +182,7 @@ fn enqueue(
 
 /// The outcome of an awaited [`DeliveryFuture`]; its error side means the
 /// producer went away.
-fn settle<Canceled>(
+pub(super) fn settle<Canceled>(
     config: &KafkaConfig,
     topic: &str,
     delivered: std::result::Result<OwnedDeliveryResult, Canceled>,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::dispatch::{BoxFuture, Member};
+use crate::dispatch::Member;
 use crate::error::Result;
 #[cfg(feature = "kafka")]
 use crate::kafka::KafkaTransport;
@@ -155,6 +155,16 @@ impl Transport {
         }
     }
 
+    /// Whether topics must be created before use (a broker), as opposed to
+    /// existing as soon as they are named (memory).
+    pub fn provisions_topics(&self) -> bool {
+        match self {
+            Transport::Memory(_) => false,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => true,
+        }
+    }
+
     /// Creates `topic` (and its dead-letter topic) where topics are provisioned.
     #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
@@ -183,21 +193,17 @@ impl Transport {
         }
     }
 
-    /// Sends a reply to the inbox named by `reply_to`. In process it is
-    /// handed over at once (`None`); a network transport returns the future
-    /// that sends it, boxed so that the futures of deliveries stay small.
-    pub fn reply<'a>(
-        &'a self,
-        reply_to: &'a str,
-        message: Message,
-    ) -> Option<BoxFuture<'a, Result<()>>> {
+    /// Sends a reply to the inbox named by `reply_to` without waiting for it
+    /// to arrive: the responder moves on to its next message, and a reply
+    /// that cannot be delivered is logged (its requester times out).
+    pub fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
         match self {
             Transport::Memory(m) => {
                 m.reply(reply_to, message);
-                None
+                Ok(())
             }
             #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => Some(Box::pin(k.reply(reply_to, message))),
+            Transport::Kafka(k) => k.reply(reply_to, message),
         }
     }
 }
