@@ -49,9 +49,21 @@
 //!
 //! Topic names are fixed by the typed topics; a real broker that persists
 //! them across runs is fine: publishing appends, the consume rounds read
-//! whatever the topic holds (both sides alike, counted from its
-//! watermarks), and groups, the raw ping-pong topics and reply inboxes are
-//! fresh per run.
+//! whatever the topic holds (both sides alike, counted from the low
+//! watermarks to where this run's deliveries ended), and groups, the raw
+//! ping-pong topics and reply inboxes are fresh per run.
+//!
+//! tansu 0.6 quirks this bench works around (start a fresh tansu per run):
+//! its ListOffsets answers a stale high watermark after pipelined produces,
+//! and a fetch from an offset inside a record batch returns nothing, so a
+//! consumer that resumes mid-batch (after a pause) stalls; the consume
+//! topic is therefore filled with one record per batch on a real broker.
+//! Run it as:
+//!
+//! ```text
+//! TOPICBUS_KAFKA_BROKERS=$(scripts/tansu.sh start 19092) \
+//!     cargo bench --features kafka --bench kafka; scripts/tansu.sh stop
+//! ```
 
 mod common;
 
@@ -832,8 +844,6 @@ impl ConsumeRig {
                 .subscribe(&[ConsEvent::NAME])
                 .expect("raw subscribe");
             let tracker = Tracker::new(total);
-            let mut counts = [0usize; 16];
-            let mut pauses = 0;
             guard("raw consume", async {
                 while tracker.seen.load(Ordering::Relaxed) < total {
                     let message = consumer.recv().await.expect("raw recv");
@@ -858,23 +868,11 @@ impl ConsumeRig {
                     consumer
                         .store_offset_from_message(&message)
                         .expect("store offset");
-                    if std::env::var_os("PAUSE_EVERY").is_some() {
-                        let p = message.partition() as usize;
-                        counts[p] += 1;
-                        if counts[p] % 256 == 0 {
-                            let mut tpl = TopicPartitionList::new();
-                            tpl.add_partition(ConsEvent::NAME, p as i32);
-                            consumer.pause(&tpl).unwrap();
-                            consumer.resume(&tpl).unwrap();
-                            pauses += 1;
-                        }
-                    }
                     tracker.hit();
                 }
             })
             .await;
             let times = tracker.times(start);
-            println!("raw pauses {pauses}");
             tracker.print_threads(if with_headers {
                 "raw_with_headers"
             } else {
