@@ -202,10 +202,5 @@ fn ratios() {
 
 fn main() {
     check_formats();
-    let mut c = common::criterion();
-    benches(&mut c);
-    c.final_summary();
-    if common::ratios_enabled() {
-        ratios();
-    }
+    common::run(benches, ratios);
 }

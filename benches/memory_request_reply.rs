@@ -180,10 +180,5 @@ fn ratios() {
 }
 
 fn main() {
-    let mut c = common::criterion();
-    benches(&mut c);
-    c.final_summary();
-    if common::ratios_enabled() {
-        ratios();
-    }
+    common::run(benches, ratios);
 }

@@ -167,6 +167,17 @@ where
 }
 
 /// Criterion settings kept modest: the machine is shared and has 2 cores.
+/// A bench's `main`: the criterion groups, then (under `cargo bench`) the
+/// alternating ratio loop.
+pub fn run(benches: fn(&mut Criterion), ratios: fn()) {
+    let mut c = criterion();
+    benches(&mut c);
+    c.final_summary();
+    if ratios_enabled() {
+        ratios();
+    }
+}
+
 pub fn criterion() -> Criterion {
     Criterion::default()
         .sample_size(10)
