@@ -52,6 +52,7 @@ struct Inner {
     admin: AdminClient<DefaultClientContext>,
     inbox: inbox::Inbox,
     consumers: Mutex<Vec<consume::GroupConsumer>>,
+    /// Topics created (or found) together with their dead-letter topic.
     ensured: Mutex<HashSet<String>>,
 }
 
@@ -117,30 +118,30 @@ impl KafkaTransport {
     /// the admin API, or, with provisioning off, by asking for their
     /// metadata as a producer (brokers with auto-creation then create them).
     pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
-        let missing: Vec<(String, i32)> = {
-            let ensured = self.inner.ensured.lock().expect("poisoned");
-            let partitions = partitions.map_or(self.inner.config.default_partitions, |p| {
-                i32::try_from(p).unwrap_or(i32::MAX)
-            });
-            [topic.to_owned(), format!("{topic}.dlq")]
-                .into_iter()
-                .filter(|t| !ensured.contains(t))
-                .map(|t| (t, partitions))
-                .collect()
-        };
-        if missing.is_empty() {
+        // Called before every typed publish: the common case is one lookup.
+        if self.inner.ensured.lock().expect("poisoned").contains(topic) {
             return Ok(());
         }
+        let partitions = partitions.map_or(self.inner.config.default_partitions, |p| {
+            i32::try_from(p).unwrap_or(i32::MAX)
+        });
+        let wanted = [
+            (topic.to_owned(), partitions),
+            (format!("{topic}.dlq"), partitions),
+        ];
         if self.inner.config.provision_topics {
-            admin::ensure(&self.inner.admin, &self.inner.config, &missing).await?;
+            admin::ensure(&self.inner.admin, &self.inner.config, &wanted).await?;
         } else {
-            for (topic, _) in &missing {
-                produce::request_auto_creation(&self.inner.producer, &self.inner.config, topic)
+            for (name, _) in &wanted {
+                produce::request_auto_creation(&self.inner.producer, &self.inner.config, name)
                     .await?;
             }
         }
-        let mut ensured = self.inner.ensured.lock().expect("poisoned");
-        ensured.extend(missing.into_iter().map(|(t, _)| t));
+        self.inner
+            .ensured
+            .lock()
+            .expect("poisoned")
+            .insert(topic.to_owned());
         Ok(())
     }
 
