@@ -449,7 +449,11 @@ impl GroupContext {
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
-            if state.stash.is_empty() && state.paused {
+            // Resume only once the queue is half empty: librdkafka drops what
+            // it prefetched when a partition pauses and fetches it again on
+            // resume, so pausing on every few messages costs a refetch each.
+            let drained = worker.queue.capacity() >= PARTITION_QUEUE / 2;
+            if state.stash.is_empty() && state.paused && drained {
                 let mut list = TopicPartitionList::new();
                 list.add_partition(&self.topic, *partition);
                 if consumer.resume(&list).is_ok() {
