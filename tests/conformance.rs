@@ -41,11 +41,12 @@ mod shutdown;
 /// Instantiates every case of `[module::case, ...]` as a test in a module
 /// named after the harness.
 macro_rules! instantiate {
-    ($(#[$attr:meta])* $harness:ident => $make:expr, [$($module:ident :: $case:ident),* $(,)?]) => {
+    ($(#[$attr:meta])* $harness:ident [$each:meta] => $make:expr, [$($module:ident :: $case:ident),* $(,)?]) => {
         $(#[$attr])*
         mod $harness {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$each]
                 async fn $case() {
                     crate::harness::run_case(
                         concat!(stringify!($harness), "::", stringify!($case)),
@@ -61,19 +62,23 @@ macro_rules! instantiate {
 
 /// Every case on every harness: the cross product of the two lists.
 macro_rules! conformance {
-    (harnesses { $($(#[$attr:meta])* $harness:ident => $make:expr),* $(,)? } cases $cases:tt) => {
-        $( instantiate!($(#[$attr])* $harness => $make, $cases); )*
+    (harnesses { $($(#[$attr:meta])* $harness:ident [$each:meta] => $make:expr),* $(,)? } cases $cases:tt) => {
+        $( instantiate!($(#[$attr])* $harness [$each] => $make, $cases); )*
     };
 }
 
 conformance! {
     harnesses {
-        memory => crate::harness::Memory::plain(),
-        memory_codec => crate::harness::Memory::codec(),
+        // `[..]` is an attribute put on each of the harness's tests.
+        memory [doc = "On the memory transport."] => crate::harness::Memory::plain(),
+        memory_codec [doc = "On the memory transport, every payload through its codec."]
+            => crate::harness::Memory::codec(),
         #[cfg(feature = "kafka")]
-        kafka_mock => crate::harness::Kafka::mock(),
+        kafka_mock [doc = "On Kafka: librdkafka's in-process mock cluster."]
+            => crate::harness::Kafka::mock(),
         #[cfg(feature = "kafka")]
-        kafka_broker => crate::harness::Kafka::broker(),
+        kafka_broker [ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=host:port (scripts/tansu.sh start)"]
+            => crate::harness::Kafka::broker(),
     }
     cases [
         // publish / subscribe

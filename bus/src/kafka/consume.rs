@@ -26,6 +26,8 @@ use crate::wire;
 /// How long a poll waits for a message before the thread looks at its
 /// stop flag, queues and stored offsets again.
 pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often offsets of handled messages are committed while busy.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages queued per partition before the partition is paused.
 const PARTITION_QUEUE: usize = 256;
 /// How long a revocation or shutdown waits for in-flight handlers before it
@@ -148,9 +150,21 @@ struct Poller {
 impl Poller {
     fn run(self, stop: &AtomicBool, ready: oneshot::Sender<()>) {
         let mut ready = Some(ready);
+        let mut uncommitted = false;
+        let mut last_commit = Instant::now();
         while !stop.load(Ordering::Acquire) {
             let context = self.consumer.context();
-            context.store_finished(&self.consumer);
+            // Committing what finished soon (asynchronously, at most every
+            // COMMIT_INTERVAL) rather than on the auto-commit timer keeps the
+            // redelivery window small when a rebalance's own commit is refused.
+            uncommitted |= context.store_finished(&self.consumer);
+            if uncommitted && last_commit.elapsed() >= COMMIT_INTERVAL {
+                if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                    tracing::debug!(%error, "commit after handling failed");
+                }
+                uncommitted = false;
+                last_commit = Instant::now();
+            }
             context.flush_stashes(&self.consumer);
             match self.consumer.poll(POLL_INTERVAL) {
                 Some(Ok(message)) => self.dispatch(&message),
@@ -421,14 +435,20 @@ impl GroupContext {
     }
 
     /// Stores the offsets of the messages handled since the last call.
-    fn store_finished(&self, consumer: &BaseConsumer<Self>) {
+    /// Returns whether there was anything to store.
+    fn store_finished(&self, consumer: &BaseConsumer<Self>) -> bool {
         let offsets = self.offsets.lock().expect("poisoned");
+        let mut stored = false;
         // librdkafka commits the stored offset + 1: the next to read.
         while let Ok((partition, handled)) = offsets.try_recv() {
-            if let Err(error) = consumer.store_offset(&self.topic, partition, handled) {
-                tracing::debug!(%error, partition, "offset not stored (partition revoked)");
+            match consumer.store_offset(&self.topic, partition, handled) {
+                Ok(()) => stored = true,
+                Err(error) => {
+                    tracing::debug!(%error, partition, "offset not stored (partition revoked)")
+                }
             }
         }
+        stored
     }
 
     /// Moves stashed messages into their worker queues as room frees up and

@@ -8,7 +8,8 @@
 //!   on a thread of its own. Each assigned partition gets a task that hands
 //!   its messages in order to the handler and stores the offset only after
 //!   the handler succeeded or the message was dead-lettered; stored offsets
-//!   are committed every second, on partition revocation and at shutdown.
+//!   are committed every 100 ms while busy, on partition revocation and at
+//!   shutdown.
 //!   A partition whose queue is full is paused, so memory stays bounded.
 //! - Replies: every instance reads its own single-partition reply topic
 //!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
