@@ -437,3 +437,64 @@ async fn a_new_group_replays_from_an_offset() {
     bus.shutdown().await.expect("shutdown");
     assert_eq!(*seen.lock().unwrap(), vec![5, 6, 7, 8, 9]);
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "kafka.test.ask", response = Answer)]
+struct Ask {
+    asker: usize,
+    n: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "kafka.test.answer")]
+struct Answer {
+    asker: usize,
+    n: u64,
+}
+
+/// Three instances of one requesting service, members of one consumer group
+/// (they share a subscription), each get the replies to their own requests:
+/// replies travel on per-instance reply topics, not through the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_asking_instance_of_a_group() {
+    let kafka = MockKafka::start(1);
+    let responder = bus(&kafka.bootstrap, "answers").await;
+    responder
+        .serve(|ask: Ask| async move {
+            Ok::<_, String>(Answer {
+                asker: ask.asker,
+                n: ask.n,
+            })
+        })
+        .await
+        .expect("serve");
+    let mut askers = Vec::new();
+    for _ in 0..3 {
+        let asker = bus(&kafka.bootstrap, "frontend").await;
+        subscribe_recording(&asker, "frontend.group", &Seen::default()).await;
+        askers.push(asker);
+    }
+    let calls = askers.iter().enumerate().flat_map(|(asker, bus)| {
+        (0..100).map(move |n| async move {
+            let answer = bus
+                .request(&Ask { asker, n })
+                .timeout(Duration::from_secs(60))
+                .await
+                .expect("every request is answered in time");
+            assert_eq!(
+                answer,
+                Answer { asker, n },
+                "a reply reached another instance"
+            );
+        })
+    });
+    guard("300 requests", futures::future::join_all(calls)).await;
+    for asker in &askers {
+        assert_eq!(asker.stats().pending_requests, 0);
+        assert_eq!(asker.stats().late_replies, 0);
+    }
+    for asker in askers {
+        asker.shutdown().await.expect("shutdown");
+    }
+    responder.shutdown().await.expect("shutdown");
+}
