@@ -18,7 +18,7 @@ use crate::handler::{Handler, HandlerOptions};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, Payload, RawMessage};
 use crate::request::Pending;
-use crate::topic::{validate_topic_name, Request, Topic};
+use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
 
@@ -633,17 +633,7 @@ impl BusCore {
     /// name's `::` turned into `.` and other characters outside
     /// `[A-Za-z0-9._-]` into `_`.
     fn default_group(&self, handler_name: &str) -> String {
-        let name: String = handler_name
-            .replace("::", ".")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let name = sanitize_name(&handler_name.replace("::", "."));
         format!("{}.{}", self.service, name)
     }
 

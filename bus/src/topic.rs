@@ -173,13 +173,23 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     if name == "." || name == ".." {
         return Err("a topic name cannot be `.` or `..`");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if !name.chars().all(is_topic_char) {
         return Err("a topic name may only contain ASCII letters, digits, `.`, `_` and `-`");
     }
     Ok(())
+}
+
+/// Whether `c` may appear in a Kafka topic name.
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// `name` with every character Kafka does not allow in names replaced by `_`
+/// (for names topicbus derives: groups, reply topics).
+pub(crate) fn sanitize_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if is_topic_char(c) { c } else { '_' })
+        .collect()
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl KafkaTransport {
         let inbox_topic = format!(
             "{}.{}.{}",
             config.reply_topic_prefix,
-            sanitize(service),
+            crate::topic::sanitize_name(service),
             uuid::Uuid::new_v4().simple()
         );
         if config.provision_topics {
@@ -197,20 +197,6 @@ impl KafkaTransport {
             tracing::warn!(%error, "could not flush the Kafka producer");
         }
     }
-}
-
-/// `service` with characters outside `[A-Za-z0-9._-]` replaced by `_`.
-fn sanitize(service: &str) -> String {
-    service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// An error from librdkafka, as [`Error::Unavailable`].
