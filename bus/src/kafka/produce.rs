@@ -47,23 +47,16 @@ pub(super) fn config_error(error: KafkaError) -> Error {
 /// Fails unless a broker answers a metadata request within the connect
 /// timeout; the error names the configured brokers.
 pub(super) async fn check_reachable(producer: &FutureProducer, config: &KafkaConfig) -> Result<()> {
-    let client = producer.clone();
     let timeout = config.connect_timeout;
-    let answered = tokio::task::spawn_blocking(move || {
-        client
-            .client()
-            .fetch_metadata(None, Timeout::After(timeout))
-            .map(drop)
-    })
-    .await
-    .expect("metadata task panicked");
-    answered.map_err(|error| Error::Unavailable {
-        message: format!(
-            "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}",
-            config.brokers
-        ),
-        source: Some(Box::new(error)),
-    })
+    fetch_metadata(producer, None, timeout)
+        .await
+        .map_err(|error| Error::Unavailable {
+            message: format!(
+                "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}",
+                config.brokers
+            ),
+            source: Some(Box::new(error)),
+        })
 }
 
 /// Asks for `topic`'s metadata as a producer, which makes a broker with
@@ -73,18 +66,28 @@ pub(super) async fn request_auto_creation(
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<()> {
+    fetch_metadata(producer, Some(topic), config.connect_timeout)
+        .await
+        .map_err(|e| unavailable(format!("cannot create topic `{topic}` by auto-creation"), e))
+}
+
+/// A metadata request (of one topic, or of the cluster), off the async
+/// runtime: librdkafka blocks the calling thread until it answers.
+async fn fetch_metadata(
+    producer: &FutureProducer,
+    topic: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::result::Result<(), KafkaError> {
     let client = producer.clone();
-    let timeout = config.connect_timeout;
-    let name = topic.to_owned();
+    let topic = topic.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
         client
             .client()
-            .fetch_metadata(Some(&name), Timeout::After(timeout))
+            .fetch_metadata(topic.as_deref(), Timeout::After(timeout))
             .map(drop)
     })
     .await
     .expect("metadata task panicked")
-    .map_err(|e| unavailable(format!("cannot create topic `{topic}` by auto-creation"), e))
 }
 
 pub(super) async fn publish(
