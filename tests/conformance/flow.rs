@@ -15,12 +15,39 @@ use crate::harness::{
 #[derive(Clone, Debug, Serialize, Deserialize, Topic)]
 #[topic(name = "conformance.flow.history")]
 pub struct History {
+    /// The case's network scope: a real broker keeps the history of earlier
+    /// runs too, which the earliest group replays and this case ignores.
+    run: String,
     n: u64,
 }
 
 impl Numbered for History {
     fn number(&self) -> u64 {
         self.n
+    }
+}
+
+/// `handler`, for the messages of run `run` only.
+fn this_run<F>(
+    run: &str,
+    handler: F,
+) -> impl Fn(History, topicbus::Context) -> futures::future::Ready<Result<(), Infallible>>
+       + Send
+       + Sync
+       + 'static
+where
+    F: Fn(History, topicbus::Context) -> futures::future::Ready<Result<(), Infallible>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let run = run.to_owned();
+    move |message: History, ctx| {
+        if message.run == run {
+            handler(message, ctx)
+        } else {
+            futures::future::ready(Ok(()))
+        }
     }
 }
 
@@ -36,9 +63,13 @@ pub async fn start_from_earliest_replays_kept_history_to_a_new_group<H: Harness>
     const AFTER: u64 = 5;
     let net = Net::new(&harness, Setup::default().retain(100)).await;
     let publisher = net.bus("historian").await;
+    let run = net.group("run");
     for n in 0..BEFORE {
         publisher
-            .publish(&History { n })
+            .publish(&History {
+                run: run.clone(),
+                n,
+            })
             .await
             .expect("publish before");
     }
@@ -46,21 +77,24 @@ pub async fn start_from_earliest_replays_kept_history_to_a_new_group<H: Harness>
     let reader = net.bus("reader").await;
     let replayed = Log::new();
     reader
-        .subscribe(member::<History>(0, Arc::clone(&replayed)))
+        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
         .group(net.group("replay"))
         .start_from(StartFrom::Earliest)
         .await
         .expect("subscribe from earliest");
     let latest = Log::new();
     reader
-        .subscribe(member::<History>(1, Arc::clone(&latest)))
+        .subscribe(this_run(&run, member::<History>(1, Arc::clone(&latest))))
         .group(net.group("latest"))
         .await
         .expect("subscribe from latest");
 
     for n in BEFORE..BEFORE + AFTER {
         publisher
-            .publish(&History { n })
+            .publish(&History {
+                run: run.clone(),
+                n,
+            })
             .await
             .expect("publish after");
     }
