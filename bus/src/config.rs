@@ -767,7 +767,12 @@ impl Source for FileLayer {
         if !self.path.is_file() {
             return Err(file_error("no such configuration file".to_owned()));
         }
-        let mut root = ::config::File::from(self.path.as_path()).collect()?;
+        let mut root = ::config::File::from(self.path.as_path())
+            .collect()
+            .map_err(|error| match error {
+                ConfigError::FileParse { cause, .. } => file_error(cause.to_string()),
+                other => other,
+            })?;
         let Some(block) = root.remove("bus") else {
             return Ok(::config::Map::new());
         };
