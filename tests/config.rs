@@ -415,6 +415,24 @@ fn file_errors_name_the_key_the_value_and_the_file() {
     assert!(key.ends_with("broken.yaml"), "{key}");
 }
 
+#[cfg(feature = "kafka")]
+#[test]
+fn a_key_missing_from_a_file_is_named_as_in_the_file() {
+    let dir = TempDir::new("config-missing-key");
+    let path = dir.write("rice.yaml", "bus:\n  type: kafka\n");
+    let (key, _) = config_error(BusConfig::loader().file(&path).load());
+    assert_eq!(key, "bus.kafka_brokers");
+}
+
+#[test]
+fn injected_variables_default_to_the_topicbus_prefix() {
+    let config = BusConfig::loader()
+        .env_vars([("TOPICBUS_RETRIES", "4"), ("RICE_RETRIES", "9")])
+        .load()
+        .expect("loads");
+    assert_eq!(config.retries, 4);
+}
+
 #[test]
 fn every_error_is_of_kind_config() {
     let error = rice(&[("RICE_BUS_TYPE", "kafak")]).expect_err("invalid");

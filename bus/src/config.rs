@@ -578,7 +578,8 @@ impl ConfigLoader {
     }
 
     /// Reads these variables instead of the process environment (for tests
-    /// and tools); needs [`ConfigLoader::env_prefix`] too.
+    /// and tools), with the prefix of [`ConfigLoader::env_prefix`] (default
+    /// `TOPICBUS`).
     pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
     where
         K: Into<String>,
@@ -602,7 +603,11 @@ impl ConfigLoader {
                 origins: origins.clone(),
             });
         }
-        if let Some(prefix) = &self.env_prefix {
+        let env_prefix = match (self.env_prefix, &self.env_vars) {
+            (None, Some(_)) => Some(DEFAULT_ENV_PREFIX.to_owned()),
+            (prefix, _) => prefix,
+        };
+        if let Some(prefix) = &env_prefix {
             builder = builder.add_source(EnvLayer {
                 prefix: prefix.clone(),
                 vars: self.env_vars.clone(),
@@ -612,7 +617,8 @@ impl ConfigLoader {
         let merged = builder.build();
         // The layers recorded where each key came from while `build` read them.
         let names = Names {
-            prefix: self.env_prefix,
+            prefix: env_prefix,
+            from_files: !self.files.is_empty(),
             origins: origins.0.lock().expect("poisoned").clone(),
         };
         let merged = merged.map_err(|e| names.translate(e))?;
@@ -651,6 +657,9 @@ impl Origins {
 /// Names keys in errors as the user wrote them.
 struct Names {
     prefix: Option<String>,
+    /// Whether files were read (a key no layer set is then named as in a
+    /// file when there is no environment prefix).
+    from_files: bool,
     origins: HashMap<String, Origin>,
 }
 
@@ -669,6 +678,7 @@ impl Names {
             None => Error::Config {
                 key: match &self.prefix {
                     Some(prefix) => env_var(prefix, key),
+                    None if self.from_files => format!("bus.{key}"),
                     None => key.to_owned(),
                 },
                 message: message.to_string(),

@@ -55,7 +55,8 @@ impl KafkaConfig {
 
     /// Sets a librdkafka property on every client (producer, consumers,
     /// admin), overriding topicbus's defaults. Values of secret-looking keys
-    /// (passwords, keys, tokens, JAAS config) never appear in `Debug` output.
+    /// (every `sasl.*` property, passwords, keys, tokens, JAAS config) never
+    /// appear in `Debug` output.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
