@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+use crate::config::is_secret;
+
 /// Settings of the Kafka transport.
 ///
 /// ```
@@ -53,7 +55,8 @@ impl KafkaConfig {
 
     /// Sets a librdkafka property on every client (producer, consumers,
     /// admin), overriding topicbus's defaults. Values of secret-looking keys
-    /// (passwords, keys, tokens, JAAS config) never appear in `Debug` output.
+    /// (every `sasl.*` property, passwords, keys, tokens, JAAS config) never
+    /// appear in `Debug` output.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
@@ -136,23 +139,6 @@ impl KafkaConfig {
         }
         config
     }
-}
-
-/// Whether a librdkafka property holds a secret.
-pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "jaas",
-        "token",
-        "key.pem",
-        "ssl.key",
-        "keystore",
-        "credential",
-    ]
-    .iter()
-    .any(|needle| key.contains(needle))
 }
 
 impl fmt::Debug for KafkaConfig {
