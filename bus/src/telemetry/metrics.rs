@@ -8,6 +8,8 @@
 //! A handle belongs to the recorder that was current when it was
 //! registered: install the recorder before building the bus.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -100,9 +102,37 @@ pub(crate) fn describe() {
 }
 
 /// The per-topic handles of one bus, registered on first use.
-#[derive(Default)]
 pub(crate) struct BusMetrics {
+    /// Tells this bus's entries in [`RECENT`] from another's.
+    id: u64,
     topics: RwLock<FastMap<Box<str>, Arc<TopicMetrics>>>,
+}
+
+impl Default for BusMetrics {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            topics: RwLock::default(),
+        }
+    }
+}
+
+/// A topic's handles as recently used on this thread, found by the address
+/// of the topic's `&'static` name: a typed publish finds its handles without
+/// a lock, a hash or a string comparison.
+struct Recent {
+    bus: u64,
+    name: *const u8,
+    len: usize,
+    metrics: Arc<TopicMetrics>,
+}
+
+/// Entries [`RECENT`] keeps per thread (the oldest make room).
+const RECENT_MAX: usize = 8;
+
+thread_local! {
+    static RECENT: RefCell<Vec<Recent>> = const { RefCell::new(Vec::new()) };
 }
 
 struct TopicMetrics {
@@ -160,46 +190,70 @@ impl RequestOutcome {
 }
 
 impl BusMetrics {
-    /// Runs `f` on the handles of `topic`, registering them the first time.
-    fn with_topic(&self, topic: &str, f: impl FnOnce(&TopicMetrics)) {
+    /// The handles of `topic`, registered the first time.
+    fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
         if let Some(metrics) = self
             .topics
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
         {
-            return f(metrics);
+            return Arc::clone(metrics);
         }
-        let metrics = {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(topics.entry(topic.into()).or_insert_with(|| {
-                let owned = topic.to_owned();
-                Arc::new(TopicMetrics {
-                    published_ok: metrics::counter!(names::PUBLISHED, "topic" => owned.clone(), "outcome" => "ok"),
-                    published_error: metrics::counter!(names::PUBLISHED, "topic" => owned, "outcome" => "error"),
-                    requests: OnceLock::new(),
-                })
-            }))
-        };
-        f(&metrics)
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(topics.entry(topic.into()).or_insert_with(|| {
+            let owned = topic.to_owned();
+            Arc::new(TopicMetrics {
+                published_ok: metrics::counter!(names::PUBLISHED, "topic" => owned.clone(), "outcome" => "ok"),
+                published_error: metrics::counter!(names::PUBLISHED, "topic" => owned, "outcome" => "error"),
+                requests: OnceLock::new(),
+            })
+        }))
     }
 
-    /// Counts `n` messages published to `topic`, or failed to.
-    pub fn published(&self, topic: &str, n: usize, ok: bool) {
-        self.with_topic(topic, |metrics| {
-            let counter = if ok {
-                &metrics.published_ok
-            } else {
-                &metrics.published_error
+    /// Runs `f` on the handles of the typed topic `topic`, through this
+    /// thread's cache.
+    fn with_static_topic(&self, topic: &'static str, f: impl FnOnce(&TopicMetrics)) {
+        RECENT.with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                // Only if a recorder published from inside an update.
+                return f(&self.topic(topic));
             };
-            counter.increment(n as u64);
-        });
+            let (name, len) = (topic.as_ptr(), topic.len());
+            if let Some(hit) = recent
+                .iter()
+                .find(|r| r.name == name && r.len == len && r.bus == self.id)
+            {
+                return f(&hit.metrics);
+            }
+            let metrics = self.topic(topic);
+            if recent.len() == RECENT_MAX {
+                recent.remove(0);
+            }
+            recent.push(Recent {
+                bus: self.id,
+                name,
+                len,
+                metrics: Arc::clone(&metrics),
+            });
+            f(&metrics)
+        })
+    }
+
+    /// Counts `n` messages published to the typed topic `topic`, or failed to.
+    pub fn published(&self, topic: &'static str, n: usize, ok: bool) {
+        self.with_static_topic(topic, |metrics| metrics.published(n, ok));
+    }
+
+    /// Counts `n` messages published to `topic` by name, or failed to.
+    pub fn published_raw(&self, topic: &str, n: usize, ok: bool) {
+        self.topic(topic).published(n, ok);
     }
 
     /// Counts a finished request on `topic` that started at `started`.
-    pub fn request<T>(&self, topic: &str, started: Instant, result: &Result<T, Error>) {
+    pub fn request<T>(&self, topic: &'static str, started: Instant, result: &Result<T, Error>) {
         let outcome = RequestOutcome::of(result);
-        self.with_topic(topic, |metrics| {
+        self.with_static_topic(topic, |metrics| {
             let requests = metrics.requests.get_or_init(|| RequestMetrics {
                 outcomes: RequestOutcome::ALL.map(|outcome| {
                     let labels = [
@@ -219,6 +273,17 @@ impl BusMetrics {
     }
 }
 
+impl TopicMetrics {
+    fn published(&self, n: usize, ok: bool) {
+        let counter = if ok {
+            &self.published_ok
+        } else {
+            &self.published_error
+        };
+        counter.increment(n as u64);
+    }
+}
+
 /// The handles of one handler registration.
 pub(crate) struct HandlerMetrics {
     delivered: Counter,
@@ -228,6 +293,19 @@ pub(crate) struct HandlerMetrics {
     error_replied: Counter,
     duration: Histogram,
     in_flight: Gauge,
+    /// Whether handler calls are timed: only for a real recorder, since the
+    /// two clock reads per call are the dearest part of these metrics.
+    timed: bool,
+}
+
+/// Whether a recorder other than `metrics`' no-op one is current.
+///
+/// The facade cannot say; its no-op recorder is the only zero-sized one of
+/// any exporter in use, so a zero-sized recorder counts as none. (A
+/// hand-written zero-sized recorder still gets every counter and gauge, but
+/// no handler durations: install it boxed.)
+fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
 }
 
 impl HandlerMetrics {
@@ -249,6 +327,7 @@ impl HandlerMetrics {
             error_replied: outcome("error_replied"),
             duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
             in_flight: metrics::gauge!(names::HANDLERS_IN_FLIGHT, &labels),
+            timed: recorder_installed(),
         }
     }
 
@@ -261,11 +340,11 @@ impl HandlerMetrics {
     }
 
     /// Times one handler call until the returned guard drops.
-    pub fn call(&self) -> CallTimer<'_> {
-        CallTimer {
+    pub fn call(&self) -> Option<CallTimer<'_>> {
+        self.timed.then(|| CallTimer {
             duration: &self.duration,
             started: Instant::now(),
-        }
+        })
     }
 
     pub fn handled(&self) {

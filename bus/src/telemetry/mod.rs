@@ -1,8 +1,8 @@
 //! Metrics and tracing: what the bus tells about its messages.
 //!
-//! - [`metrics`](mod@self::metrics): counters, histograms and gauges through
-//!   the `metrics` facade (names in [`names`]).
-//! - `trace`: a `tracing` span per publish, handling and request, and the
+//! - Metrics: counters, histograms and gauges through the `metrics` facade
+//!   (names in [`names`]).
+//! - Tracing: a `tracing` span per publish, handling and request, and the
 //!   W3C `traceparent` header that carries a trace across the bus
 //!   ([`TraceContext`]); with the `otel` feature the ids come from
 //!   OpenTelemetry.
