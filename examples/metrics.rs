@@ -113,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             hits: request.query.len(),
         })
     })
+    .group("search.engine")
     .await?;
     // Every tenth chunk is refused: retried, then dead-lettered.
     bus.subscribe(|chunk: ChunkCreated| async move {
@@ -122,6 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
     })
+    .group("search.indexer")
     .retries(1)
     .backoff(Duration::from_millis(10))
     .await?;
