@@ -5,9 +5,10 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
+use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{
@@ -18,6 +19,8 @@ use crate::handler::{Handler, HandlerOptions};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, Payload, RawMessage};
 use crate::request::Pending;
+use crate::telemetry::metrics::BusMetrics;
+use crate::telemetry::trace;
 use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
@@ -269,6 +272,7 @@ pub(crate) struct BusCore {
     settings: Settings,
     pending: Arc<Pending>,
     inbox: Arc<str>,
+    metrics: BusMetrics,
     /// Set when shutdown begins: no new registrations.
     draining: AtomicBool,
     /// Set when shutdown has finished with the handlers: no publishing.
@@ -306,6 +310,7 @@ impl Bus {
         pending: Arc<Pending>,
         inbox: Arc<str>,
     ) -> Bus {
+        crate::telemetry::metrics::describe();
         Bus {
             handle: Arc::new_cyclic(|handle| Handle {
                 core: Arc::new(BusCore {
@@ -314,6 +319,7 @@ impl Bus {
                     settings,
                     pending,
                     inbox,
+                    metrics: BusMetrics::default(),
                     draining: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     registrations: Mutex::new(Vec::new()),
@@ -338,12 +344,22 @@ impl Bus {
     }
 
     /// Publishes `message` with application headers.
-    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<()> {
+    pub async fn publish_with<T: Topic>(&self, message: &T, mut headers: Headers) -> Result<()> {
         let core = self.core();
-        core.check_open()?;
-        core.ensure_topic::<T>().await?;
-        let message = core.message(message, None, headers)?;
-        core.publish(message).await
+        // A publish span lasts as long as the publish; it is not entered,
+        // since wrapping the publish would make every publish future larger.
+        let span = trace::publish_span(T::NAME);
+        trace::inject(&span, &mut headers);
+        let published = async {
+            core.check_open()?;
+            core.ensure_topic::<T>().await?;
+            let message = core.message(message, None, headers)?;
+            trace::record_message(&span, &message.meta);
+            core.publish(message).await
+        }
+        .await;
+        core.metrics.published(T::NAME, 1, published.is_ok());
+        published
     }
 
     /// Publishes several messages of one topic, in order.
@@ -363,36 +379,55 @@ impl Bus {
         messages: impl IntoIterator<Item = &'a T>,
     ) -> Result<()> {
         let core = self.core();
-        core.check_open()?;
-        core.ensure_topic::<T>().await?;
-        let messages = messages
-            .into_iter()
-            .map(|message| core.message(message, None, Headers::new()))
-            .collect::<Result<Vec<_>>>()?;
-        core.publish_batch(messages).await
+        let span = trace::publish_span(T::NAME);
+        let mut headers = Headers::new();
+        trace::inject(&span, &mut headers);
+        let messages = messages.into_iter();
+        let mut count = messages.size_hint().0;
+        let published = async {
+            core.check_open()?;
+            core.ensure_topic::<T>().await?;
+            let messages = messages
+                .map(|message| core.message(message, None, headers.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            count = messages.len();
+            core.publish_batch(messages).await
+        }
+        .await;
+        core.metrics.published(T::NAME, count, published.is_ok());
+        published
     }
 
     /// Publishes bytes and headers as they are, to any topic. Consumers of a
     /// typed topic decode the bytes with the topic's codec; what they cannot
     /// decode is dead-lettered.
-    pub async fn publish_raw(&self, message: RawMessage) -> Result<()> {
+    pub async fn publish_raw(&self, mut message: RawMessage) -> Result<()> {
         let core = self.core();
-        core.check_open()?;
-        validate_topic_name(&message.topic).map_err(|reason| Error::InvalidTopic {
-            topic: message.topic.clone(),
-            reason,
-        })?;
-        let meta = wire::meta(
-            Cow::Owned(message.topic),
-            message.key,
-            message.headers,
-            &core.service,
-        );
-        core.publish(Message {
-            meta: Arc::new(meta),
-            payload: Payload::Bytes(message.payload.into()),
-        })
-        .await
+        let topic = message.topic.clone();
+        let span = trace::publish_span(&topic);
+        trace::inject(&span, &mut message.headers);
+        let published = async {
+            core.check_open()?;
+            validate_topic_name(&message.topic).map_err(|reason| Error::InvalidTopic {
+                topic: message.topic.clone(),
+                reason,
+            })?;
+            let meta = wire::meta(
+                Cow::Owned(message.topic),
+                message.key,
+                message.headers,
+                &core.service,
+            );
+            trace::record_message(&span, &meta);
+            core.publish(Message {
+                meta: Arc::new(meta),
+                payload: Payload::Bytes(message.payload.into()),
+            })
+            .await
+        }
+        .await;
+        core.metrics.published_raw(&topic, 1, published.is_ok());
+        published
     }
 
     /// Registers an event handler in its consumer group.
@@ -695,6 +730,7 @@ impl BusCore {
         for (name, value) in headers {
             reply_headers.insert(name, value);
         }
+        trace::inject_reply(&mut reply_headers);
         let reply_topic = match &request.meta.reply_to {
             Some(inbox) => Cow::Owned(inbox.to_string()),
             None => Cow::Owned(format!("{}.response", request.meta.topic)),
@@ -865,6 +901,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         let member: Arc<dyn Member> = Arc::new(HandlerMember::new(
             make(self.handler),
             Arc::clone(core),
+            &topic,
             Arc::clone(&group),
             policy,
             reply,
@@ -1015,48 +1052,62 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
     type Output = Result<T::Response>;
     type IntoFuture = BoxFuture<'a, Result<T::Response>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         Box::pin(async move {
             let core = self.bus.core();
-            core.check_open()?;
-            if core.transport.has_consumers(T::NAME) == Some(false) {
-                return Err(Error::NoResponders {
-                    topic: T::NAME.to_owned(),
-                });
-            }
-            let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-            let message =
-                core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
-            let id = message
-                .meta
-                .correlation_id
-                .clone()
-                .expect("requests carry a correlation id");
-            core.ensure_topic::<T>().await?;
-            let (mut guard, reply) = core.pending.register(id)?;
-            core.publish(message).await?;
-            let reply = match tokio::time::timeout(limit, reply).await {
-                Ok(Ok(reply)) => {
-                    // `Pending::complete` removed the entry to send the reply.
-                    guard.disarm();
-                    reply
-                }
-                Ok(Err(_)) => return Err(Error::Closed),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        topic: T::NAME.to_owned(),
-                        after: limit,
-                    })
-                }
-            };
-            if let Some(message) = dispatch::reply_error(&reply.meta) {
-                return Err(Error::Remote {
-                    topic: T::NAME.to_owned(),
-                    message,
-                });
-            }
-            read_reply::<T>(reply.payload)
+            let started = Instant::now();
+            let span = trace::request_span(T::NAME);
+            trace::inject(&span, &mut self.headers);
+            let result = self.send(&span).instrument(span.clone()).await;
+            core.metrics.request(T::NAME, started, &result);
+            result
         })
+    }
+}
+
+impl<T: Request> RequestCall<'_, T> {
+    async fn send(self, span: &tracing::Span) -> Result<T::Response> {
+        let core = self.bus.core();
+        core.check_open()?;
+        if core.transport.has_consumers(T::NAME) == Some(false) {
+            return Err(Error::NoResponders {
+                topic: T::NAME.to_owned(),
+            });
+        }
+        let limit = self.timeout.unwrap_or(core.settings.request_timeout);
+        let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
+        trace::record_message(span, &message.meta);
+        let id = message
+            .meta
+            .correlation_id
+            .clone()
+            .expect("requests carry a correlation id");
+        core.ensure_topic::<T>().await?;
+        let (mut guard, reply) = core.pending.register(id)?;
+        let sent = core.publish(message).await;
+        core.metrics.published(T::NAME, 1, sent.is_ok());
+        sent?;
+        let reply = match tokio::time::timeout(limit, reply).await {
+            Ok(Ok(reply)) => {
+                // `Pending::complete` removed the entry to send the reply.
+                guard.disarm();
+                reply
+            }
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    topic: T::NAME.to_owned(),
+                    after: limit,
+                })
+            }
+        };
+        if let Some(message) = dispatch::reply_error(&reply.meta) {
+            return Err(Error::Remote {
+                topic: T::NAME.to_owned(),
+                message,
+            });
+        }
+        read_reply::<T>(reply.payload)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use crate::bus::BusCore;
 use crate::error::Result;
 use crate::message::{Headers, MessageId, Meta};
+use crate::telemetry::TraceContext;
 use crate::Bus;
 
 /// Metadata of the message being handled: take it as the second argument of a
@@ -30,6 +31,7 @@ pub struct Context {
     pub(crate) attempt: u32,
     pub(crate) group: Arc<str>,
     pub(crate) core: Arc<BusCore>,
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl Context {
@@ -83,6 +85,15 @@ impl Context {
     /// When it was published (`ce_time`).
     pub fn time(&self) -> SystemTime {
         self.meta.time
+    }
+
+    /// The trace this handler runs in, when it is traced: the trace id of
+    /// the publisher or requester (from the message's `traceparent`), with
+    /// the span id of this handling. `None` when the message came without a
+    /// trace and the handling span is disabled. Publishes and requests made
+    /// from the handler, and its reply, continue this trace.
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace
     }
 }
 

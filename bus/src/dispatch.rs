@@ -20,6 +20,8 @@ use crate::codec::Codec;
 use crate::context::Context;
 use crate::handler::Handler;
 use crate::message::{header, Message, Meta, Payload, RawMessage};
+use crate::telemetry::metrics::HandlerMetrics;
+use crate::telemetry::trace::{self, Handling};
 use crate::topic::Topic;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -150,12 +152,14 @@ pub(crate) struct HandlerMember<I: Invoke> {
     policy: Policy,
     slots: Slots,
     reply: Option<ReplyFn<I::Output>>,
+    metrics: HandlerMetrics,
 }
 
 impl<I: Invoke> HandlerMember<I> {
     pub fn new(
         invoke: I,
         core: Arc<BusCore>,
+        topic: &str,
         group: Arc<str>,
         policy: Policy,
         reply: Option<ReplyFn<I::Output>>,
@@ -163,6 +167,7 @@ impl<I: Invoke> HandlerMember<I> {
         Self {
             invoke,
             core,
+            metrics: HandlerMetrics::new(topic, &group),
             group,
             slots: Slots::new(policy.concurrency),
             policy,
@@ -170,10 +175,15 @@ impl<I: Invoke> HandlerMember<I> {
         }
     }
 
+    fn is_request(&self, message: &Message) -> bool {
+        self.reply.is_some() && message.meta.correlation_id.is_some()
+    }
+
     async fn handle(&self, message: &Message) {
-        let is_request = self.reply.is_some() && message.meta.correlation_id.is_some();
+        let is_request = self.is_request(message);
         match self.attempt(message, 1).await {
             Ok(output) => {
+                self.metrics.handled();
                 if is_request {
                     self.send_reply(message, Ok(output)).await;
                 }
@@ -197,10 +207,12 @@ impl<I: Invoke> HandlerMember<I> {
                 reason = %failure.reason,
                 "handler failed; retrying"
             );
+            self.metrics.retried();
             tokio::time::sleep(self.policy.delay(attempt)).await;
             attempt += 1;
             match self.attempt(message, attempt).await {
                 Ok(output) => {
+                    self.metrics.handled();
                     if is_request {
                         self.send_reply(message, Ok(output)).await;
                     }
@@ -214,6 +226,9 @@ impl<I: Invoke> HandlerMember<I> {
         }
         if !is_request || failure.permanent {
             self.dead_letter(message, &failure, attempt).await;
+            self.metrics.dead_lettered();
+        } else {
+            self.metrics.error_replied();
         }
     }
 
@@ -223,7 +238,9 @@ impl<I: Invoke> HandlerMember<I> {
             attempt,
             group: Arc::clone(&self.group),
             core: Arc::clone(&self.core),
+            trace: trace::current(),
         };
+        let _timer = self.metrics.call();
         // A closure handler may panic before it returns its future (and a
         // payload's `Deserialize` may panic while decoding): contain that too.
         let started =
@@ -297,7 +314,13 @@ impl<I: Invoke> Member for HandlerMember<I> {
                     wait.await;
                 }
             }
-            self.handle(&message).await;
+            let _in_flight = self.metrics.delivered();
+            match Handling::start(&message.meta, &self.group, self.is_request(&message)) {
+                None => self.handle(&message).await,
+                // Boxed: traced deliveries are the rarer kind, and the
+                // span and scope would make every delivery's future larger.
+                Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
+            }
             Ok(())
         })
     }

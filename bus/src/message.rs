@@ -156,6 +156,9 @@ pub mod header {
     pub const REPLY_TO: &str = "reply_to";
     /// The payload's content type.
     pub const CONTENT_TYPE: &str = "content-type";
+    /// The W3C trace context of a traced message (see
+    /// [`TraceContext`](crate::TraceContext)).
+    pub const TRACEPARENT: &str = "traceparent";
 }
 
 /// Everything about a message except its payload.

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use metrics::Counter;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -18,6 +19,7 @@ pub(crate) struct Pending {
     waiting: Mutex<FastMap<MessageId, oneshot::Sender<Message>>>,
     limit: usize,
     late_replies: AtomicU64,
+    late_replies_metric: Counter,
 }
 
 impl Pending {
@@ -26,6 +28,7 @@ impl Pending {
             waiting: Mutex::new(FastMap::default()),
             limit,
             late_replies: AtomicU64::new(0),
+            late_replies_metric: crate::telemetry::metrics::late_replies(),
         }
     }
 
@@ -70,6 +73,7 @@ impl Pending {
         };
         if !delivered {
             self.late_replies.fetch_add(1, Ordering::Relaxed);
+            self.late_replies_metric.increment(1);
             tracing::debug!("dropped a reply nobody waits for");
         }
     }

@@ -33,6 +33,7 @@ pub struct KafkaConfig {
     pub(crate) max_message_bytes: usize,
     pub(crate) reply_topic_prefix: String,
     pub(crate) go_envelope: bool,
+    pub(crate) statistics_interval: Duration,
 }
 
 impl KafkaConfig {
@@ -50,6 +51,7 @@ impl KafkaConfig {
             max_message_bytes: 1_000_000,
             reply_topic_prefix: "topicbus.reply".to_owned(),
             go_envelope: false,
+            statistics_interval: Duration::from_secs(5),
         }
     }
 
@@ -126,6 +128,14 @@ impl KafkaConfig {
         self
     }
 
+    /// How often each consumer reports librdkafka's statistics, from which
+    /// the consumer-lag gauge `topicbus_kafka_consumer_lag` is set
+    /// (`statistics.interval.ms`, default 5 s; zero turns them off).
+    pub fn statistics_interval(mut self, interval: Duration) -> Self {
+        self.statistics_interval = interval;
+        self
+    }
+
     /// The librdkafka configuration of a client: `defaults`, then the
     /// user's properties on top.
     pub(crate) fn client_config(&self, defaults: &[(&str, String)]) -> ClientConfig {
@@ -167,6 +177,7 @@ impl fmt::Debug for KafkaConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("reply_topic_prefix", &self.reply_topic_prefix)
             .field("go_envelope", &self.go_envelope)
+            .field("statistics_interval", &self.statistics_interval)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +21,7 @@ use super::{unavailable, KafkaConfig};
 use crate::dispatch::Member;
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, Payload};
+use crate::telemetry::metrics::ConsumerLag;
 use crate::transport::{StartFrom, SubscriptionSpec};
 use crate::wire;
 
@@ -57,6 +59,7 @@ impl GroupConsumer {
             assigned: AtomicBool::new(false),
             partitions: Mutex::new(HashMap::new()),
             offsets: Mutex::new(offsets_rx),
+            lag: ConsumerLag::new(&spec.topic, &spec.group),
         };
         let consumer: BaseConsumer<GroupContext> = config
             .client_config(&[
@@ -71,6 +74,10 @@ impl GroupConsumer {
                 ("session.timeout.ms", "10000".to_owned()),
                 ("heartbeat.interval.ms", "1000".to_owned()),
                 ("enable.partition.eof", "false".to_owned()),
+                (
+                    "statistics.interval.ms",
+                    config.statistics_interval.as_millis().to_string(),
+                ),
             ])
             .create_with_context(context)
             .map_err(config_error)?;
@@ -233,6 +240,7 @@ struct GroupContext {
     assigned: AtomicBool,
     partitions: Mutex<HashMap<i32, PartitionState>>,
     offsets: Mutex<std_mpsc::Receiver<(i32, i64)>>,
+    lag: ConsumerLag,
 }
 
 #[derive(Default)]
@@ -281,7 +289,17 @@ impl Worker {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`, on the poll
+    /// thread): the consumer lag of each partition of the topic.
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                self.lag.set(*partition, stats.consumer_lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
