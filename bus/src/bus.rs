@@ -623,24 +623,20 @@ impl BusCore {
         reply_to: Option<Arc<str>>,
         headers: Headers,
     ) -> Result<Message> {
+        let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let payload = match value.__try_clone() {
             Some(copy) if self.transport.carries_values() => Payload::Value {
                 value: Arc::new(copy),
                 encode: encode_erased::<T, T::Codec>,
+                size: if self.max_message_bytes == usize::MAX {
+                    0
+                } else {
+                    <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
+                },
             },
-            _ => Payload::Bytes(
-                <T::Codec as Codec>::encode(value)
-                    .map_err(|e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e))?
-                    .into(),
-            ),
+            _ => Payload::Bytes(<T::Codec as Codec>::encode(value).map_err(codec_error)?.into()),
         };
-        let size = match &payload {
-            Payload::Bytes(bytes) => bytes.len(),
-            Payload::Value { .. } if self.max_message_bytes == usize::MAX => 0,
-            Payload::Value { .. } => <T::Codec as Codec>::encoded_len(value)
-                .map_err(|e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e))?,
-        };
-        crate::limit::check_size(T::NAME, size, self.max_message_bytes)?;
+        crate::limit::check_size(T::NAME, payload.size(), self.max_message_bytes)?;
         let id = MessageId::new();
         Ok(Message {
             meta: Arc::new(Meta {
@@ -734,6 +730,8 @@ impl BusCore {
         let mut meta = (*message.meta).clone();
         meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
         meta.reply_to = None;
+        // Routes a re-driven message on its topic only.
+        meta.headers.remove(crate::header::REDRIVE_GROUP);
         for (name, value) in headers {
             meta.headers.insert(name, value);
         }
@@ -995,15 +993,18 @@ fn reply_payload<T: Request>(
         ))
     };
     if core.transport.carries_values() {
-        if limit != usize::MAX {
-            let size = <T::Codec as Codec>::encoded_len(&response)?;
-            if size > limit {
-                return Err(too_large(size));
-            }
+        let size = if limit == usize::MAX {
+            0
+        } else {
+            <T::Codec as Codec>::encoded_len(&response)?
+        };
+        if size > limit {
+            return Err(too_large(size));
         }
         Ok(Payload::Value {
             value: Arc::new(response),
             encode: encode_erased::<T::Response, T::Codec>,
+            size,
         })
     } else {
         let bytes = <T::Codec as Codec>::encode(&response)?;
@@ -1089,7 +1090,7 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
 fn read_reply<T: Request>(payload: Payload) -> Result<T::Response> {
     let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
     match payload {
-        Payload::Value { value, encode } => match value.downcast::<T::Response>() {
+        Payload::Value { value, encode, .. } => match value.downcast::<T::Response>() {
             Ok(value) => match Arc::try_unwrap(value) {
                 Ok(value) => Ok(value),
                 Err(shared) => {

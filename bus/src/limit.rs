@@ -31,16 +31,14 @@ pub(crate) fn refuse(message: &Message, limit: usize) -> Option<(&'static str, S
     if let Some(why) = &message.meta.malformed {
         return Some(("header", why.to_string()));
     }
-    if let Payload::Bytes(bytes) = &message.payload {
-        if bytes.len() > limit {
-            return Some((
-                "too_large",
-                format!(
-                    "payload of {} bytes exceeds this consumer's limit of {limit} bytes (max_message_bytes)",
-                    bytes.len()
-                ),
-            ));
-        }
+    let size = message.payload.size();
+    if size > limit {
+        return Some((
+            "too_large",
+            format!(
+                "payload of {size} bytes exceeds this consumer's limit of {limit} bytes (max_message_bytes)"
+            ),
+        ));
     }
     None
 }

@@ -193,6 +193,9 @@ pub(crate) enum Payload {
     Value {
         value: Arc<dyn Any + Send + Sync>,
         encode: EncodeFn,
+        /// The length of its encoding, as measured for the publisher's size
+        /// limit (0 when the publisher has none).
+        size: usize,
     },
     Bytes(Bytes),
 }
@@ -214,8 +217,17 @@ impl Payload {
     /// The payload as bytes, encoding a value when needed.
     pub fn to_bytes(&self) -> Result<Bytes, CodecError> {
         match self {
-            Payload::Value { value, encode } => encode(&**value).map(Bytes::from),
+            Payload::Value { value, encode, .. } => encode(&**value).map(Bytes::from),
             Payload::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+
+    /// The length of the encoded payload (for a value: as measured when it
+    /// was published, 0 if it was not).
+    pub fn size(&self) -> usize {
+        match self {
+            Payload::Value { size, .. } => *size,
+            Payload::Bytes(bytes) => bytes.len(),
         }
     }
 }

@@ -99,9 +99,11 @@ pub fn kafka_config(brokers: &str) -> topicbus::kafka::KafkaConfig {
         .set("heartbeat.interval.ms", "500")
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a over the key as `Hash for [u8]` feeds it: its length (a
+/// native-endian `usize`), then its bytes.
+fn fnv1a(key: &[u8]) -> u64 {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for byte in bytes {
+    for byte in key.len().to_ne_bytes().iter().chain(key) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
