@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use super::produce::{self, config_error};
+use super::produce::{self, config_error, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -25,7 +24,7 @@ use crate::redrive::{dead_letter_topic, revive};
 const BATCH: usize = 256;
 
 /// Moves the messages of `{topic}.dlq` present now back to `topic`.
-pub(super) async fn run(producer: FutureProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
+pub(super) async fn run(producer: KafkaProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
     let runtime = tokio::runtime::Handle::current();
     let topic = topic.to_owned();
     // librdkafka's consumer calls block: the whole re-drive runs on a
@@ -40,7 +39,7 @@ pub(super) async fn run(producer: FutureProducer, config: KafkaConfig, topic: &s
 
 fn redrive(
     runtime: &tokio::runtime::Handle,
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<u64> {
@@ -177,7 +176,7 @@ fn assign_from_committed(
 /// commits the offsets after it; returns how many were moved.
 fn flush(
     runtime: &tokio::runtime::Handle,
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     consumer: &BaseConsumer,
     config: &KafkaConfig,
     dlq: &str,
