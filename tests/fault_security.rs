@@ -6,10 +6,10 @@
 //! log lines, both captured here at the most verbose level).
 #![cfg(feature = "kafka")]
 
-#[path = "support/mock_kafka.rs"]
-mod mock_kafka;
 #[path = "support/fault_net.rs"]
 mod fault_net;
+#[path = "support/mock_kafka.rs"]
+mod mock_kafka;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -76,7 +76,10 @@ async fn fault_secrets_stay_out_of_debug_errors_and_logs_kafka() {
     let config = sasl(kafka_config(net.brokers()).set("security.protocol", "sasl_plaintext"));
     let shown = format!("{config:?}");
     assert!(!shown.contains(SECRET), "Debug of KafkaConfig: {shown}");
-    assert!(shown.contains("sasl.username"), "other properties are shown: {shown}");
+    assert!(
+        shown.contains("sasl.username"),
+        "other properties are shown: {shown}"
+    );
 
     // The mock cluster speaks no SASL: the handshake fails, and connect
     // says so within its timeout instead of hanging.
@@ -86,16 +89,22 @@ async fn fault_secrets_stay_out_of_debug_errors_and_logs_kafka() {
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
     let text = format!("{error} / {error:?}");
     assert!(text.contains(net.brokers()), "names the brokers: {text}");
-    assert!(text.contains("SASL"), "says what the broker answered: {text}");
+    assert!(
+        text.contains("SASL"),
+        "says what the broker answered: {text}"
+    );
     assert!(!text.contains(SECRET), "error: {text}");
     println!("fault sasl_against_plaintext: {error}");
 
     // TLS is not compiled into this librdkafka: a config error naming the
     // property, at once.
     let config = sasl(kafka_config(net.brokers()).set("security.protocol", "sasl_ssl"));
-    let error = guard("connect with SASL_SSL", Bus::builder().kafka(config).connect())
-        .await
-        .expect_err("no TLS in this build");
+    let error = guard(
+        "connect with SASL_SSL",
+        Bus::builder().kafka(config).connect(),
+    )
+    .await
+    .expect_err("no TLS in this build");
     assert_eq!(error.kind(), ErrorKind::Config, "{error}");
     assert!(error.to_string().contains("security.protocol"), "{error}");
     assert!(!format!("{error} {error:?}").contains(SECRET), "{error:?}");
@@ -106,9 +115,12 @@ async fn fault_secrets_stay_out_of_debug_errors_and_logs_kafka() {
     let config = kafka_config(net.brokers())
         .set("sasl.password", SECRET)
         .set("debug", "broker,security,protocol");
-    let bus = guard("connect", Bus::builder().service("secure").kafka(config).connect())
-        .await
-        .expect("plaintext connect");
+    let bus = guard(
+        "connect",
+        Bus::builder().service("secure").kafka(config).connect(),
+    )
+    .await
+    .expect("plaintext connect");
     assert!(!format!("{bus:?}").contains(SECRET));
     let handled = Seen::new();
     let sink = Arc::clone(&handled);

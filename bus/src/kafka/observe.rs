@@ -29,10 +29,7 @@ pub(crate) struct LastError(Arc<Mutex<Option<String>>>);
 impl LastError {
     /// The last error librdkafka reported, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

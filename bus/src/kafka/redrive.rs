@@ -69,7 +69,8 @@ fn redrive(
                 let (partition, offset) = (message.partition(), message.offset());
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
-                        let dead = super::consume::to_message(&message, &source, config.go_envelope);
+                        let dead =
+                            super::consume::to_message(&message, &source, config.go_envelope);
                         batch.push(revive(&dead, topic));
                         next.insert(partition, offset + 1);
                     }
@@ -107,10 +108,14 @@ fn redrive(
             }
         }
         if batch.len() >= BATCH || (!batch.is_empty() && (idle || ends.is_empty())) {
-            moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+            moved += flush(
+                runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+            )?;
         }
     }
-    moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+    moved += flush(
+        runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+    )?;
     Ok(moved)
 }
 
@@ -193,9 +198,12 @@ fn flush(
             .add_partition_offset(dlq, partition, Offset::Offset(offset))
             .map_err(|e| unavailable("cannot set an offset to commit", e))?;
     }
-    consumer
-        .commit(&offsets, CommitMode::Sync)
-        .map_err(|e| unavailable(format!("re-drive of `{dlq}` could not commit its offsets"), e))?;
+    consumer.commit(&offsets, CommitMode::Sync).map_err(|e| {
+        unavailable(
+            format!("re-drive of `{dlq}` could not commit its offsets"),
+            e,
+        )
+    })?;
     let moved = batch.len() as u64;
     batch.clear();
     next.clear();
