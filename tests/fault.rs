@@ -32,6 +32,18 @@ struct Sized {
     pad: String,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "fault.sized.ask", response = SizedAnswer)]
+struct SizedAsk {
+    len: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "fault.sized.answer")]
+struct SizedAnswer {
+    pad: String,
+}
+
 /// The publisher takes payloads up to 2048 bytes, the consumer up to 1024:
 /// a bigger publish fails at the publisher with `TooLarge` naming both
 /// numbers; what the publisher took but is over the consumer's limit goes to
@@ -87,6 +99,37 @@ async fn size_limit(net: Net) {
             }
         }
     }
+    // The same limit on raw publishes, and on a responder's reply: a reply
+    // over the limit comes back as the responder's error, not a timeout.
+    let raw = RawMessage::new(Sized::NAME, vec![b' '; 4000]);
+    let error = publisher.publish_raw(raw).await.expect_err("over 2048");
+    assert_eq!(error.kind(), ErrorKind::TooLarge, "{error}");
+    worker
+        .serve(|ask: SizedAsk| async move {
+            Ok::<_, Infallible>(SizedAnswer {
+                pad: "a".repeat(ask.len),
+            })
+        })
+        // Its own group: two closures of one fn share a default group name,
+        // and one Kafka group across two topics rebalances both.
+        .group("sized-responder")
+        .await
+        .expect("serve");
+    let small_answer = publisher
+        .request(&SizedAsk { len: 10 })
+        .await
+        .expect("small reply");
+    assert_eq!(small_answer.pad.len(), 10);
+    let error = publisher
+        .request(&SizedAsk { len: 5000 })
+        .await
+        .expect_err("the reply is over the responder's limit");
+    assert_eq!(error.kind(), ErrorKind::Remote, "{error}");
+    assert!(
+        error.to_string().contains("1024"),
+        "names the limit: {error}"
+    );
+
     handled
         .wait_for_all("the small messages handled", &small)
         .await;
