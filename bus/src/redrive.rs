@@ -82,6 +82,8 @@ pub(crate) fn is_for(message: &Message, group: &str) -> bool {
 impl Bus {
     /// Moves every message now in `{topic}.dlq` back to `topic` and returns
     /// how many it moved. Use it after fixing what made a handler fail.
+    /// `topic` may also be given as the dead-letter topic's name
+    /// (`"{topic}.dlq"`).
     ///
     /// The messages keep their key, payload and headers, minus the
     /// dead-letter headers describing the failure; `topicbus_redrives`

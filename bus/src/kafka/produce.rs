@@ -32,8 +32,7 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError
             ),
             (
                 "message.max.bytes",
-                // Room for headers and the record batch overhead.
-                (config.max_message_bytes + 64 * 1024).to_string(),
+                producer_limit(config).to_string(),
             ),
         ])
         .create_with_context(observer)
@@ -219,15 +218,19 @@ pub(super) fn settle<Canceled>(
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.
 /// librdkafka's and the broker's "too large" become [`Error::TooLarge`]
-/// with the payload's size; the limit named is the smaller of topicbus's
-/// and librdkafka's, since the broker's own is not known here.
+/// with the payload's size. The limit named is librdkafka's when the
+/// payload is over it; else the broker refused it, whose limit is not known
+/// here but is below the size.
 fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaError) -> Error {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge)
         | Some(RDKafkaErrorCode::InvalidMessageSize) => Error::TooLarge {
             topic: topic.to_owned(),
             size,
-            limit: config.max_message_bytes.min(size.saturating_sub(1)),
+            limit: match producer_limit(config) {
+                limit if size > limit => limit,
+                _ => size.saturating_sub(1),
+            },
         },
         Some(RDKafkaErrorCode::MessageTimedOut) => unavailable(
             format!(
@@ -241,4 +244,15 @@ fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaEr
         }
         _ => unavailable(format!("publish to `{topic}` failed"), error),
     }
+}
+
+/// librdkafka's `message.max.bytes` for the producer: the user's, or
+/// topicbus's payload limit plus room for headers and the record batch
+/// overhead (dead letters and re-drives may carry payloads up to it).
+fn producer_limit(config: &KafkaConfig) -> usize {
+    config
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(config.max_message_bytes.saturating_add(64 * 1024))
 }
