@@ -30,10 +30,7 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
             ),
-            (
-                "message.max.bytes",
-                producer_limit(config).to_string(),
-            ),
+            ("message.max.bytes", producer_limit(config).to_string()),
         ])
         .create_with_context(observer)
         .map_err(config_error)?;
