@@ -43,8 +43,10 @@ mod handler;
 mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod limit;
 pub mod memory;
 mod message;
+mod redrive;
 mod request;
 pub mod telemetry;
 mod topic;

@@ -24,14 +24,15 @@ mod config;
 mod consume;
 mod envelope;
 mod inbox;
+mod observe;
 mod produce;
+mod redrive;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::FutureProducer;
 
 pub use self::config::KafkaConfig;
 
@@ -49,7 +50,7 @@ pub(crate) struct KafkaTransport {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: produce::KafkaProducer,
     admin: AdminClient<DefaultClientContext>,
     inbox: inbox::Inbox,
     consumers: Mutex<Vec<consume::GroupConsumer>>,
@@ -64,9 +65,9 @@ impl KafkaTransport {
         service: &str,
         pending: &Arc<Pending>,
     ) -> Result<(Self, Arc<str>)> {
-        let producer = produce::producer(&config)?;
+        let (producer, last_error) = produce::producer(&config)?;
         let admin = admin::client(&config)?;
-        produce::check_reachable(&producer, &config).await?;
+        produce::check_reachable(&producer, &last_error, &config).await?;
         let inbox_topic = format!(
             "{}.{}.{}",
             config.reply_topic_prefix,
@@ -155,6 +156,18 @@ impl KafkaTransport {
             .expect("poisoned")
             .push(consumer);
         Ok(())
+    }
+
+    /// Moves the messages now in `{topic}.dlq` back to `topic`.
+    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+        // The topic may never have been published to by this instance.
+        self.ensure_topic(topic, None).await?;
+        redrive::run(
+            self.inner.producer.clone(),
+            self.inner.config.clone(),
+            topic,
+        )
+        .await
     }
 
     /// Stops the consumer of `member`: its in-flight messages finish, their

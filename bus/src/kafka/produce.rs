@@ -4,6 +4,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::observe::{LastError, Observer};
 use rdkafka::util::Timeout;
 
 use super::{unavailable, KafkaConfig};
@@ -11,9 +13,15 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::wire;
 
-/// The instance's producer: idempotent, `acks=all`, no linger.
-pub(super) fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
-    config
+/// The producer, with a context that keeps librdkafka's last error.
+pub(super) type KafkaProducer = FutureProducer<Observer>;
+
+/// The instance's producer: idempotent, `acks=all`, no linger; and a handle
+/// to the last client-level error it reported.
+pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError)> {
+    let observer = Observer::default();
+    let last_error = observer.last_error_handle();
+    let producer = config
         .client_config(&[
             ("acks", "all".to_owned()),
             ("enable.idempotence", "true".to_owned()),
@@ -22,14 +30,11 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
                 "message.timeout.ms",
                 config.delivery_timeout.as_millis().to_string(),
             ),
-            (
-                "message.max.bytes",
-                // Room for headers and the record batch overhead.
-                (config.max_message_bytes + 64 * 1024).to_string(),
-            ),
+            ("message.max.bytes", producer_limit(config).to_string()),
         ])
-        .create()
-        .map_err(config_error)
+        .create_with_context(observer)
+        .map_err(config_error)?;
+    Ok((producer, last_error))
 }
 
 /// A librdkafka client that could not be created: a property is wrong.
@@ -46,23 +51,34 @@ pub(super) fn config_error(error: KafkaError) -> Error {
 
 /// Fails unless a broker answers a metadata request within the connect
 /// timeout; the error names the configured brokers.
-pub(super) async fn check_reachable(producer: &FutureProducer, config: &KafkaConfig) -> Result<()> {
+pub(super) async fn check_reachable(
+    producer: &KafkaProducer,
+    last_error: &LastError,
+    config: &KafkaConfig,
+) -> Result<()> {
     let timeout = config.connect_timeout;
     fetch_metadata(producer, None, timeout)
         .await
-        .map_err(|error| Error::Unavailable {
-            message: format!(
-                "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}",
-                config.brokers
-            ),
-            source: Some(Box::new(error)),
+        .map_err(|error| {
+            // What the brokers answered, e.g. a failed authentication.
+            let answered = last_error
+                .last_error()
+                .map(|reason| format!(" (last broker error: {reason})"))
+                .unwrap_or_default();
+            Error::Unavailable {
+                message: format!(
+                    "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}{answered}",
+                    config.brokers
+                ),
+                source: Some(Box::new(error)),
+            }
         })
 }
 
 /// Asks for `topic`'s metadata as a producer, which makes a broker with
 /// `auto.create.topics.enable` create it.
 pub(super) async fn request_auto_creation(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<()> {
@@ -74,7 +90,7 @@ pub(super) async fn request_auto_creation(
 /// A metadata request (of one topic, or of the cluster), off the async
 /// runtime: librdkafka blocks the calling thread until it answers.
 async fn fetch_metadata(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: Option<&str>,
     timeout: std::time::Duration,
 ) -> std::result::Result<(), KafkaError> {
@@ -91,7 +107,7 @@ async fn fetch_metadata(
 }
 
 pub(super) async fn publish(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     message: &Message,
 ) -> Result<()> {
@@ -102,7 +118,7 @@ pub(super) async fn publish(
 /// Publishes a reply to partition 0 of an inbox topic, the one partition its
 /// owner reads (a broker may auto-create the topic with more).
 pub(super) fn reply(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
     message: &Message,
@@ -113,7 +129,7 @@ pub(super) fn reply(
 /// Enqueues every message before awaiting any acknowledgement, so the
 /// producer batches them; waits for the oldest when its queue is full.
 pub(super) async fn publish_batch(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     messages: &[Message],
 ) -> Result<()> {
@@ -141,7 +157,7 @@ pub(super) async fn publish_batch(
 }
 
 fn enqueue(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
     partition: Option<i32>,
@@ -156,14 +172,9 @@ fn enqueue(
     } else {
         None
     };
+    // The size limit is checked before this, where a publish is made (the
+    // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
-    if payload.len() > config.max_message_bytes {
-        return Err(Error::TooLarge {
-            topic: topic.to_owned(),
-            size: payload.len(),
-            limit: config.max_message_bytes,
-        });
-    }
     let mut headers = OwnedHeaders::new_with_capacity(8 + message.meta.headers.len());
     for (key, value) in wire::headers(&message.meta).iter() {
         headers = headers.insert(Header {
@@ -178,9 +189,10 @@ fn enqueue(
     if let Some(partition) = partition {
         record = record.partition(partition);
     }
+    let size = payload.len();
     producer
         .send_result(record)
-        .map_err(|(error, _)| delivery_error(config, topic, error))
+        .map_err(|(error, _)| delivery_error(config, topic, size, error))
 }
 
 /// The outcome of an awaited [`DeliveryFuture`]; its error side means the
@@ -192,19 +204,30 @@ pub(super) fn settle<Canceled>(
 ) -> Result<()> {
     match delivered {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => Err(delivery_error(config, topic, error)),
+        Ok(Err((error, message))) => {
+            use rdkafka::Message as _;
+            let size = message.payload().map_or(0, <[u8]>::len);
+            Err(delivery_error(config, topic, size, error))
+        }
         Err(_) => Err(Error::Closed),
     }
 }
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.
-fn delivery_error(config: &KafkaConfig, topic: &str, error: KafkaError) -> Error {
+/// librdkafka's and the broker's "too large" become [`Error::TooLarge`]
+/// with the payload's size. The limit named is librdkafka's when the
+/// payload is over it; else the broker refused it, whose limit is not known
+/// here but is below the size.
+fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaError) -> Error {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge)
         | Some(RDKafkaErrorCode::InvalidMessageSize) => Error::TooLarge {
             topic: topic.to_owned(),
-            size: 0,
-            limit: config.max_message_bytes,
+            size,
+            limit: match producer_limit(config) {
+                limit if size > limit => limit,
+                _ => size.saturating_sub(1),
+            },
         },
         Some(RDKafkaErrorCode::MessageTimedOut) => unavailable(
             format!(
@@ -218,4 +241,15 @@ fn delivery_error(config: &KafkaConfig, topic: &str, error: KafkaError) -> Error
         }
         _ => unavailable(format!("publish to `{topic}` failed"), error),
     }
+}
+
+/// librdkafka's `message.max.bytes` for the producer: the user's, or
+/// topicbus's payload limit plus room for headers and the record batch
+/// overhead (dead letters and re-drives may carry payloads up to it).
+fn producer_limit(config: &KafkaConfig) -> usize {
+    config
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(config.max_message_bytes.saturating_add(64 * 1024))
 }
