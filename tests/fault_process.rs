@@ -18,9 +18,11 @@ mod fault;
 mod mock_kafka;
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::IntoFuture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +65,54 @@ fn marker(total: u64, i: u64) -> Work {
         key: format!("k{i}"),
         seq: total + i,
     }
+}
+
+/// Warm-up message `round * KEYS + i` of a case with `total` data messages:
+/// numbered past the data and the end markers, one per key.
+fn warm_up(total: u64, round: u64) -> Vec<Work> {
+    (0..KEYS)
+        .map(|i| Work {
+            key: format!("k{i}"),
+            seq: total + KEYS + round * KEYS + i,
+        })
+        .collect()
+}
+
+/// Publishes warm-up rounds, each once the previous one was handled,
+/// until every member handled one and two rounds in a row were handled in
+/// full: then the group has settled and the stream can start.
+///
+/// Members join at the same time, so that the mock cluster's first
+/// generation usually has them all. A member that joins later starts a
+/// rebalance that, under the cooperative protocol, takes two rounds (the
+/// newcomer's partitions are first revoked from their owner, then assigned;
+/// the mock waits up to `session.timeout.ms` - 1 s for each): while a
+/// partition is between owners, a warm-up message on it waits, so a full
+/// round means every partition has an owner. A member leaving or dying
+/// while the group still rebalances would find every commit refused by the
+/// mock, which is not the case under test.
+async fn settle(
+    publisher: &Bus,
+    total: u64,
+    handled: impl Fn(u64) -> bool,
+    all_busy: impl Fn() -> bool,
+) {
+    guard("group settled", async {
+        let mut full_rounds = 0;
+        let mut round = 0;
+        while full_rounds < 2 {
+            let messages = warm_up(total, round);
+            publisher.publish_batch(&messages).await.expect("warm-up");
+            while !messages.iter().all(|m| handled(m.seq)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if all_busy() {
+                full_rounds += 1;
+            }
+            round += 1;
+        }
+    })
+    .await;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
@@ -356,6 +406,13 @@ async fn fault_consumer_process_killed_and_restarted() {
     wait_ready(&[&outs[0], &outs[1], &outs[2]]).await;
 
     let publisher = connect(config(&brokers), "fault-publisher").await;
+    settle(
+        &publisher,
+        TOTAL,
+        |n| tally_of(&outs).contains_key(&n),
+        || outs[..3].iter().all(|o| !read_numbers(o).is_empty()),
+    )
+    .await;
     let publishing = {
         let publisher = publisher.clone();
         tokio::spawn(async move {
@@ -373,7 +430,7 @@ async fn fault_consumer_process_killed_and_restarted() {
 
     // Mid-stream: once a third of the messages were handled.
     guard("a third handled", async {
-        while tally_of(&outs).len() < (TOTAL / 3) as usize {
+        while tally_of(&outs).keys().filter(|n| **n < TOTAL).count() < (TOTAL / 3) as usize {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -461,17 +518,19 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
     let kafka = MockKafka::start(1);
     kafka.apply(Fault::CreateTopic(Work::NAME.to_owned(), PARTITIONS));
     let tally = Tally::new();
+    let busy: Arc<[AtomicBool; 3]> = Arc::default();
     let mut members = Vec::new();
     for _ in 0..3 {
-        let member = connect(
-            config(&kafka.bootstrap).set("partition.assignment.strategy", ASSIGNOR),
-            "fault-member",
-        )
-        .await;
-        let sink = Arc::clone(&tally);
+        let config = config(&kafka.bootstrap).set("partition.assignment.strategy", ASSIGNOR);
+        members.push(connect(config, "fault-member").await);
+    }
+    // All three join at once (see `settle`).
+    let joins = members.iter().enumerate().map(|(index, member)| {
+        let (sink, busy) = (Arc::clone(&tally), Arc::clone(&busy));
         member
             .subscribe(move |work: Work| {
                 let sink = Arc::clone(&sink);
+                busy[index].store(true, Ordering::Release);
                 async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     sink.record(work.seq);
@@ -479,11 +538,19 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
                 }
             })
             .group("fault.leave.group")
-            .await
-            .expect("subscribe");
-        members.push(member);
+            .into_future()
+    });
+    for joined in guard("members joined", futures::future::join_all(joins)).await {
+        joined.expect("subscribe");
     }
     let publisher = connect(config(&kafka.bootstrap), "fault-publisher").await;
+    settle(
+        &publisher,
+        TOTAL,
+        |n| tally.count(n) > 0,
+        || busy.iter().all(|b| b.load(Ordering::Acquire)),
+    )
+    .await;
     let publishing = {
         let publisher = publisher.clone();
         tokio::spawn(async move {
@@ -499,7 +566,7 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
         })
     };
     guard("a third handled", async {
-        while tally.distinct() < (TOTAL / 3) as usize {
+        while (0..TOTAL).filter(|n| tally.count(*n) > 0).count() < (TOTAL / 3) as usize {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
