@@ -550,8 +550,10 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
     let (consumer, tally) = reader::<Restart>(config, "fault.restart.reader").await;
 
     let finished = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(AtomicBool::new(false));
     let killed = {
         let (tansu, finished) = (Arc::clone(&tansu), Arc::clone(&finished));
+        let restarted = Arc::clone(&restarted);
         tokio::spawn(async move {
             // Mid-stream: once a third of the publishes returned.
             while finished.load(Ordering::Acquire) < (TOTAL / 3) as usize {
@@ -562,20 +564,21 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
                 tansu.kill();
                 std::thread::sleep(Duration::from_secs(2));
                 tansu.spawn();
+                restarted.store(true, Ordering::Release);
             })
             .await
             .expect("restart");
         })
     };
-    let outcomes: Vec<(u64, bool)> = guard(
+    let outcomes: Vec<(u64, bool, bool)> = guard(
         "publishing",
         futures::stream::iter(0..TOTAL)
             .map(|seq| {
-                let (publisher, finished) = (&publisher, &finished);
+                let (publisher, finished, restarted) = (&publisher, &finished, &restarted);
                 async move {
                     let ok = publisher.publish(&data::<Restart>(seq)).await.is_ok();
                     finished.fetch_add(1, Ordering::AcqRel);
-                    (seq, ok)
+                    (seq, ok, restarted.load(Ordering::Acquire))
                 }
             })
             .buffer_unordered(16)
@@ -585,10 +588,14 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
     guard("tansu restarted", killed).await.expect("restart task");
     read_to_the_end::<Restart>(&publisher, &tally, TOTAL).await;
     let acknowledged: BTreeSet<u64> = outcomes.iter().filter(|o| o.1).map(|o| o.0).collect();
+    let after_restart = outcomes.iter().filter(|o| o.2).count();
     let figures = Figures::count(TOTAL as usize, &acknowledged, &tally.snapshot());
     figures.print(
         "tansu_restart",
-        "faults=SIGKILL of tansu 0.6.0 (sqlite storage) after a third of the publishes returned, restarted 2 s later",
+        &format!(
+            "faults=SIGKILL of tansu 0.6.0 (sqlite storage) after a third of the publishes returned, \
+             restarted 2 s later; publishes returning after the restart={after_restart}"
+        ),
     );
     figures.assert_nothing_lost("tansu_restart");
     publisher.shutdown().await.expect("shutdown");
