@@ -274,11 +274,10 @@ async fn fault_broker_transient_errors() {
     );
     if figures.lost > 0 {
         let brokers = kafka.bootstrap.clone();
-        let log = tokio::task::spawn_blocking(move || {
-            kafka_log::positions(&brokers, Transient::NAME, 6)
-        })
-        .await
-        .expect("log");
+        let log =
+            tokio::task::spawn_blocking(move || kafka_log::positions(&brokers, Transient::NAME, 6))
+                .await
+                .expect("log");
         for n in &figures.lost_examples {
             eprintln!("lost {n}: in the log at {:?}", log.get(n));
         }
@@ -399,10 +398,7 @@ async fn fault_broker_outage_mid_stream() {
     let figures = Figures::count(TOTAL as usize, &acknowledged, &tally.snapshot());
     let earliest = failed.iter().map(|o| o.elapsed).min().unwrap_or_default();
     let latest = failed.iter().map(|o| o.elapsed).max().unwrap_or_default();
-    let unacknowledged_received = failed
-        .iter()
-        .filter(|o| tally.count(o.seq) > 0)
-        .count();
+    let unacknowledged_received = failed.iter().filter(|o| tally.count(o.seq) > 0).count();
     figures.print(
         "broker_outage",
         &format!(
@@ -449,7 +445,9 @@ impl Tansu {
     /// The broker binary named by `TOPICBUS_TANSU` (`1`: the copy
     /// `scripts/tansu.sh install` keeps in `~/.cache/topicbus`).
     fn binary() -> Option<PathBuf> {
-        let value = std::env::var("TOPICBUS_TANSU").ok().filter(|v| !v.is_empty())?;
+        let value = std::env::var("TOPICBUS_TANSU")
+            .ok()
+            .filter(|v| !v.is_empty())?;
         if value == "1" {
             let home = std::env::var("HOME").expect("HOME");
             return Some(PathBuf::from(home).join(".cache/topicbus/tansu-0.6.0/bin/tansu"));
@@ -488,7 +486,13 @@ impl Tansu {
             .expect("log file");
         let child = Command::new(&self.binary)
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             // Relative to the working directory (see KAFKA-TESTING.md).
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdout(Stdio::null())
@@ -498,7 +502,11 @@ impl Tansu {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(self.address()).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {}", self.address());
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.address()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -585,7 +593,9 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
             .collect(),
     )
     .await;
-    guard("tansu restarted", killed).await.expect("restart task");
+    guard("tansu restarted", killed)
+        .await
+        .expect("restart task");
     read_to_the_end::<Restart>(&publisher, &tally, TOTAL).await;
     let acknowledged: BTreeSet<u64> = outcomes.iter().filter(|o| o.1).map(|o| o.0).collect();
     let after_restart = outcomes.iter().filter(|o| o.2).count();

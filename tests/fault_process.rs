@@ -186,7 +186,9 @@ fn temp_dir(case: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a child process of the fault tests"]
 async fn fault_child() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}: set by the parent test"));
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name}: set by the parent test"))
+    };
     let brokers = var("TOPICBUS_FAULT_BROKERS");
     let out = PathBuf::from(var("TOPICBUS_FAULT_OUT"));
     let config = config(&brokers).set("partition.assignment.strategy", ASSIGNOR);
@@ -207,7 +209,10 @@ async fn fault_child() {
                     // messages in flight and queued.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     let line = format!("{}\n", work.seq);
-                    file.lock().unwrap().write_all(line.as_bytes()).map_err(|e| e.to_string())
+                    file.lock()
+                        .unwrap()
+                        .write_all(line.as_bytes())
+                        .map_err(|e| e.to_string())
                 }
             })
             .group(var("TOPICBUS_FAULT_GROUP"))
@@ -229,7 +234,10 @@ async fn fault_child() {
                 async move {
                     if ask.n >= answer {
                         let line = format!("{}\n", ask.n);
-                        file.lock().unwrap().write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+                        file.lock()
+                            .unwrap()
+                            .write_all(line.as_bytes())
+                            .map_err(|e| e.to_string())?;
                         std::future::pending::<()>().await;
                     }
                     Ok::<_, String>(Reply {
@@ -491,7 +499,10 @@ async fn fault_consumer_process_killed_and_restarted() {
         ),
     );
     figures.assert_nothing_lost("consumer_killed");
-    assert_eq!(figures.acknowledged, TOTAL as usize, "every batch acknowledged");
+    assert_eq!(
+        figures.acknowledged, TOTAL as usize,
+        "every batch acknowledged"
+    );
     assert!(
         figures.duplicated <= uncommitted_at_kill,
         "{} duplicates, more than the {uncommitted_at_kill} messages the killed process \
@@ -587,7 +598,10 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
         &format!("members=3 partitions={PARTITIONS} assignor={ASSIGNOR}"),
     );
     figures.assert_nothing_lost("graceful_shutdown_kafka");
-    assert_eq!(figures.acknowledged, TOTAL as usize, "every batch acknowledged");
+    assert_eq!(
+        figures.acknowledged, TOTAL as usize,
+        "every batch acknowledged"
+    );
     assert_eq!(figures.duplicated, 0, "messages handled twice");
     for member in members {
         member.shutdown().await.expect("shutdown");
@@ -651,7 +665,12 @@ async fn fault_ten_thousand_requests_from_three_instances() {
         sent - failed.len(),
         failed.len(),
     );
-    assert!(failed.is_empty(), "{} requests failed, e.g. {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} requests failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     assert_eq!(pending, 0);
     assert_eq!(late, 0);
     for asker in askers {
@@ -684,7 +703,12 @@ async fn fault_responder_process_killed_mid_flight() {
     let timeout = Duration::from_secs(5);
     let ask = |n: u64| {
         let asker = &asker;
-        async move { (n, asker.request(&Ask { asker: 0, n }).timeout(timeout).await) }
+        async move {
+            (
+                n,
+                asker.request(&Ask { asker: 0, n }).timeout(timeout).await,
+            )
+        }
     };
     // First the requests it answers, then the ones it is handling when it dies.
     let mut outcomes = guard(
@@ -709,7 +733,10 @@ async fn fault_responder_process_killed_mid_flight() {
         match outcome {
             Ok(reply) => {
                 assert_eq!(reply, &Reply { asker: 0, n: *n });
-                assert!(*n < ANSWERED, "request {n} answered by a responder that never answers it");
+                assert!(
+                    *n < ANSWERED,
+                    "request {n} answered by a responder that never answers it"
+                );
                 ok += 1;
             }
             Err(error) => {

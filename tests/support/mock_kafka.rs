@@ -66,7 +66,9 @@ impl MockKafka {
                         cluster.clear_request_errors(api);
                         Ok(())
                     }
-                    Fault::CreateTopic(name, partitions) => cluster.create_topic(&name, partitions, 1),
+                    Fault::CreateTopic(name, partitions) => {
+                        cluster.create_topic(&name, partitions, 1)
+                    }
                 };
                 outcome.expect("mock cluster fault");
                 let _ = done.send(());

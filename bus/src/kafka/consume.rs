@@ -294,7 +294,10 @@ impl ConsumerContext for GroupContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let pinned = self.resolve_start(consumer, partitions);
