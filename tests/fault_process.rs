@@ -14,6 +14,8 @@
 
 #[path = "support/fault.rs"]
 mod fault;
+#[path = "support/kafka_log.rs"]
+mod kafka_log;
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
 
@@ -26,8 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, ErrorKind, Topic};
@@ -311,18 +313,9 @@ fn tally_of(outs: &[PathBuf]) -> HashMap<u64, u32> {
 
 // ------------------------------------------------------------ kafka state
 
-fn plain_consumer(brokers: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("plain consumer")
-}
-
 /// The group's committed offset per partition of `topic`.
 fn committed(brokers: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
-    let consumer = plain_consumer(brokers, group);
+    let consumer = kafka_log::plain_consumer(brokers, group);
     let mut list = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         list.add_partition(topic, p);
@@ -341,40 +334,6 @@ fn committed(brokers: &str, group: &str, topic: &str) -> HashMap<i32, i64> {
             (e.partition(), at)
         })
         .collect()
-}
-
-/// Where each message number sits in `topic`'s log: (partition, offset) of
-/// its first copy.
-fn log_positions(brokers: &str, topic: &str) -> HashMap<u64, (i32, i64)> {
-    let consumer = plain_consumer(brokers, "fault.log-reader");
-    let mut list = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, high);
-    }
-    consumer.assign(&list).expect("assign");
-    let mut read: HashMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
-    let mut positions = HashMap::new();
-    while read.iter().any(|(p, at)| *at < ends[p]) {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(message)) => {
-                let work: Work =
-                    serde_json::from_slice(message.payload().unwrap_or_default()).expect("json");
-                positions
-                    .entry(work.seq)
-                    .or_insert((message.partition(), message.offset()));
-                read.insert(message.partition(), message.offset() + 1);
-            }
-            Some(Err(error)) => panic!("reading the log: {error}"),
-            None => panic!("reading the log stalled at {read:?} of {ends:?}"),
-        }
-    }
-    positions
 }
 
 // ------------------------------------------------------------ case 3
@@ -477,7 +436,7 @@ async fn fault_consumer_process_killed_and_restarted() {
 
     let positions = {
         let brokers = brokers.clone();
-        tokio::task::spawn_blocking(move || log_positions(&brokers, Work::NAME))
+        tokio::task::spawn_blocking(move || kafka_log::positions(&brokers, Work::NAME, PARTITIONS))
             .await
             .expect("log")
     };
@@ -485,7 +444,7 @@ async fn fault_consumer_process_killed_and_restarted() {
         .iter()
         .filter(|n| **n < TOTAL)
         .filter(|n| {
-            let (partition, offset) = positions[n];
+            let (partition, offset) = positions[n][0];
             offset >= at_kill.get(&partition).copied().unwrap_or(0)
         })
         .count();
