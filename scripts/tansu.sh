@@ -2,12 +2,14 @@
 # Installs (once, cached) and starts the Kafka-protocol broker tansu for the
 # Kafka tests. Prints the broker address on stdout; logs go to $TANSU_LOG.
 #
-#   scripts/tansu.sh install          # build and install if not cached
-#   scripts/tansu.sh start [PORT]     # install if needed, start in the background, wait until it listens
-#   scripts/tansu.sh stop             # stop the broker started by `start`
+#   scripts/tansu.sh install                    # build and install if not cached
+#   scripts/tansu.sh start [PORT] [STORAGE]     # install if needed, start in the background, wait until it listens
+#   scripts/tansu.sh stop                       # stop the broker started by `start` (SIGTERM)
+#   scripts/tansu.sh kill                       # SIGKILL it, as a crash would
 #
-# The broker runs with the in-memory storage engine by default; set
-# TANSU_STORAGE (e.g. sqlite://tansu.db, relative to TANSU_DIR) for durable storage.
+# STORAGE is `memory` (default), `sqlite` (durable, TANSU_DIR/tansu.db: it
+# survives `kill` and a new `start ... sqlite`) or any tansu storage URL
+# (also settable as TANSU_STORAGE). sqlite paths are relative to TANSU_DIR.
 set -euo pipefail
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
@@ -28,6 +30,12 @@ install() {
 
 start() {
     local port="${1:-19092}"
+    case "${2:-}" in
+        "") ;;
+        memory) TANSU_STORAGE="memory://tansu/" ;;
+        sqlite) TANSU_STORAGE="sqlite://tansu.db" ;;
+        *) TANSU_STORAGE="$2" ;;
+    esac
     install
     mkdir -p "$TANSU_DIR"
     stop_quietly
@@ -52,8 +60,9 @@ start() {
 }
 
 stop_quietly() {
+    local signal="${1:-TERM}"
     if [ -f "$TANSU_DIR/tansu.pid" ]; then
-        kill "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true
+        kill "-$signal" "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true
         rm -f "$TANSU_DIR/tansu.pid"
     fi
 }
@@ -62,5 +71,6 @@ case "${1:-}" in
     install) install ;;
     start) shift; start "$@" ;;
     stop) stop_quietly ;;
-    *) echo "usage: $0 install | start [PORT] | stop" >&2; exit 2 ;;
+    kill) stop_quietly KILL ;;
+    *) echo "usage: $0 install | start [PORT] [memory|sqlite|URL] | stop | kill" >&2; exit 2 ;;
 esac

@@ -3,39 +3,75 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// Faults a test can inject into the running mock cluster.
-// Shared by several test binaries; not every one injects faults.
+// Shared by several test binaries; not every one injects every fault.
 #[allow(dead_code)]
 pub enum Fault {
+    /// Disconnects the broker and refuses new connections.
     BrokerDown(i32),
+    /// Accepts connections again.
     BrokerUp(i32),
+    /// Down, then up again after the duration, timed on the mock's own
+    /// thread so that the outage lasts as long as asked however busy the
+    /// test's threads are.
+    Outage(i32, Duration),
+    /// Delays every response of the broker (-1: of every broker).
+    RoundTrip(i32, Duration),
+    /// The next requests of `api` fail, one error each, in order
+    /// (`RD_KAFKA_RESP_ERR_NO_ERROR` lets one through;
+    /// `RD_KAFKA_RESP_ERR__TRANSPORT` drops the connection).
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>),
+    /// Forgets the errors still queued for `api`.
+    ClearRequestErrors(RDKafkaApiKey),
+    /// Creates a topic with this many partitions (the mock does not
+    /// implement CreateTopics; auto-created topics get its default count).
+    CreateTopic(String, i32),
 }
 
 /// A running mock cluster; stops when dropped.
 pub struct MockKafka {
     pub bootstrap: String,
-    commands: Option<mpsc::Sender<Fault>>,
+    commands: Option<mpsc::Sender<(Fault, mpsc::Sender<()>)>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MockKafka {
     pub fn start(brokers: i32) -> Self {
         let (ready_tx, ready_rx) = mpsc::channel();
-        let (commands, inbox) = mpsc::channel::<Fault>();
+        let (commands, inbox) = mpsc::channel::<(Fault, mpsc::Sender<()>)>();
         let thread = std::thread::spawn(move || {
             let cluster = MockCluster::new(brokers).expect("mock cluster");
             ready_tx
                 .send(cluster.bootstrap_servers())
                 .expect("test alive");
-            for fault in inbox {
+            for (fault, done) in inbox {
                 let outcome = match fault {
                     Fault::BrokerDown(id) => cluster.broker_down(id),
                     Fault::BrokerUp(id) => cluster.broker_up(id),
+                    Fault::Outage(id, length) => cluster.broker_down(id).and_then(|()| {
+                        std::thread::sleep(length);
+                        cluster.broker_up(id)
+                    }),
+                    Fault::RoundTrip(id, delay) => cluster.broker_round_trip_time(id, delay),
+                    Fault::RequestErrors(api, errors) => {
+                        cluster.request_errors(api, &errors);
+                        Ok(())
+                    }
+                    Fault::ClearRequestErrors(api) => {
+                        cluster.clear_request_errors(api);
+                        Ok(())
+                    }
+                    Fault::CreateTopic(name, partitions) => {
+                        cluster.create_topic(&name, partitions, 1)
+                    }
                 };
                 outcome.expect("mock cluster fault");
+                let _ = done.send(());
             }
         });
         Self {
@@ -45,13 +81,30 @@ impl MockKafka {
         }
     }
 
+    /// Injects `fault` without waiting for the mock to apply it.
     #[allow(dead_code)]
     pub fn inject(&self, fault: Fault) {
+        drop(self.send(fault));
+    }
+
+    /// Injects `fault` and returns once the mock applied it (for an
+    /// [`Fault::Outage`]: once the broker is up again). Blocks the calling
+    /// thread: call it off the async runtime.
+    #[allow(dead_code)]
+    pub fn apply(&self, fault: Fault) {
+        self.send(fault)
+            .recv()
+            .expect("mock thread applied the fault");
+    }
+
+    fn send(&self, fault: Fault) -> mpsc::Receiver<()> {
+        let (done, applied) = mpsc::channel();
         self.commands
             .as_ref()
             .expect("running")
-            .send(fault)
+            .send((fault, done))
             .expect("mock thread alive");
+        applied
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::statistics::Statistics;
@@ -302,17 +302,30 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    /// Under the eager protocol (librdkafka's default assignors) every
+    /// rebalance revokes and reassigns everything; under the cooperative one
+    /// (`partition.assignment.strategy=cooperative-sticky`) `partitions` is
+    /// only what is added or taken away, and must be applied incrementally.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let pinned = self.resolve_start(consumer, partitions);
-                tracing::debug!(topic = %self.topic, assignment = ?partitions, "assigned");
-                if let Err(error) = consumer.assign(partitions) {
+                tracing::debug!(topic = %self.topic, assignment = ?partitions, cooperative, "assigned");
+                let assigned = if cooperative {
+                    consumer.incremental_assign(partitions)
+                } else {
+                    consumer.assign(partitions)
+                };
+                if let Err(error) = assigned {
                     tracing::error!(%error, topic = %self.topic, "cannot take the assigned partitions");
                 }
                 if pinned.count() > 0 {
@@ -328,8 +341,15 @@ impl ConsumerContext for GroupContext {
                 self.assigned.store(true, Ordering::Release);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.revoke_all(consumer);
-                if let Err(error) = consumer.unassign() {
+                tracing::debug!(topic = %self.topic, revoked = ?partitions, cooperative, "revoked");
+                let given_up = if cooperative {
+                    self.revoke(consumer, Some(partitions));
+                    consumer.incremental_unassign(partitions)
+                } else {
+                    self.revoke_all(consumer);
+                    consumer.unassign()
+                };
+                if let Err(error) = given_up {
                     tracing::error!(%error, topic = %self.topic, "cannot give up partitions");
                 }
             }
@@ -420,11 +440,22 @@ impl GroupContext {
     /// Stops every partition worker after its in-flight message, stores the
     /// offsets of what finished and commits them.
     fn revoke_all(&self, consumer: &BaseConsumer<Self>) {
+        self.revoke(consumer, None);
+    }
+
+    /// Like [`GroupContext::revoke_all`], for the partitions of `which` only
+    /// (a cooperative rebalance takes some and leaves the rest running).
+    fn revoke(&self, consumer: &BaseConsumer<Self>, which: Option<&TopicPartitionList>) {
         let workers: Vec<Worker> = {
             let mut partitions = self.partitions.lock().expect("poisoned");
-            partitions
-                .drain()
-                .filter_map(|(_, state)| state.worker)
+            let taken: Vec<i32> = partitions
+                .keys()
+                .copied()
+                .filter(|p| which.is_none_or(|list| list.find_partition(&self.topic, *p).is_some()))
+                .collect();
+            taken
+                .iter()
+                .filter_map(|p| partitions.remove(p).and_then(|state| state.worker))
                 .collect()
         };
         for worker in &workers {
@@ -449,7 +480,9 @@ impl GroupContext {
                 tracing::warn!(%error, topic = %self.topic, "commit on revocation failed")
             }
         }
-        self.assigned.store(false, Ordering::Release);
+        if which.is_none() {
+            self.assigned.store(false, Ordering::Release);
+        }
     }
 
     /// Stores the offsets of the messages handled since the last call.
