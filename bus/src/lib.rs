@@ -52,7 +52,9 @@ mod wire;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use crate::bus::{Bus, BusBuilder, BusStats, RawHandler, RequestCall, Subscribe};
+pub use crate::bus::{
+    Bus, BusBuilder, BusStats, RawHandler, RawRequestCall, RequestCall, Subscribe,
+};
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::handler::{Handler, HandlerOptions};
