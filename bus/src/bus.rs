@@ -98,6 +98,8 @@ pub(crate) struct Settings {
     max_backoff: Duration,
     concurrency: usize,
     max_pending_requests: usize,
+    /// Set with the builder; else the transport config's (both 1 MB by default).
+    max_message_bytes: Option<usize>,
 }
 
 impl Default for Settings {
@@ -111,6 +113,7 @@ impl Default for Settings {
             max_backoff: Duration::from_secs(10),
             concurrency: 16,
             max_pending_requests: 65_536,
+            max_message_bytes: None,
         }
     }
 }
@@ -195,6 +198,23 @@ impl<T> BusBuilder<T> {
         self
     }
 
+    /// Largest payload, in bytes, this instance publishes and hands to its
+    /// typed handlers (default 1 000 000, librdkafka's default
+    /// `message.max.bytes`; overrides [`MemoryConfig::max_message_bytes`]
+    /// and `KafkaConfig::max_message_bytes`).
+    ///
+    /// A bigger publish fails with [`Error::TooLarge`] naming the size and
+    /// the limit; a bigger delivered message goes to `{topic}.dlq` (error
+    /// kind `too_large`) instead of to the handler. On the memory transport
+    /// a payload that travels unencoded is measured by encoding it, which
+    /// `usize::MAX` (no limit) skips.
+    ///
+    /// [`MemoryConfig::max_message_bytes`]: crate::memory::MemoryConfig::max_message_bytes
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.settings.max_message_bytes = Some(limit.max(1));
+        self
+    }
+
     /// Runs on `broker` (shared with other instances); without it, on a new
     /// private broker.
     pub fn memory(self, broker: MemoryBroker) -> BusBuilder<MemoryChoice> {
@@ -222,12 +242,16 @@ impl BusBuilder<MemoryChoice> {
         let pending = Arc::new(Pending::new(self.settings.max_pending_requests));
         let broker = self.transport.0.unwrap_or_default();
         let inbox = broker.open_inbox(&pending);
+        let max_message_bytes = self
+            .settings
+            .max_message_bytes
+            .unwrap_or_else(|| broker.max_message_bytes());
         Bus::from_parts(
             self.service,
             self.settings,
             Transport::Memory(broker),
             pending,
-            inbox,
+            (inbox, max_message_bytes),
         )
     }
 
@@ -245,14 +269,19 @@ impl BusBuilder<crate::kafka::KafkaConfig> {
     /// [`Error::Config`] naming the property librdkafka refused.
     pub async fn connect(self) -> Result<Bus> {
         let pending = Arc::new(Pending::new(self.settings.max_pending_requests));
+        let mut config = self.transport;
+        if let Some(limit) = self.settings.max_message_bytes {
+            config = config.max_message_bytes(limit);
+        }
+        let max_message_bytes = config.max_message_bytes;
         let (kafka, inbox) =
-            crate::kafka::KafkaTransport::connect(self.transport, &self.service, &pending).await?;
+            crate::kafka::KafkaTransport::connect(config, &self.service, &pending).await?;
         Ok(Bus::from_parts(
             self.service,
             self.settings,
             Transport::Kafka(kafka),
             pending,
-            inbox,
+            (inbox, max_message_bytes),
         ))
     }
 }
@@ -263,6 +292,8 @@ pub(crate) struct BusCore {
     settings: Settings,
     pending: Arc<Pending>,
     inbox: Arc<str>,
+    /// Largest payload published or handed to a typed handler.
+    pub max_message_bytes: usize,
     /// Set when shutdown begins: no new registrations.
     draining: AtomicBool,
     /// Set when shutdown has finished with the handlers: no publishing.
@@ -298,7 +329,7 @@ impl Bus {
         settings: Settings,
         transport: Transport,
         pending: Arc<Pending>,
-        inbox: Arc<str>,
+        (inbox, max_message_bytes): (Arc<str>, usize),
     ) -> Bus {
         Bus {
             handle: Arc::new_cyclic(|handle| Handle {
@@ -308,6 +339,7 @@ impl Bus {
                     settings,
                     pending,
                     inbox,
+                    max_message_bytes,
                     draining: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     registrations: Mutex::new(Vec::new()),
@@ -317,7 +349,7 @@ impl Bus {
         }
     }
 
-    fn core(&self) -> &Arc<BusCore> {
+    pub(crate) fn core(&self) -> &Arc<BusCore> {
         &self.handle.core
     }
 
@@ -376,6 +408,11 @@ impl Bus {
             topic: message.topic.clone(),
             reason,
         })?;
+        crate::limit::check_size(
+            &message.topic,
+            message.payload.len(),
+            core.max_message_bytes,
+        )?;
         let meta = wire::meta(
             Cow::Owned(message.topic),
             message.key,
@@ -562,7 +599,7 @@ impl BusCore {
             .ok_or(Error::Closed)
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
         } else {
@@ -589,17 +626,20 @@ impl BusCore {
         reply_to: Option<Arc<str>>,
         headers: Headers,
     ) -> Result<Message> {
+        let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let payload = match value.__try_clone() {
             Some(copy) if self.transport.carries_values() => Payload::Value {
                 value: Arc::new(copy),
                 encode: encode_erased::<T, T::Codec>,
+                size: if self.max_message_bytes == usize::MAX {
+                    0
+                } else {
+                    <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
+                },
             },
-            _ => Payload::Bytes(
-                <T::Codec as Codec>::encode(value)
-                    .map_err(|e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e))?
-                    .into(),
-            ),
+            _ => Payload::Bytes(<T::Codec as Codec>::encode(value).map_err(codec_error)?.into()),
         };
+        crate::limit::check_size(T::NAME, payload.size(), self.max_message_bytes)?;
         let id = MessageId::new();
         Ok(Message {
             meta: Arc::new(Meta {
@@ -612,6 +652,7 @@ impl BusCore {
                 reply_to,
                 content_type: Some(Cow::Borrowed(<T::Codec as Codec>::CONTENT_TYPE)),
                 headers,
+                malformed: None,
             }),
             payload,
         })
@@ -667,6 +708,7 @@ impl BusCore {
                 reply_to: None,
                 content_type: request.meta.content_type.clone(),
                 headers: reply_headers,
+                malformed: None,
             }),
             payload,
         };
@@ -691,6 +733,8 @@ impl BusCore {
         let mut meta = (*message.meta).clone();
         meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
         meta.reply_to = None;
+        // Routes a re-driven message on its topic only.
+        meta.headers.remove(crate::header::REDRIVE_GROUP);
         for (name, value) in headers {
             meta.headers.insert(name, value);
         }
@@ -704,12 +748,22 @@ impl BusCore {
                 bytes::Bytes::new()
             }
         };
-        let dead = Message {
+        let mut dead = Message {
             meta: Arc::new(meta),
             payload: Payload::Bytes(payload),
         };
         let mut delay = self.settings.backoff;
         while let Err(error) = self.transport.publish(dead.clone()).await {
+            if let (Error::TooLarge { size, .. }, Some(stripped)) =
+                (&error, crate::limit::without_payload(&dead))
+            {
+                // More than the broker takes: the dead letter carries the
+                // headers and says so; the payload stays in the original
+                // topic (until its retention ends).
+                tracing::error!(topic = %dead.meta.topic, size, "dead letter too large for the broker; writing it without its payload");
+                dead = stripped;
+                continue;
+            }
             tracing::error!(topic = %dead.meta.topic, %error, "could not dead-letter; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(self.settings.max_backoff);
@@ -935,13 +989,32 @@ fn reply_payload<T: Request>(
     response: T::Response,
     core: &BusCore,
 ) -> std::result::Result<Payload, CodecError> {
+    let limit = core.max_message_bytes;
+    let too_large = |size: usize| {
+        CodecError::new(format!(
+            "the response of {size} bytes exceeds the limit of {limit} bytes (max_message_bytes)"
+        ))
+    };
     if core.transport.carries_values() {
+        let size = if limit == usize::MAX {
+            0
+        } else {
+            <T::Codec as Codec>::encoded_len(&response)?
+        };
+        if size > limit {
+            return Err(too_large(size));
+        }
         Ok(Payload::Value {
             value: Arc::new(response),
             encode: encode_erased::<T::Response, T::Codec>,
+            size,
         })
     } else {
-        <T::Codec as Codec>::encode(&response).map(|bytes| Payload::Bytes(bytes.into()))
+        let bytes = <T::Codec as Codec>::encode(&response)?;
+        if bytes.len() > limit {
+            return Err(too_large(bytes.len()));
+        }
+        Ok(Payload::Bytes(bytes.into()))
     }
 }
 
@@ -1020,7 +1093,7 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
 fn read_reply<T: Request>(payload: Payload) -> Result<T::Response> {
     let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
     match payload {
-        Payload::Value { value, encode } => match value.downcast::<T::Response>() {
+        Payload::Value { value, encode, .. } => match value.downcast::<T::Response>() {
             Ok(value) => match Arc::try_unwrap(value) {
                 Ok(value) => Ok(value),
                 Err(shared) => {

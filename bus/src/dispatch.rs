@@ -87,6 +87,9 @@ impl Failure {
 pub(crate) trait Invoke: Send + Sync + 'static {
     type Output: Send + 'static;
     type Error: fmt::Display + Send + 'static;
+    /// Whether messages must pass [`crate::limit::refuse`] first (typed
+    /// handlers; a raw handler, e.g. on a dead-letter topic, takes anything).
+    const CHECKS_INPUT: bool;
 
     fn invoke(
         &self,
@@ -101,6 +104,7 @@ pub(crate) struct Typed<H, M>(pub H, pub PhantomData<fn(M)>);
 impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
     type Output = H::Output;
     type Error = H::Error;
+    const CHECKS_INPUT: bool = true;
 
     fn invoke(
         &self,
@@ -123,6 +127,7 @@ where
 {
     type Output = ();
     type Error = E;
+    const CHECKS_INPUT: bool = false;
 
     fn invoke(
         &self,
@@ -171,7 +176,17 @@ impl<I: Invoke> HandlerMember<I> {
     }
 
     async fn handle(&self, message: &Message) {
+        if !crate::redrive::is_for(message, &self.group) {
+            return;
+        }
         let is_request = self.reply.is_some() && message.meta.correlation_id.is_some();
+        if I::CHECKS_INPUT {
+            if let Some((kind, reason)) = crate::limit::refuse(message, self.core.max_message_bytes)
+            {
+                let failure = Failure::permanent(kind, reason);
+                return Box::pin(self.recover(message, failure, is_request)).await;
+            }
+        }
         match self.attempt(message, 1).await {
             Ok(output) => {
                 if is_request {

@@ -41,8 +41,10 @@ mod handler;
 mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod limit;
 pub mod memory;
 mod message;
+mod redrive;
 mod request;
 mod topic;
 mod transport;

@@ -34,6 +34,7 @@ use crate::dispatch::Member;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
+use crate::redrive::DeadLetters;
 use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
 
@@ -54,6 +55,8 @@ pub struct MemoryConfig {
     retain: usize,
     force_codec: bool,
     publish_timeout: Duration,
+    max_message_bytes: usize,
+    dead_letter_capacity: usize,
 }
 
 impl Default for MemoryConfig {
@@ -64,6 +67,8 @@ impl Default for MemoryConfig {
             retain: 0,
             force_codec: false,
             publish_timeout: Duration::from_secs(30),
+            max_message_bytes: crate::limit::DEFAULT_MAX_MESSAGE_BYTES,
+            dead_letter_capacity: 10_000,
         }
     }
 }
@@ -102,6 +107,22 @@ impl MemoryConfig {
         self.publish_timeout = timeout;
         self
     }
+
+    /// Largest payload of buses on this broker that do not set
+    /// `Bus::builder().max_message_bytes(..)` (default 1 000 000 bytes, as
+    /// on Kafka); see there.
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit.max(1);
+        self
+    }
+
+    /// Dead letters kept per `*.dlq` topic for [`Bus::redrive`](crate::Bus::redrive)
+    /// (default 10 000; past it the oldest is dropped with a warning; 0
+    /// keeps none). They are kept in memory: not across restarts.
+    pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
+        self.dead_letter_capacity = capacity;
+        self
+    }
 }
 
 /// An in-process broker. Cloning gives another handle to the same broker.
@@ -128,6 +149,7 @@ struct BrokerInner {
     config: MemoryConfig,
     topics: RwLock<FastMap<String, Arc<TopicState>>>,
     inboxes: RwLock<FastMap<Arc<str>, Weak<Pending>>>,
+    dead_letters: DeadLetters,
 }
 
 impl Drop for BrokerInner {
@@ -248,11 +270,24 @@ impl MemoryBroker {
     pub fn new(config: MemoryConfig) -> Self {
         Self {
             inner: Arc::new(BrokerInner {
-                config,
                 topics: RwLock::new(FastMap::default()),
                 inboxes: RwLock::new(FastMap::default()),
+                dead_letters: DeadLetters::new(config.dead_letter_capacity),
+                config,
             }),
         }
+    }
+
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.inner.config.max_message_bytes
+    }
+
+    /// Moves the kept dead letters of `topic` back to it.
+    pub(crate) async fn redrive(&self, topic: &str) -> Result<u64> {
+        self.inner
+            .dead_letters
+            .redrive(topic, |message| self.publish(message))
+            .await
     }
 
     pub(crate) fn forces_codec(&self) -> bool {
@@ -321,6 +356,7 @@ impl MemoryBroker {
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
+        self.inner.dead_letters.keep(&message);
         let (partition, groups) = self.route(&message);
         for group in groups.iter() {
             group.outstanding.fetch_add(1, Ordering::AcqRel);

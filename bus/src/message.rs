@@ -142,7 +142,9 @@ impl fmt::Debug for Headers {
 pub mod header {
     /// Why a message was dead-lettered or a request failed.
     pub const ERROR: &str = "topicbus_error";
-    /// The kind of failure: `handler`, `decode`, `panic`, `timeout`, `type`.
+    /// The kind of failure: `handler`, `decode`, `panic`, `timeout`, `type`,
+    /// `encode`, `too_large` (payload over the consumer's size limit),
+    /// `header` (a CloudEvents or routing header that cannot be read).
     pub const ERROR_KIND: &str = "topicbus_error_kind";
     /// How many times the handler was tried.
     pub const ATTEMPTS: &str = "topicbus_attempts";
@@ -150,6 +152,15 @@ pub mod header {
     pub const ORIGINAL_TOPIC: &str = "topicbus_original_topic";
     /// The consumer group that gave up on the message.
     pub const GROUP: &str = "topicbus_group";
+    /// On a dead letter the broker refused as too large: the size of the
+    /// payload that was left out (it is still in the original topic).
+    pub const PAYLOAD_OMITTED: &str = "topicbus_payload_omitted";
+    /// How many times the message was moved back from its dead-letter topic
+    /// by [`Bus::redrive`](crate::Bus::redrive).
+    pub const REDRIVES: &str = "topicbus_redrives";
+    /// On a re-driven message: the consumer group that dead-lettered it, the
+    /// only group that handles it again (the others acknowledge it unhandled).
+    pub const REDRIVE_GROUP: &str = "topicbus_redrive_group";
     /// Correlates a reply with its request (the Go bus's name).
     pub const CORRELATION_ID: &str = "correlation_id";
     /// Where a requester reads its replies.
@@ -170,6 +181,9 @@ pub(crate) struct Meta {
     pub reply_to: Option<Arc<str>>,
     pub content_type: Option<Cow<'static, str>>,
     pub headers: Headers,
+    /// Why the wire headers could not be read (a typed handler dead-letters
+    /// such a message); the unreadable values stay in `headers` as received.
+    pub malformed: Option<Arc<str>>,
 }
 
 /// A payload as it travels inside the process: the typed value itself when
@@ -179,6 +193,9 @@ pub(crate) enum Payload {
     Value {
         value: Arc<dyn Any + Send + Sync>,
         encode: EncodeFn,
+        /// The length of its encoding, as measured for the publisher's size
+        /// limit (0 when the publisher has none).
+        size: usize,
     },
     Bytes(Bytes),
 }
@@ -200,8 +217,17 @@ impl Payload {
     /// The payload as bytes, encoding a value when needed.
     pub fn to_bytes(&self) -> Result<Bytes, CodecError> {
         match self {
-            Payload::Value { value, encode } => encode(&**value).map(Bytes::from),
+            Payload::Value { value, encode, .. } => encode(&**value).map(Bytes::from),
             Payload::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+
+    /// The length of the encoded payload (for a value: as measured when it
+    /// was published, 0 if it was not).
+    pub fn size(&self) -> usize {
+        match self {
+            Payload::Value { size, .. } => *size,
+            Payload::Bytes(bytes) => bytes.len(),
         }
     }
 }

@@ -44,27 +44,59 @@ pub(crate) fn headers(meta: &Meta) -> Headers {
 
 /// Metadata from wire headers; what is missing is filled in (a new id, now,
 /// `default_source`). The CloudEvents and routing headers are taken out of
-/// the application headers.
+/// the application headers. One that is present but unreadable (not UTF-8,
+/// a `ce_time` that is not RFC 3339, a `reply_to` that is no topic name) is
+/// kept in the headers as received and named in `Meta::malformed`.
 pub(crate) fn meta(
     topic: Cow<'static, str>,
     key: Option<Vec<u8>>,
     mut headers: Headers,
     default_source: &Arc<str>,
 ) -> Meta {
-    let text = |headers: &mut Headers, name: &str| {
-        headers.remove(name).and_then(|v| String::from_utf8(v).ok())
+    let mut problems: Vec<String> = Vec::new();
+    let mut text = |headers: &mut Headers, name: &'static str| {
+        let value = headers.remove(name)?;
+        match String::from_utf8(value) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                problems.push(format!("header `{name}` is not UTF-8"));
+                headers.insert(name, error.into_bytes());
+                None
+            }
+        }
     };
     headers.remove(ce::SPECVERSION);
     headers.remove(ce::TYPE);
     let id = text(&mut headers, ce::ID).map_or_else(MessageId::new, |id| MessageId::parse(&id));
     let source =
         text(&mut headers, ce::SOURCE).map_or_else(|| Arc::clone(default_source), Arc::from);
-    let time = text(&mut headers, ce::TIME)
-        .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
-        .unwrap_or_else(SystemTime::now);
+    let time = text(&mut headers, ce::TIME);
     let content_type = text(&mut headers, header::CONTENT_TYPE).map(Cow::Owned);
     let correlation_id = text(&mut headers, header::CORRELATION_ID).map(|id| MessageId::parse(&id));
-    let reply_to = text(&mut headers, header::REPLY_TO).map(Arc::from);
+    let reply_to = text(&mut headers, header::REPLY_TO);
+    let time = match time {
+        None => SystemTime::now(),
+        Some(text) => humantime::parse_rfc3339_weak(&text).unwrap_or_else(|error| {
+            problems.push(format!(
+                "header `{}` is not an RFC 3339 time ({error}): {text:?}",
+                ce::TIME
+            ));
+            headers.insert(ce::TIME, text);
+            SystemTime::now()
+        }),
+    };
+    let reply_to = reply_to.and_then(|name| match crate::topic::validate_topic_name(&name) {
+        Ok(()) => Some(Arc::from(name)),
+        Err(reason) => {
+            problems.push(format!(
+                "header `{}` is not a topic name ({reason}): {name:?}",
+                header::REPLY_TO
+            ));
+            headers.insert(header::REPLY_TO, name);
+            None
+        }
+    });
+    let malformed = (!problems.is_empty()).then(|| Arc::from(problems.join("; ")));
     Meta {
         topic,
         id,
@@ -75,6 +107,7 @@ pub(crate) fn meta(
         reply_to,
         content_type,
         headers,
+        malformed,
     }
 }
 
@@ -96,6 +129,7 @@ mod tests {
             reply_to: Some(Arc::from("inbox")),
             content_type: Some(Cow::Borrowed("application/json")),
             headers: app,
+            malformed: None,
         };
         let wire = headers(&original);
         assert_eq!(wire.get_str(ce::SPECVERSION), Some("1.0"));
@@ -113,5 +147,29 @@ mod tests {
         assert_eq!(back.reply_to, original.reply_to);
         assert_eq!(back.content_type, original.content_type);
         assert_eq!(back.headers, original.headers);
+        assert!(back.malformed.is_none());
+    }
+
+    #[test]
+    fn unreadable_headers_are_named_and_kept_as_received() {
+        let mut wire = Headers::new();
+        wire.insert(ce::ID, vec![0xff, 0xfe]);
+        wire.insert(ce::TIME, "yesterday");
+        wire.insert(header::REPLY_TO, "no spaces allowed");
+        wire.insert("trace", vec![0x00, 0xff]);
+        let meta = meta(Cow::Borrowed("t"), None, wire, &Arc::from("x"));
+        let why = meta.malformed.as_deref().expect("malformed");
+        for name in [ce::ID, ce::TIME, header::REPLY_TO] {
+            assert!(why.contains(name), "{why}");
+        }
+        assert!(!why.contains("trace"), "application headers may be binary: {why}");
+        assert_eq!(meta.headers.get(ce::ID), Some(&[0xff, 0xfe][..]));
+        assert_eq!(meta.headers.get_str(ce::TIME), Some("yesterday"));
+        assert_eq!(meta.reply_to, None);
+        // Sent on (to a dead-letter topic), the received values win over
+        // the ones made up in their place.
+        let out = headers(&meta);
+        assert_eq!(out.get(ce::ID), Some(&[0xff, 0xfe][..]));
+        assert_eq!(out.get_str(ce::TIME), Some("yesterday"));
     }
 }

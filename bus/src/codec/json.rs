@@ -19,7 +19,27 @@ impl Codec for Json {
         serde_json::to_vec(value).map_err(CodecError::new)
     }
 
+    fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+        let mut counter = Counter(0);
+        serde_json::to_writer(&mut counter, value).map_err(CodecError::new)?;
+        Ok(counter.0)
+    }
+
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         serde_json::from_slice(bytes).map_err(CodecError::new)
+    }
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

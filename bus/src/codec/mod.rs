@@ -48,6 +48,30 @@ pub trait Codec: Send + Sync + 'static {
     /// Decodes a whole value from `bytes`.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
 
+    /// The length of `value`'s encoding, for the message size limit
+    /// (`Bus::builder().max_message_bytes(..)`) of payloads that travel in
+    /// process without being encoded. The default encodes into a reused
+    /// per-thread buffer; a format that can count without writing may
+    /// override it.
+    fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let len = Self::encode_into(value, &mut buffer).map(|()| buffer.len());
+                if buffer.capacity() > 1 << 20 {
+                    *buffer = Vec::new();
+                }
+                len
+            }
+            // A `Serialize` impl that measures another value while it is
+            // being measured.
+            Err(_) => Self::encode(value).map(|bytes| bytes.len()),
+        })
+    }
+
     /// Encodes `value` into a new buffer.
     fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
         // Room for a typical small message, so that it is not grown from

@@ -104,6 +104,7 @@ mod tests {
             reply_to: None,
             content_type: None,
             headers: Headers::new(),
+            malformed: None,
         }
     }
 

@@ -25,6 +25,7 @@ mod consume;
 mod envelope;
 mod inbox;
 mod produce;
+mod redrive;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -155,6 +156,18 @@ impl KafkaTransport {
             .expect("poisoned")
             .push(consumer);
         Ok(())
+    }
+
+    /// Moves the messages now in `{topic}.dlq` back to `topic`.
+    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+        // The topic may never have been published to by this instance.
+        self.ensure_topic(topic, None).await?;
+        redrive::run(
+            self.inner.producer.clone(),
+            self.inner.config.clone(),
+            topic,
+        )
+        .await
     }
 
     /// Stops the consumer of `member`: its in-flight messages finish, their

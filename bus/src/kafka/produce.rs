@@ -156,14 +156,9 @@ fn enqueue(
     } else {
         None
     };
+    // The size limit is checked before this, where a publish is made (the
+    // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
-    if payload.len() > config.max_message_bytes {
-        return Err(Error::TooLarge {
-            topic: topic.to_owned(),
-            size: payload.len(),
-            limit: config.max_message_bytes,
-        });
-    }
     let mut headers = OwnedHeaders::new_with_capacity(8 + message.meta.headers.len());
     for (key, value) in wire::headers(&message.meta).iter() {
         headers = headers.insert(Header {
@@ -178,9 +173,10 @@ fn enqueue(
     if let Some(partition) = partition {
         record = record.partition(partition);
     }
+    let size = payload.len();
     producer
         .send_result(record)
-        .map_err(|(error, _)| delivery_error(config, topic, error))
+        .map_err(|(error, _)| delivery_error(config, topic, size, error))
 }
 
 /// The outcome of an awaited [`DeliveryFuture`]; its error side means the
@@ -192,19 +188,26 @@ pub(super) fn settle<Canceled>(
 ) -> Result<()> {
     match delivered {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, _))) => Err(delivery_error(config, topic, error)),
+        Ok(Err((error, message))) => {
+            use rdkafka::Message as _;
+            let size = message.payload().map_or(0, <[u8]>::len);
+            Err(delivery_error(config, topic, size, error))
+        }
         Err(_) => Err(Error::Closed),
     }
 }
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.
-fn delivery_error(config: &KafkaConfig, topic: &str, error: KafkaError) -> Error {
+/// librdkafka's and the broker's "too large" become [`Error::TooLarge`]
+/// with the payload's size; the limit named is the smaller of topicbus's
+/// and librdkafka's, since the broker's own is not known here.
+fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaError) -> Error {
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageSizeTooLarge)
         | Some(RDKafkaErrorCode::InvalidMessageSize) => Error::TooLarge {
             topic: topic.to_owned(),
-            size: 0,
-            limit: config.max_message_bytes,
+            size,
+            limit: config.max_message_bytes.min(size.saturating_sub(1)),
         },
         Some(RDKafkaErrorCode::MessageTimedOut) => unavailable(
             format!(

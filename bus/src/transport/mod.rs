@@ -175,6 +175,15 @@ impl Transport {
         }
     }
 
+    /// Moves the dead letters of `topic` back to it; returns how many.
+    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+        match self {
+            Transport::Memory(m) => m.redrive(topic).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.redrive(topic).await,
+        }
+    }
+
     /// Closes the reply inbox and flushes what is still being sent.
     pub async fn close(&self, inbox: &str) {
         match self {

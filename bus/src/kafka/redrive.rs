@@ -1,0 +1,204 @@
+//! Dead-letter re-drive on Kafka (what it promises: `crate::redrive`).
+//!
+//! A consumer of its own, in the group `topicbus.redrive.{topic}`, is
+//! assigned the partitions of `{topic}.dlq` at the group's committed offsets
+//! (the oldest kept where it has none) and reads up to the end offsets
+//! captured at the start. Messages are republished in batches; a batch's
+//! offsets are committed only after the broker acknowledged all of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use super::produce::{self, config_error};
+use super::{unavailable, KafkaConfig};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::redrive::{dead_letter_topic, revive};
+
+/// Messages republished before their offsets are committed.
+const BATCH: usize = 256;
+
+/// Moves the messages of `{topic}.dlq` present now back to `topic`.
+pub(super) async fn run(producer: FutureProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
+    let runtime = tokio::runtime::Handle::current();
+    let topic = topic.to_owned();
+    // librdkafka's consumer calls block: the whole re-drive runs on a
+    // blocking thread, which waits for the acknowledgements on `runtime`.
+    tokio::task::spawn_blocking(move || redrive(&runtime, &producer, &config, &topic))
+        .await
+        .map_err(|e| Error::Unavailable {
+            message: format!("the re-drive task failed: {e}"),
+            source: None,
+        })?
+}
+
+fn redrive(
+    runtime: &tokio::runtime::Handle,
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    topic: &str,
+) -> Result<u64> {
+    let dlq = dead_letter_topic(topic);
+    let consumer: BaseConsumer = config
+        .client_config(&[
+            ("group.id", format!("topicbus.redrive.{topic}")),
+            ("enable.auto.commit", "false".to_owned()),
+            ("enable.auto.offset.store", "false".to_owned()),
+            ("auto.offset.reset", "earliest".to_owned()),
+            ("enable.partition.eof", "false".to_owned()),
+        ])
+        .create()
+        .map_err(config_error)?;
+    let mut ends = assign_from_committed(&consumer, config, &dlq)?;
+    let source: Arc<str> = Arc::from("unknown");
+    let mut batch: Vec<Message> = Vec::new();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut moved = 0;
+    let mut progress = Instant::now();
+    while !ends.is_empty() {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let idle = polled.is_none();
+        match polled {
+            Some(Ok(message)) => {
+                progress = Instant::now();
+                let (partition, offset) = (message.partition(), message.offset());
+                if let Some(&end) = ends.get(&partition) {
+                    if offset < end {
+                        let dead = super::consume::to_message(&message, &source, config.go_envelope);
+                        batch.push(revive(&dead, topic));
+                        next.insert(partition, offset + 1);
+                    }
+                    if offset + 1 >= end {
+                        ends.remove(&partition);
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, topic = %dlq, "re-drive consumer");
+            }
+            None => {
+                // Offsets that hold no message (compaction, transaction
+                // markers) are never delivered: the position tells.
+                if let Ok(positions) = consumer.position() {
+                    for elem in positions.elements() {
+                        if let (Offset::Offset(at), Some(&end)) =
+                            (elem.offset(), ends.get(&elem.partition()))
+                        {
+                            if at >= end {
+                                ends.remove(&elem.partition());
+                            }
+                        }
+                    }
+                }
+                if progress.elapsed() > config.connect_timeout && !ends.is_empty() {
+                    return Err(Error::Unavailable {
+                        message: format!(
+                            "re-drive of `{dlq}` read nothing for {:?} (brokers `{}`); {moved} moved so far",
+                            config.connect_timeout, config.brokers
+                        ),
+                        source: None,
+                    });
+                }
+            }
+        }
+        if batch.len() >= BATCH || (!batch.is_empty() && (idle || ends.is_empty())) {
+            moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+        }
+    }
+    moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+    Ok(moved)
+}
+
+/// Assigns the partitions of `dlq` that hold messages past the group's
+/// committed offset; returns their end offsets as of now.
+fn assign_from_committed(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    dlq: &str,
+) -> Result<HashMap<i32, i64>> {
+    let timeout = config.connect_timeout;
+    let metadata = consumer
+        .fetch_metadata(Some(dlq), timeout)
+        .map_err(|e| unavailable(format!("cannot read the partitions of `{dlq}`"), e))?;
+    let Some(described) = metadata.topics().iter().find(|t| t.name() == dlq) else {
+        return Ok(HashMap::new());
+    };
+    match described.error() {
+        None => {}
+        // No dead-letter topic: nothing was ever dead-lettered.
+        Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => return Ok(HashMap::new()),
+        Some(error) => {
+            return Err(Error::Unavailable {
+                message: format!("cannot read the partitions of `{dlq}`: {error:?}"),
+                source: None,
+            })
+        }
+    }
+    let mut all = TopicPartitionList::new();
+    for partition in described.partitions() {
+        all.add_partition(dlq, partition.id());
+    }
+    let committed = consumer
+        .committed_offsets(all, timeout)
+        .map_err(|e| unavailable(format!("cannot read the re-drive offsets of `{dlq}`"), e))?;
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for elem in committed.elements() {
+        let partition = elem.partition();
+        let (low, high) = consumer
+            .fetch_watermarks(dlq, partition, timeout)
+            .map_err(|e| unavailable(format!("cannot read the offsets of `{dlq}`"), e))?;
+        let start = match elem.offset() {
+            Offset::Offset(at) => at.max(low),
+            _ => low,
+        };
+        if start < high {
+            assignment
+                .add_partition_offset(dlq, partition, Offset::Offset(start))
+                .map_err(|e| unavailable("cannot set a start offset", e))?;
+            ends.insert(partition, high);
+        }
+    }
+    if !ends.is_empty() {
+        consumer
+            .assign(&assignment)
+            .map_err(|e| unavailable(format!("cannot read `{dlq}`"), e))?;
+    }
+    Ok(ends)
+}
+
+/// Republishes `batch`, waits for the broker's acknowledgements, then
+/// commits the offsets after it; returns how many were moved.
+fn flush(
+    runtime: &tokio::runtime::Handle,
+    producer: &FutureProducer,
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    dlq: &str,
+    batch: &mut Vec<Message>,
+    next: &mut HashMap<i32, i64>,
+) -> Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    runtime.block_on(produce::publish_batch(producer, config, batch))?;
+    let mut offsets = TopicPartitionList::new();
+    for (&partition, &offset) in next.iter() {
+        offsets
+            .add_partition_offset(dlq, partition, Offset::Offset(offset))
+            .map_err(|e| unavailable("cannot set an offset to commit", e))?;
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .map_err(|e| unavailable(format!("re-drive of `{dlq}` could not commit its offsets"), e))?;
+    let moved = batch.len() as u64;
+    batch.clear();
+    next.clear();
+    Ok(moved)
+}
