@@ -100,6 +100,7 @@ pub(crate) struct Settings {
     max_pending_requests: usize,
     /// Set with the builder; else the transport config's (both 1 MB by default).
     max_message_bytes: Option<usize>,
+    event_log: Option<crate::EventLog>,
 }
 
 impl Default for Settings {
@@ -114,6 +115,7 @@ impl Default for Settings {
             concurrency: 16,
             max_pending_requests: 65_536,
             max_message_bytes: None,
+            event_log: None,
         }
     }
 }
@@ -212,6 +214,13 @@ impl<T> BusBuilder<T> {
     /// [`MemoryConfig::max_message_bytes`]: crate::memory::MemoryConfig::max_message_bytes
     pub fn max_message_bytes(mut self, limit: usize) -> Self {
         self.settings.max_message_bytes = Some(limit.max(1));
+        self
+    }
+
+    /// Records every message this instance publishes and every message its
+    /// handlers are handed in `log` (see [`EventLog`](crate::EventLog)).
+    pub fn event_log(mut self, log: crate::EventLog) -> Self {
+        self.settings.event_log = Some(log);
         self
     }
 
@@ -369,7 +378,7 @@ impl Bus {
         core.check_open()?;
         core.ensure_topic::<T>().await?;
         let message = core.message(message, None, headers)?;
-        core.transport.publish(message).await
+        core.publish(message).await
     }
 
     /// Publishes several messages of one topic, in order.
@@ -395,7 +404,7 @@ impl Bus {
             .into_iter()
             .map(|message| core.message(message, None, Headers::new()))
             .collect::<Result<Vec<_>>>()?;
-        core.transport.publish_batch(messages).await
+        core.publish_batch(messages).await
     }
 
     /// Publishes bytes and headers as they are, to any topic. Consumers of a
@@ -419,12 +428,11 @@ impl Bus {
             message.headers,
             &core.service,
         );
-        core.transport
-            .publish(Message {
-                meta: Arc::new(meta),
-                payload: Payload::Bytes(message.payload.into()),
-            })
-            .await
+        core.publish(Message {
+            meta: Arc::new(meta),
+            payload: Payload::Bytes(message.payload.into()),
+        })
+        .await
     }
 
     /// Registers an event handler in its consumer group.
@@ -539,8 +547,12 @@ impl Bus {
         core.closed.store(true, Ordering::Release);
         core.pending.close_all();
         core.transport.close(&core.inbox).await;
+        let synced = match core.event_log() {
+            Some(log) => log.sync().await,
+            None => Ok(()),
+        };
         if finished {
-            Ok(())
+            synced
         } else {
             Err(Error::Timeout {
                 topic: "(shutdown)".to_owned(),
@@ -588,6 +600,40 @@ impl BusCore {
             self.transport.ensure_topic(T::NAME, T::PARTITIONS).await?;
         }
         Ok(())
+    }
+
+    /// Publishes through the transport; with an event log, records the
+    /// message once the transport took it.
+    async fn publish(&self, message: Message) -> Result<()> {
+        let Some(log) = self.event_log() else {
+            return self.transport.publish(message).await;
+        };
+        let logged = message.clone();
+        self.transport.publish(message).await?;
+        if let Some(wait) = log.published(&logged) {
+            wait.await;
+        }
+        Ok(())
+    }
+
+    /// [`BusCore::publish`] for several messages, pipelined.
+    async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+        let Some(log) = self.event_log() else {
+            return self.transport.publish_batch(messages).await;
+        };
+        let logged = messages.clone();
+        self.transport.publish_batch(messages).await?;
+        for message in &logged {
+            if let Some(wait) = log.published(message) {
+                wait.await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The event log, when this instance keeps one.
+    pub(crate) fn event_log(&self) -> Option<&crate::EventLog> {
+        self.settings.event_log.as_ref()
     }
 
     /// The bus this core belongs to, while it is open.
@@ -1064,7 +1110,7 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
                 .expect("requests carry a correlation id");
             core.ensure_topic::<T>().await?;
             let (mut guard, reply) = core.pending.register(id)?;
-            core.transport.publish(message).await?;
+            core.publish(message).await?;
             let reply = match tokio::time::timeout(limit, reply).await {
                 Ok(Ok(reply)) => {
                     // `Pending::complete` removed the entry to send the reply.

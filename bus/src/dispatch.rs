@@ -307,6 +307,11 @@ impl<I: Invoke> Member for HandlerMember<I> {
             let Some(_slot) = self.slots.acquire().await else {
                 return Err(message);
             };
+            if let Some(log) = self.core.event_log() {
+                if let Some(wait) = log.delivered(&message, &self.group) {
+                    wait.await;
+                }
+            }
             self.handle(&message).await;
             Ok(())
         })

@@ -34,9 +34,11 @@
 
 mod bus;
 pub mod codec;
+mod config;
 mod context;
 mod dispatch;
 mod error;
+mod event_log;
 mod handler;
 mod hash;
 #[cfg(feature = "kafka")]
@@ -57,8 +59,10 @@ pub mod __private;
 pub use crate::bus::{
     Bus, BusBuilder, BusStats, RawHandler, RawRequestCall, RequestCall, Subscribe,
 };
+pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
+pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};
 pub use crate::handler::{Handler, HandlerOptions};
 pub use crate::message::{header, Headers, MessageId, RawMessage};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};

@@ -100,6 +100,7 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
             if core.transport.has_consumers(&topic) == Some(false) {
                 return Err(Error::NoResponders { topic });
             }
+            crate::limit::check_size(&topic, payload.len(), core.max_message_bytes)?;
             let limit = self.timeout.unwrap_or(core.settings.request_timeout);
             let has_id = headers.get(wire::ce::ID).is_some();
             let mut meta = wire::meta(Cow::Owned(topic.clone()), key, headers, &core.service);
@@ -114,7 +115,7 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
                 payload: Payload::Bytes(payload.into()),
             };
             let (mut guard, reply) = core.pending.register(correlation)?;
-            core.transport.publish(message).await?;
+            core.publish(message).await?;
             let reply = match tokio::time::timeout(limit, reply).await {
                 Ok(Ok(reply)) => {
                     // `Pending::complete` removed the entry to send the reply.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+use crate::config::is_secret;
+
 /// Settings of the Kafka transport.
 ///
 /// ```
@@ -136,23 +138,6 @@ impl KafkaConfig {
         }
         config
     }
-}
-
-/// Whether a librdkafka property holds a secret.
-pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "jaas",
-        "token",
-        "key.pem",
-        "ssl.key",
-        "keystore",
-        "credential",
-    ]
-    .iter()
-    .any(|needle| key.contains(needle))
 }
 
 impl fmt::Debug for KafkaConfig {

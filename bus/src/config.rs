@@ -1,0 +1,1103 @@
+//! Bus settings from the environment, YAML or TOML files, or code.
+//!
+//! [`BusConfig`] holds every setting [`Bus::connect`](crate::Bus::connect)
+//! needs to build a bus. Load it from environment variables with a prefix,
+//! from a configuration file whose bus settings sit under a `bus` key, or
+//! both (the environment overrides the file); or deserialize it with serde
+//! as part of your own configuration.
+//!
+//! ```
+//! use topicbus::{Bus, BusConfig, BusType};
+//!
+//! # async fn demo() -> topicbus::Result<()> {
+//! // The Go service's variables: RICE_BUS_TYPE, RICE_KAFKA_BROKERS, ...
+//! let config = BusConfig::loader()
+//!     .env_prefix("RICE")
+//!     .env_vars([("RICE_BUS_TYPE", "memory"), ("RICE_KAFKA_GROUP", "search")])
+//!     .load()?;
+//! assert_eq!(config.bus_type, BusType::Memory);
+//! assert_eq!(config.service_name(), "search");
+//! let bus = Bus::connect(config).await?;
+//! bus.shutdown().await?;
+//! # Ok(()) }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+//! ```
+//!
+//! Loading is layered with the [`config`](https://docs.rs/config) crate:
+//! defaults, then each file in the order given, then the environment.
+//! Every loaded configuration is validated; an error names the key as the
+//! user wrote it (`RICE_BUS_TYPE`, or `bus.type` and the file) and the value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::config::{ConfigError, Source, Value, ValueKind};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::memory::{MemoryBroker, MemoryConfig};
+use crate::{Bus, BusBuilder, EventLog};
+
+/// The environment prefix of [`BusConfig::from_env`].
+pub const DEFAULT_ENV_PREFIX: &str = "TOPICBUS";
+
+/// Every key of a `bus` block, in the order the README lists them.
+const KEYS: &[&str] = &[
+    "type",
+    "service",
+    "kafka_brokers",
+    "kafka_group",
+    "event_log_enabled",
+    "event_log_path",
+    "event_log_flush_interval",
+    "request_timeout",
+    "shutdown_timeout",
+    "retries",
+    "max_pending_requests",
+    "fallback_to_memory",
+    "memory_partitions",
+    "memory_queue_capacity",
+    "kafka_provision_topics",
+    "kafka_partitions",
+    "kafka_replication_factor",
+    "kafka_delivery_timeout",
+    "kafka_connect_timeout",
+    "kafka_join_timeout",
+    "kafka_go_envelope",
+    "kafka_properties",
+];
+
+/// Which transport a [`BusConfig`] asks for (the Go service's `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BusType {
+    /// The in-process memory transport (the default).
+    #[default]
+    Memory,
+    /// Kafka; needs the `kafka` feature.
+    Kafka,
+}
+
+impl fmt::Display for BusType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusType::Memory => "memory",
+            BusType::Kafka => "kafka",
+        })
+    }
+}
+
+impl std::str::FromStr for BusType {
+    type Err = String;
+
+    /// `memory` or `kafka`, in any case.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "memory" => Ok(BusType::Memory),
+            "kafka" => Ok(BusType::Kafka),
+            _ => Err(format!("`{text}`: expected memory or kafka")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BusType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Everything needed to build a bus, with the Go service's key names.
+///
+/// Load it with [`BusConfig::from_env`], [`BusConfig::from_env_prefixed`],
+/// [`BusConfig::load`] or [`BusConfig::loader`]; build it in code from
+/// [`BusConfig::default`]; or deserialize it with serde. Then
+/// [`Bus::connect`](crate::Bus::connect) builds the bus.
+///
+/// Each field documents its file key (under `bus:`) and its environment
+/// variable for the prefix `RICE` (`TOPICBUS_...` for [`BusConfig::from_env`]).
+/// Durations are written like `30s`, `250ms` or `1m 30s`.
+///
+/// `Debug` output shows every setting except the values of secret Kafka
+/// properties (passwords, keys, tokens, JAAS configuration).
+///
+/// ```
+/// use std::time::Duration;
+/// use topicbus::{BusConfig, BusType};
+///
+/// let mut config = BusConfig::default();
+/// config.bus_type = BusType::Kafka;
+/// config.kafka_brokers = vec!["broker-1:9092".into()];
+/// config.request_timeout = Duration::from_secs(5);
+/// config.kafka_properties.insert("sasl.password".into(), "hunter2".into());
+/// config.validate()?;
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// # Ok::<(), topicbus::Error>(())
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BusConfig {
+    /// `type` / `RICE_BUS_TYPE`: `memory` (default) or `kafka`.
+    #[serde(rename = "type")]
+    pub bus_type: BusType,
+    /// `service` / `RICE_SERVICE`: the service name, `ce_source` of what the
+    /// bus publishes and the prefix of its default consumer groups. Default:
+    /// `kafka_group`, else `topicbus`.
+    pub service: Option<String>,
+    /// `kafka_brokers` / `RICE_KAFKA_BROKERS`: `host:port` of the brokers; a
+    /// comma-separated string or a list. Required when the type is `kafka`.
+    #[serde(deserialize_with = "brokers")]
+    pub kafka_brokers: Vec<String>,
+    /// `kafka_group` / `RICE_KAFKA_GROUP`: the Go bus's consumer group. It is
+    /// the service name when `service` is not set, so default groups become
+    /// `{kafka_group}.{handler}`.
+    pub kafka_group: Option<String>,
+    /// `event_log_enabled` / `RICE_EVENT_LOG_ENABLED`: append every published
+    /// and delivered message to the event log (default false).
+    pub event_log_enabled: bool,
+    /// `event_log_path` / `RICE_EVENT_LOG_PATH`: the event log file; required
+    /// when the event log is enabled.
+    pub event_log_path: Option<PathBuf>,
+    /// `event_log_flush_interval` / `RICE_EVENT_LOG_FLUSH_INTERVAL`: longest
+    /// time a recorded line waits before it is written to the file while
+    /// messages keep coming (default 100 ms). See
+    /// [`EventLog`](crate::EventLog).
+    #[serde(deserialize_with = "duration")]
+    pub event_log_flush_interval: Duration,
+    /// `request_timeout` / `RICE_REQUEST_TIMEOUT`: how long a request waits
+    /// for its reply (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// `shutdown_timeout` / `RICE_SHUTDOWN_TIMEOUT`: how long a graceful
+    /// shutdown waits for in-flight handlers (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// `retries` / `RICE_RETRIES`: retries of a failing event handler before
+    /// the message is dead-lettered (default 3).
+    pub retries: u32,
+    /// `max_pending_requests` / `RICE_MAX_PENDING_REQUESTS`: most requests
+    /// waiting for a reply at once (default 65 536).
+    pub max_pending_requests: usize,
+    /// `fallback_to_memory` / `RICE_FALLBACK_TO_MEMORY`: when the type is
+    /// `kafka` and no broker answers within the connect timeout, run on the
+    /// memory transport instead, with a warning (default false: fail).
+    pub fallback_to_memory: bool,
+    /// `memory_partitions` / `RICE_MEMORY_PARTITIONS`: partitions of memory
+    /// topics that do not set `partitions = N` (default 8).
+    pub memory_partitions: usize,
+    /// `memory_queue_capacity` / `RICE_MEMORY_QUEUE_CAPACITY`: messages each
+    /// group queues per partition before publishers wait (default 1024).
+    pub memory_queue_capacity: usize,
+    /// `kafka_provision_topics` / `RICE_KAFKA_PROVISION_TOPICS`: create
+    /// missing topics (default true).
+    pub kafka_provision_topics: bool,
+    /// `kafka_partitions` / `RICE_KAFKA_PARTITIONS`: partitions of created
+    /// topics that do not set `partitions = N` (default 3).
+    pub kafka_partitions: i32,
+    /// `kafka_replication_factor` / `RICE_KAFKA_REPLICATION_FACTOR`:
+    /// replication factor of created topics (default 1).
+    pub kafka_replication_factor: i32,
+    /// `kafka_delivery_timeout` / `RICE_KAFKA_DELIVERY_TIMEOUT`: how long a
+    /// publish may wait for the broker's acknowledgement (default 30 s).
+    #[serde(deserialize_with = "duration")]
+    pub kafka_delivery_timeout: Duration,
+    /// `kafka_connect_timeout` / `RICE_KAFKA_CONNECT_TIMEOUT`: how long
+    /// connecting waits for a broker to answer (default 10 s).
+    #[serde(deserialize_with = "duration")]
+    pub kafka_connect_timeout: Duration,
+    /// `kafka_join_timeout` / `RICE_KAFKA_JOIN_TIMEOUT`: how long a new
+    /// subscription waits for its partitions (default 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub kafka_join_timeout: Duration,
+    /// `kafka_go_envelope` / `RICE_KAFKA_GO_ENVELOPE`: read and write the Go
+    /// bus's JSON envelope (default false).
+    pub kafka_go_envelope: bool,
+    /// `kafka_properties` / `RICE_KAFKA_PROPERTIES__{NAME}`: librdkafka
+    /// properties passed through to every client. In a file, a map of
+    /// property names (`sasl.username: app`); in the environment, one
+    /// variable per property with the name's dots written as `_`
+    /// (`RICE_KAFKA_PROPERTIES__SASL_USERNAME=app`).
+    #[serde(deserialize_with = "properties")]
+    pub kafka_properties: BTreeMap<String, String>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            bus_type: BusType::Memory,
+            service: None,
+            kafka_brokers: Vec::new(),
+            kafka_group: None,
+            event_log_enabled: false,
+            event_log_path: None,
+            event_log_flush_interval: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            retries: 3,
+            max_pending_requests: 65_536,
+            fallback_to_memory: false,
+            memory_partitions: 8,
+            memory_queue_capacity: 1024,
+            kafka_provision_topics: true,
+            kafka_partitions: 3,
+            kafka_replication_factor: 1,
+            kafka_delivery_timeout: Duration::from_secs(30),
+            kafka_connect_timeout: Duration::from_secs(10),
+            kafka_join_timeout: Duration::from_secs(60),
+            kafka_go_envelope: false,
+            kafka_properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl BusConfig {
+    /// Loads from the environment variables with the prefix `TOPICBUS`
+    /// (`TOPICBUS_BUS_TYPE`, `TOPICBUS_KAFKA_BROKERS`, ...) and validates.
+    pub fn from_env() -> Result<BusConfig> {
+        Self::from_env_prefixed(DEFAULT_ENV_PREFIX)
+    }
+
+    /// Loads from the environment variables with `prefix` and validates.
+    /// With `RICE`, the Go service's variables work unchanged:
+    /// `RICE_BUS_TYPE`, `RICE_KAFKA_BROKERS`, `RICE_KAFKA_GROUP`,
+    /// `RICE_EVENT_LOG_ENABLED`, `RICE_EVENT_LOG_PATH`.
+    pub fn from_env_prefixed(prefix: &str) -> Result<BusConfig> {
+        Self::loader().env_prefix(prefix).load()
+    }
+
+    /// Loads the `bus` block of a YAML or TOML file (by its extension), then
+    /// the environment variables with `prefix` on top, and validates.
+    pub fn load(path: impl AsRef<Path>, prefix: &str) -> Result<BusConfig> {
+        Self::loader().file(path).env_prefix(prefix).load()
+    }
+
+    /// A loader for other combinations of sources.
+    pub fn loader() -> ConfigLoader {
+        ConfigLoader::default()
+    }
+
+    /// The service name: `service`, else `kafka_group`, else `topicbus`.
+    pub fn service_name(&self) -> &str {
+        self.service
+            .as_deref()
+            .or(self.kafka_group.as_deref())
+            .unwrap_or("topicbus")
+    }
+
+    /// Checks the settings; the error names the first wrong key (as in a
+    /// file's `bus` block) and its value. The loaders call it.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, message)| Error::Config {
+            key: key.to_owned(),
+            message,
+        })
+    }
+
+    /// The memory transport's settings.
+    pub fn memory_config(&self) -> MemoryConfig {
+        MemoryConfig::default()
+            .partitions(self.memory_partitions)
+            .queue_capacity(self.memory_queue_capacity)
+    }
+
+    /// The Kafka transport's settings.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_config(&self) -> crate::kafka::KafkaConfig {
+        let mut config = crate::kafka::KafkaConfig::new(self.kafka_brokers.join(","))
+            .provision_topics(self.kafka_provision_topics)
+            .default_partitions(self.kafka_partitions)
+            .replication_factor(self.kafka_replication_factor)
+            .delivery_timeout(self.kafka_delivery_timeout)
+            .connect_timeout(self.kafka_connect_timeout)
+            .join_timeout(self.kafka_join_timeout)
+            .go_envelope(self.kafka_go_envelope);
+        for (key, value) in &self.kafka_properties {
+            config = config.set(key, value);
+        }
+        config
+    }
+
+    /// The first wrong setting, as its key and what is wrong.
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if self.bus_type == BusType::Kafka {
+            if cfg!(not(feature = "kafka")) {
+                return Err(("type", NO_KAFKA.to_owned()));
+            }
+            if self.kafka_brokers.is_empty() {
+                return Err((
+                    "kafka_brokers",
+                    "no broker given: the type is kafka, so at least one host:port is needed"
+                        .to_owned(),
+                ));
+            }
+        }
+        if let Some(bad) = self.kafka_brokers.iter().find(|b| !valid_broker(b)) {
+            return Err((
+                "kafka_brokers",
+                format!("`{bad}`: expected host:port (a comma-separated list of them)"),
+            ));
+        }
+        if self.event_log_enabled
+            && self
+                .event_log_path
+                .as_ref()
+                .is_none_or(|path| path.as_os_str().is_empty())
+        {
+            return Err((
+                "event_log_path",
+                "not set: the event log is enabled, so it needs a file path".to_owned(),
+            ));
+        }
+        let positive_durations = [
+            ("request_timeout", self.request_timeout),
+            ("kafka_delivery_timeout", self.kafka_delivery_timeout),
+            ("kafka_connect_timeout", self.kafka_connect_timeout),
+            ("kafka_join_timeout", self.kafka_join_timeout),
+        ];
+        for (key, value) in positive_durations {
+            if value.is_zero() {
+                return Err((key, "`0s`: must be longer than zero".to_owned()));
+            }
+        }
+        let at_least_one = [
+            ("max_pending_requests", self.max_pending_requests as i64),
+            ("memory_partitions", self.memory_partitions as i64),
+            ("memory_queue_capacity", self.memory_queue_capacity as i64),
+            ("kafka_partitions", i64::from(self.kafka_partitions)),
+            (
+                "kafka_replication_factor",
+                i64::from(self.kafka_replication_factor),
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value < 1 {
+                return Err((key, format!("`{value}`: must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Bus {
+    /// Builds the bus `config` describes: validates it, opens the event log
+    /// if enabled, then runs on memory or connects to Kafka.
+    ///
+    /// When Kafka is asked for and no broker answers within
+    /// `kafka_connect_timeout`, this fails with [`Error::Unavailable`],
+    /// unless `fallback_to_memory` is set: then it logs a warning and runs
+    /// on the memory transport. A Kafka type in a build without the `kafka`
+    /// feature is an [`Error::Config`].
+    ///
+    /// ```
+    /// # async fn demo() -> topicbus::Result<()> {
+    /// use topicbus::{Bus, BusConfig};
+    ///
+    /// let bus = Bus::connect(BusConfig::from_env_prefixed("RICE")?).await?;
+    /// println!("service {}", bus.service());
+    /// bus.shutdown().await?;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    pub async fn connect(config: BusConfig) -> Result<Bus> {
+        config.validate()?;
+        let mut builder = Bus::builder()
+            .service(config.service_name())
+            .request_timeout(config.request_timeout)
+            .shutdown_timeout(config.shutdown_timeout)
+            .retries(config.retries)
+            .max_pending_requests(config.max_pending_requests);
+        if config.event_log_enabled {
+            let path = config
+                .event_log_path
+                .as_deref()
+                .expect("validated: an enabled event log has a path");
+            let log = EventLog::builder(path)
+                .flush_interval(config.event_log_flush_interval)
+                .open()?;
+            builder = builder.event_log(log);
+        }
+        match config.bus_type {
+            BusType::Memory => Ok(builder
+                .memory(MemoryBroker::new(config.memory_config()))
+                .build()),
+            BusType::Kafka => connect_kafka(builder, &config).await,
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn connect_kafka(builder: BusBuilder, config: &BusConfig) -> Result<Bus> {
+    match builder.clone().kafka(config.kafka_config()).connect().await {
+        Err(error @ Error::Unavailable { .. }) if config.fallback_to_memory => {
+            tracing::warn!(
+                %error,
+                "Kafka is unreachable; running on the memory transport (fallback_to_memory)"
+            );
+            Ok(builder
+                .memory(MemoryBroker::new(config.memory_config()))
+                .build())
+        }
+        connected => connected,
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn connect_kafka(_builder: BusBuilder, _config: &BusConfig) -> Result<Bus> {
+    Err(Error::Config {
+        key: "type".to_owned(),
+        message: NO_KAFKA.to_owned(),
+    })
+}
+
+/// Why the Kafka type is refused without the `kafka` feature.
+const NO_KAFKA: &str =
+    "`kafka`: this build of topicbus has no Kafka transport (enable the `kafka` feature)";
+
+/// `host:port`, with a non-empty host and a port number.
+fn valid_broker(broker: &str) -> bool {
+    match broker.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+impl fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .kafka_properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret(key) { "<redacted>" } else { value };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("BusConfig")
+            .field("bus_type", &self.bus_type)
+            .field("service", &self.service)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_group", &self.kafka_group)
+            .field("event_log_enabled", &self.event_log_enabled)
+            .field("event_log_path", &self.event_log_path)
+            .field("event_log_flush_interval", &self.event_log_flush_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("retries", &self.retries)
+            .field("max_pending_requests", &self.max_pending_requests)
+            .field("fallback_to_memory", &self.fallback_to_memory)
+            .field("memory_partitions", &self.memory_partitions)
+            .field("memory_queue_capacity", &self.memory_queue_capacity)
+            .field("kafka_provision_topics", &self.kafka_provision_topics)
+            .field("kafka_partitions", &self.kafka_partitions)
+            .field("kafka_replication_factor", &self.kafka_replication_factor)
+            .field("kafka_delivery_timeout", &self.kafka_delivery_timeout)
+            .field("kafka_connect_timeout", &self.kafka_connect_timeout)
+            .field("kafka_join_timeout", &self.kafka_join_timeout)
+            .field("kafka_go_envelope", &self.kafka_go_envelope)
+            .field("kafka_properties", &properties)
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret whose value must never be
+/// shown: every `sasl.*` property, and any whose name speaks of a password,
+/// secret, token, key or credential.
+pub(crate) fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.starts_with("sasl.")
+        || [
+            "password",
+            "secret",
+            "jaas",
+            "token",
+            "key.pem",
+            "ssl.key",
+            "keystore",
+            "credential",
+        ]
+        .iter()
+        .any(|needle| key.contains(needle))
+}
+
+/// Loads a [`BusConfig`] from files and the environment, in layers.
+///
+/// Layers, each overriding the ones before: the defaults, each file in the
+/// order given (its `bus` block; the rest of the file is left to the
+/// application), then the environment variables with the prefix.
+///
+/// Environment variables are `{PREFIX}_{KEY}` with the key in upper case
+/// (`RICE_KAFKA_BROKERS`), except the type, which is `{PREFIX}_BUS_TYPE`
+/// as in the Go service; Kafka properties are
+/// `{PREFIX}_KAFKA_PROPERTIES__{NAME}`. Other variables with the prefix
+/// are left alone (the application's own settings may share it); empty
+/// variables count as unset. In a file, an unknown key in the `bus` block
+/// is an error.
+///
+/// ```
+/// use topicbus::{BusConfig, BusType};
+///
+/// let dir = std::env::temp_dir().join(format!("topicbus-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("rice.yaml");
+/// std::fs::write(&path, "bus:\n  type: kafka\n  kafka_brokers: [\"k1:9092\"]\n").unwrap();
+/// let config = BusConfig::loader()
+///     .file(&path)
+///     .env_prefix("RICE")
+///     .env_vars([("RICE_KAFKA_BROKERS", "k2:9092,k3:9092")])
+///     .load();
+/// # if cfg!(feature = "kafka") {
+/// let config = config?;
+/// assert_eq!(config.bus_type, BusType::Kafka);
+/// assert_eq!(config.kafka_brokers, ["k2:9092", "k3:9092"]);
+/// # }
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), topicbus::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ConfigLoader {
+    files: Vec<PathBuf>,
+    env_prefix: Option<String>,
+    env_vars: Option<::config::Map<String, String>>,
+}
+
+impl ConfigLoader {
+    /// Adds a YAML (`.yaml`, `.yml`) or TOML (`.toml`) file; it must exist.
+    pub fn file(mut self, path: impl AsRef<Path>) -> Self {
+        self.files.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Reads the environment variables starting with `{prefix}_`.
+    pub fn env_prefix(mut self, prefix: &str) -> Self {
+        self.env_prefix = Some(prefix.trim_end_matches('_').to_owned());
+        self
+    }
+
+    /// Reads these variables instead of the process environment (for tests
+    /// and tools); needs [`ConfigLoader::env_prefix`] too.
+    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env_vars = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// Loads and validates.
+    pub fn load(self) -> Result<BusConfig> {
+        let origins = Origins::default();
+        let mut builder = ::config::Config::builder();
+        for path in &self.files {
+            builder = builder.add_source(FileLayer {
+                path: path.clone(),
+                origins: origins.clone(),
+            });
+        }
+        if let Some(prefix) = &self.env_prefix {
+            builder = builder.add_source(EnvLayer {
+                prefix: prefix.clone(),
+                vars: self.env_vars.clone(),
+                origins: origins.clone(),
+            });
+        }
+        let merged = builder.build();
+        // The layers recorded where each key came from while `build` read them.
+        let names = Names {
+            prefix: self.env_prefix,
+            origins: origins.0.lock().expect("poisoned").clone(),
+        };
+        let merged = merged.map_err(|e| names.translate(e))?;
+        let config = match merged.get::<Value>("bus") {
+            Ok(value) => BusConfig::deserialize(value).map_err(|e| names.translate(e))?,
+            Err(ConfigError::NotFound(_)) => BusConfig::default(),
+            Err(other) => return Err(names.translate(other)),
+        };
+        config
+            .check()
+            .map_err(|(key, message)| names.error(key, message))?;
+        Ok(config)
+    }
+}
+
+/// Where a key's value came from, to name it as the user wrote it.
+#[derive(Debug, Clone)]
+enum Origin {
+    Env(String),
+    File(PathBuf),
+}
+
+/// The origin of each key, filled in by the layers as they are read.
+#[derive(Debug, Clone, Default)]
+struct Origins(Arc<Mutex<HashMap<String, Origin>>>);
+
+impl Origins {
+    fn record(&self, key: &str, origin: Origin) {
+        self.0
+            .lock()
+            .expect("poisoned")
+            .insert(key.to_owned(), origin);
+    }
+}
+
+/// Names keys in errors as the user wrote them.
+struct Names {
+    prefix: Option<String>,
+    origins: HashMap<String, Origin>,
+}
+
+impl Names {
+    /// An error about `key` (of the `bus` block).
+    fn error(&self, key: &str, message: impl fmt::Display) -> Error {
+        match self.origins.get(key) {
+            Some(Origin::Env(var)) => Error::Config {
+                key: var.clone(),
+                message: message.to_string(),
+            },
+            Some(Origin::File(path)) => Error::Config {
+                key: format!("bus.{key}"),
+                message: format!("{message} (in {})", path.display()),
+            },
+            None => Error::Config {
+                key: match &self.prefix {
+                    Some(prefix) => env_var(prefix, key),
+                    None => key.to_owned(),
+                },
+                message: message.to_string(),
+            },
+        }
+    }
+
+    fn translate(&self, error: ConfigError) -> Error {
+        match error {
+            ConfigError::Foreign(cause) => match cause.downcast::<Reported>() {
+                Ok(reported) => reported.0,
+                Err(cause) => Error::Config {
+                    key: "configuration file".to_owned(),
+                    message: cause.to_string(),
+                },
+            },
+            ConfigError::FileParse { uri, cause } => Error::Config {
+                key: uri.unwrap_or_else(|| "configuration file".to_owned()),
+                message: cause.to_string(),
+            },
+            ConfigError::Type {
+                unexpected,
+                expected,
+                key,
+                ..
+            } => self.error(
+                &top_key(key.as_deref()),
+                format!("{unexpected}: expected {expected}"),
+            ),
+            ConfigError::At { error, key, .. } => {
+                self.error(&top_key(key.as_deref()), error.to_string())
+            }
+            other => Error::Config {
+                key: "bus".to_owned(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// The key of the `bus` block a config-rs key path (`kafka_brokers[1]`,
+/// `kafka_properties.acks`) starts with.
+fn top_key(path: Option<&str>) -> String {
+    let path = path.unwrap_or("bus");
+    let end = path.find(['.', '[']).unwrap_or(path.len());
+    path[..end].to_owned()
+}
+
+/// The environment variable of `key` for `prefix`.
+fn env_var(prefix: &str, key: &str) -> String {
+    match key {
+        "type" => format!("{prefix}_BUS_TYPE"),
+        "kafka_properties" => format!("{prefix}_KAFKA_PROPERTIES__*"),
+        key => format!("{prefix}_{}", key.to_ascii_uppercase()),
+    }
+}
+
+/// An error already in topicbus's terms, carried through config-rs.
+#[derive(Debug)]
+struct Reported(Error);
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn reported(error: Error) -> ConfigError {
+    ConfigError::Foreign(Box::new(Reported(error)))
+}
+
+/// The `bus` block of a file, as config-rs reads it, with the keys checked
+/// and Kafka property names in their environment form (`sasl_username`),
+/// so that a file and the environment set the same property.
+#[derive(Debug, Clone)]
+struct FileLayer {
+    path: PathBuf,
+    origins: Origins,
+}
+
+impl Source for FileLayer {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> std::result::Result<::config::Map<String, Value>, ConfigError> {
+        let file_error = |message: String| {
+            reported(Error::Config {
+                key: self.path.display().to_string(),
+                message,
+            })
+        };
+        if !self.path.is_file() {
+            return Err(file_error("no such configuration file".to_owned()));
+        }
+        let mut root = ::config::File::from(self.path.as_path())
+            .collect()
+            .map_err(|error| match error {
+                ConfigError::FileParse { cause, .. } => file_error(cause.to_string()),
+                other => other,
+            })?;
+        let Some(block) = root.remove("bus") else {
+            return Ok(::config::Map::new());
+        };
+        let origin = block.origin().map(str::to_owned);
+        let block = block.into_table().map_err(|_| {
+            file_error("`bus` must be a table of settings (the Go service's `bus:` block)".into())
+        })?;
+        let mut out = ::config::Map::new();
+        for (key, value) in block {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(reported(Error::Config {
+                    key: format!("bus.{key}"),
+                    message: format!(
+                        "unknown key (in {}); the keys are: {}",
+                        self.path.display(),
+                        KEYS.join(", ")
+                    ),
+                }));
+            }
+            let value = if key == "kafka_properties" {
+                match value.kind {
+                    ValueKind::Table(properties) => {
+                        let properties: ::config::Map<String, Value> = properties
+                            .into_iter()
+                            .map(|(name, value)| (name.replace('.', "_"), value))
+                            .collect();
+                        Value::new(origin.as_ref(), properties)
+                    }
+                    other => Value::new(origin.as_ref(), other),
+                }
+            } else {
+                value
+            };
+            self.origins.record(&key, Origin::File(self.path.clone()));
+            out.insert(format!("bus.{key}"), value);
+        }
+        Ok(out)
+    }
+}
+
+/// The environment variables with a prefix, as config-rs reads them,
+/// renamed to the keys of the `bus` block.
+#[derive(Debug, Clone)]
+struct EnvLayer {
+    prefix: String,
+    vars: Option<::config::Map<String, String>>,
+    origins: Origins,
+}
+
+impl Source for EnvLayer {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> std::result::Result<::config::Map<String, Value>, ConfigError> {
+        let vars = ::config::Environment::with_prefix(&self.prefix)
+            .prefix_separator("_")
+            .separator("__")
+            .ignore_empty(true)
+            .source(self.vars.clone())
+            .collect()?;
+        let mut out = ::config::Map::new();
+        for (name, value) in vars {
+            let (key, rest) = match name.split_once('.') {
+                Some((key, rest)) => (key, Some(rest)),
+                None => (name.as_str(), None),
+            };
+            let key = match key {
+                "bus_type" => "type",
+                // `{PREFIX}_TYPE` is not the Go service's name for it.
+                "type" => continue,
+                key => key,
+            };
+            let nested_ok = key == "kafka_properties";
+            if !KEYS.contains(&key) || (rest.is_some() && !nested_ok) {
+                continue;
+            }
+            self.origins
+                .record(key, Origin::Env(env_var(&self.prefix, key)));
+            let path = match rest {
+                Some(rest) => format!("bus.{key}.{rest}"),
+                None => format!("bus.{key}"),
+            };
+            out.insert(path, value);
+        }
+        Ok(out)
+    }
+}
+
+/// A duration written like `30s`, `250ms` or `1m 30s`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Duration, D::Error> {
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as `30s`, `250ms` or `1m 30s`")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Duration, E> {
+            humantime::parse_duration(text.trim()).map_err(|error| {
+                E::custom(format!(
+                    "`{text}`: expected a duration such as `30s`, `250ms` or `1m 30s` ({error})"
+                ))
+            })
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Duration, E> {
+            Err(E::custom(format!(
+                "`{n}`: a duration needs a unit, such as `{n}s` or `{n}ms`"
+            )))
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Duration, E> {
+            Err(E::custom(format!(
+                "`{n}`: expected a duration such as `30s`, `250ms` or `1m 30s`"
+            )))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> std::result::Result<Duration, E> {
+            Err(E::custom(format!(
+                "`{n}`: expected a duration such as `30s`, `250ms` or `1m 30s`"
+            )))
+        }
+    }
+
+    deserializer.deserialize_any(DurationVisitor)
+}
+
+/// Brokers as a comma-separated string or a list (of strings that may
+/// themselves be comma-separated).
+fn brokers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    struct BrokersVisitor;
+
+    fn split(text: &str, into: &mut Vec<String>) {
+        into.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(str::to_owned),
+        );
+    }
+
+    impl<'de> Visitor<'de> for BrokersVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("host:port, comma-separated, or a list of them")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Vec<String>, E> {
+            let mut out = Vec::new();
+            split(text, &mut out);
+            Ok(out)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Vec<String>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                split(&item, &mut out);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_any(BrokersVisitor)
+}
+
+/// librdkafka properties: a map of names to scalar values. Nested maps
+/// join their keys with `.`, and `_` in names becomes `.` (the environment
+/// form of a name; no librdkafka property set by value has a `_`).
+fn properties<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    /// A property value, or a nested map of them.
+    enum Node {
+        Leaf(String),
+        Map(Vec<(String, Node)>),
+    }
+
+    struct NodeVisitor;
+
+    impl<'de> Deserialize<'de> for Node {
+        fn deserialize<D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> std::result::Result<Self, D::Error> {
+            deserializer.deserialize_any(NodeVisitor)
+        }
+    }
+
+    impl<'de> Visitor<'de> for NodeVisitor {
+        type Value = Node;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a librdkafka property value (text, number or boolean)")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Node, E> {
+            Ok(Node::Leaf(text.to_owned()))
+        }
+
+        fn visit_bool<E: de::Error>(self, b: bool) -> std::result::Result<Node, E> {
+            Ok(Node::Leaf(b.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Node, E> {
+            Ok(Node::Leaf(n.to_string()))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> std::result::Result<Node, E> {
+            Ok(Node::Leaf(n.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> std::result::Result<Node, E> {
+            Ok(Node::Leaf(n.to_string()))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Node, A::Error> {
+            let mut entries = Vec::new();
+            while let Some((key, value)) = map.next_entry::<String, Node>()? {
+                entries.push((key, value));
+            }
+            Ok(Node::Map(entries))
+        }
+    }
+
+    fn flatten(prefix: &str, node: Node, out: &mut BTreeMap<String, String>) {
+        match node {
+            Node::Leaf(value) => {
+                out.insert(prefix.replace('_', "."), value);
+            }
+            Node::Map(entries) => {
+                for (key, value) in entries {
+                    let name = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    flatten(&name, value, out);
+                }
+            }
+        }
+    }
+
+    let mut out = BTreeMap::new();
+    match Node::deserialize(deserializer)? {
+        Node::Leaf(_) => {
+            return Err(de::Error::custom(
+                "expected a map of librdkafka property names to values",
+            ))
+        }
+        root => flatten("", root, &mut out),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_a_field() {
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for key in KEYS {
+            let value = match *key {
+                "type" => "memory",
+                "kafka_properties" => continue,
+                k if k.ends_with("timeout") || k.ends_with("interval") => "1s",
+                k if k.ends_with("enabled")
+                    || k.ends_with("topics")
+                    || k.ends_with("envelope")
+                    || k == "fallback_to_memory" =>
+                {
+                    "false"
+                }
+                "kafka_brokers" => "h:1",
+                "service" | "kafka_group" | "event_log_path" => "x",
+                _ => "2",
+            };
+            vars.push((env_var("T", key), value.to_owned()));
+        }
+        vars.push(("T_KAFKA_PROPERTIES__CLIENT_ID".into(), "c".into()));
+        let config = BusConfig::loader()
+            .env_prefix("T")
+            .env_vars(vars)
+            .load()
+            .expect("every key loads");
+        assert_eq!(config.retries, 2);
+        assert_eq!(config.kafka_properties["client.id"], "c");
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn defaults_match_the_kafka_config_defaults() {
+        let config = BusConfig {
+            kafka_brokers: vec!["b:9092".into()],
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            format!("{:?}", config.kafka_config()),
+            format!("{:?}", crate::kafka::KafkaConfig::new("b:9092"))
+        );
+    }
+
+    #[test]
+    fn secrets_are_recognised() {
+        for key in [
+            "sasl.password",
+            "sasl.jaas.config",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+        ] {
+            assert!(is_secret(key), "{key}");
+        }
+        assert!(!is_secret("client.id"));
+    }
+}

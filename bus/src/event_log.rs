@@ -1,0 +1,691 @@
+//! The event log: every published and every delivered message as one JSON
+//! line in a file, and replay of what was published. See [`EventLog`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{Codec as _, Json};
+use crate::dispatch::BoxFuture;
+use crate::error::{Error, Result};
+use crate::message::{header, Headers, Message, RawMessage};
+use crate::{wire, Bus};
+
+/// Lines waiting for the writer before recorders wait.
+const QUEUE_LINES: usize = 8192;
+/// The writer's buffer.
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// An append-only file of the messages a bus published and delivered.
+/// Cheap to clone; the file is closed (and synced) when the last clone is
+/// dropped.
+///
+/// Attach it with [`BusBuilder::event_log`](crate::BusBuilder::event_log),
+/// or set `event_log_enabled` and `event_log_path` in a
+/// [`BusConfig`](crate::BusConfig).
+///
+/// # Format
+///
+/// Each line is one JSON object:
+///
+/// ```json
+/// {"direction":"published","time":"2025-03-01T12:00:00.123456Z","topic":"index.chunk.created",
+///  "id":"0b6c…","key":"c-1","headers":{"ce_specversion":"1.0","ce_id":"0b6c…",…},
+///  "payload":{"chunk_id":"c-1","text":"hello"}}
+/// ```
+///
+/// - `direction`: `published` (this instance published it: `publish`,
+///   `publish_with`, `publish_batch`, `publish_raw`, or a request) or `delivered` (a handler
+///   of this instance was handed it; `group` names the consumer group).
+/// - `time`: when it was published (for `published`, the message's own
+///   time, `ce_time` with microseconds) or delivered.
+/// - `id`: the message id (`ce_id`).
+/// - `key`: the partition key as text, or `key_base64` when it is not UTF-8.
+/// - `headers`: every header as it travels on the wire (CloudEvents,
+///   `content-type`, `correlation_id`, `reply_to`, application headers), in
+///   order; values that are not UTF-8 go to `headers_base64` instead.
+/// - `payload`: the payload itself when its content type is
+///   `application/json` (byte for byte), else `payload_base64`: the encoded
+///   bytes in standard base64.
+///
+/// Replies to requests and dead letters are not recorded as published;
+/// the request and the delivery that failed are.
+///
+/// # Durability
+///
+/// Recording a line costs the publisher or the delivery one JSON encoding
+/// and a hand-off to a bounded queue (8192 lines); a background thread
+/// appends the lines to the file through a 64 KiB buffer. When the queue is
+/// full, publishers and deliveries wait for the writer, so the log never
+/// drops a line and memory stays bounded.
+///
+/// - The writer hands what it has buffered to the operating system
+///   (`write(2)`) as soon as its queue runs empty, and at the latest every
+///   `flush_interval` (default 100 ms) while lines keep coming.
+/// - It calls `fsync` (`File::sync_data`) on [`EventLog::sync`], on
+///   [`Bus::shutdown`], and when the last handle to the log is dropped.
+/// - So a crash of the process loses at most the lines still queued or
+///   buffered (recorded within about `flush_interval`); a crash of the
+///   machine also loses what the OS had not written back since the last
+///   `fsync`. A line cut short by a crash is skipped, with a warning, by
+///   replay; when the log is opened again, a newline is added after it so
+///   that new lines start clean.
+///
+/// # Replay
+///
+/// [`Bus::replay_event_log`] republishes the `published` lines at or after
+/// a time, in file order, as raw messages: the same bytes, key and headers
+/// (so the same `ce_id` and `ce_time`), without `reply_to` (the original
+/// requester's inbox is gone: a replayed request is answered on
+/// `{topic}.response`, as a Go request is).
+///
+/// # Example
+///
+/// ```
+/// use std::time::SystemTime;
+/// use serde::{Deserialize, Serialize};
+/// use topicbus::{Bus, EventLog, Topic};
+///
+/// #[derive(Clone, Serialize, Deserialize, Topic)]
+/// #[topic(name = "index.chunk.created")]
+/// struct ChunkCreated { chunk_id: String }
+///
+/// # async fn demo() -> topicbus::Result<()> {
+/// let path = std::env::temp_dir().join(format!("topicbus-doc-{}.jsonl", std::process::id()));
+/// let start = SystemTime::now();
+/// let bus = Bus::builder().event_log(EventLog::open(&path)?).build();
+/// bus.publish(&ChunkCreated { chunk_id: "c-1".into() }).await?;
+/// bus.shutdown().await?; // flushes and syncs the log
+///
+/// let fresh = Bus::memory();
+/// let replayed = fresh.replay_event_log(&path, start).await?;
+/// assert_eq!(replayed.published, 1);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    queue: mpsc::Sender<Command>,
+}
+
+enum Command {
+    Line(Vec<u8>),
+    Sync(oneshot::Sender<io::Result<()>>),
+}
+
+impl fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLog")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens an [`EventLog`] with non-default settings.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EventLogBuilder {
+    path: PathBuf,
+    flush_interval: Duration,
+}
+
+impl EventLogBuilder {
+    /// Longest time a line waits in the writer's buffer while lines keep
+    /// coming (default 100 ms); an idle writer writes at once.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Opens (creates, or appends to) the file and starts the writer.
+    /// Fails with [`Error::Config`] naming the path when it cannot be
+    /// opened for appending.
+    pub fn open(self) -> Result<EventLog> {
+        let cannot = |error: io::Error| Error::Config {
+            key: "event_log_path".to_owned(),
+            message: format!(
+                "`{}`: cannot open the event log: {error}",
+                self.path.display()
+            ),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&self.path)
+            .map_err(cannot)?;
+        if ends_in_a_torn_line(&mut file).map_err(cannot)? {
+            file.write_all(b"\n").map_err(cannot)?;
+        }
+        let (queue, lines) = mpsc::channel(QUEUE_LINES);
+        let writer = Writer {
+            path: self.path.clone(),
+            out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            flush_interval: self.flush_interval,
+            failing: false,
+        };
+        std::thread::Builder::new()
+            .name("topicbus-event-log".to_owned())
+            .spawn(move || writer.run(lines))
+            .map_err(cannot)?;
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                path: self.path,
+                queue,
+            }),
+        })
+    }
+}
+
+/// Whether a non-empty file does not end with a newline (a crash cut its
+/// last line short).
+fn ends_in_a_torn_line(file: &mut File) -> io::Result<bool> {
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+impl EventLog {
+    /// Opens (creates, or appends to) the log at `path` with the default
+    /// settings.
+    pub fn open(path: impl AsRef<Path>) -> Result<EventLog> {
+        Self::builder(path).open()
+    }
+
+    /// A builder for a log at `path` with other settings.
+    pub fn builder(path: impl AsRef<Path>) -> EventLogBuilder {
+        EventLogBuilder {
+            path: path.as_ref().to_path_buf(),
+            flush_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Waits until every line recorded so far is written and synced to
+    /// disk (`fsync`).
+    pub async fn sync(&self) -> Result<()> {
+        let (done, synced) = oneshot::channel();
+        let failed = |message: String, source: Option<crate::BoxError>| Error::Unavailable {
+            message: format!("event log `{}`: {message}", self.inner.path.display()),
+            source,
+        };
+        if self.inner.queue.send(Command::Sync(done)).await.is_err() {
+            return Err(failed("the writer has stopped".to_owned(), None));
+        }
+        match synced.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(failed(
+                format!("could not write and sync: {error}"),
+                Some(Box::new(error)),
+            )),
+            Err(_) => Err(failed("the writer has stopped".to_owned(), None)),
+        }
+    }
+
+    /// Records a message this instance published. `Some` when the writer's
+    /// queue is full: await it before going on.
+    pub(crate) fn published(&self, message: &Message) -> Option<BoxFuture<'static, ()>> {
+        let line = encode_line(Direction::Published, message, None, message.meta.time);
+        self.record(line)
+    }
+
+    /// Records a message handed to a handler of `group`. `Some` when the
+    /// writer's queue is full: await it before going on.
+    pub(crate) fn delivered(
+        &self,
+        message: &Message,
+        group: &str,
+    ) -> Option<BoxFuture<'static, ()>> {
+        let line = encode_line(
+            Direction::Delivered,
+            message,
+            Some(group),
+            SystemTime::now(),
+        );
+        self.record(line)
+    }
+
+    fn record(&self, line: Vec<u8>) -> Option<BoxFuture<'static, ()>> {
+        match self.inner.queue.try_send(Command::Line(line)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let queue = self.inner.queue.clone();
+                Some(Box::pin(async move {
+                    if queue.send(command).await.is_err() {
+                        tracing::error!("the event log writer has stopped; a line is lost");
+                    }
+                }))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!(
+                    path = %self.inner.path.display(),
+                    "the event log writer has stopped; a line is lost"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The background writer: appends lines, flushes when idle or every
+/// `flush_interval`, syncs on request and at the end.
+struct Writer {
+    path: PathBuf,
+    out: BufWriter<File>,
+    flush_interval: Duration,
+    /// Whether the last write failed (so that a failing disk is reported
+    /// once, and its recovery too).
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self, mut lines: mpsc::Receiver<Command>) {
+        let mut unflushed_since: Option<Instant> = None;
+        loop {
+            let command = match lines.try_recv() {
+                Ok(command) => command,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if unflushed_since.take().is_some() {
+                        let flushed = self.out.flush();
+                        self.report(flushed);
+                    }
+                    match lines.blocking_recv() {
+                        Some(command) => command,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            match command {
+                Command::Line(line) => {
+                    let written = self.out.write_all(&line);
+                    self.report(written);
+                    let since = *unflushed_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.flush_interval {
+                        let flushed = self.out.flush();
+                        self.report(flushed);
+                        unflushed_since = None;
+                    }
+                }
+                Command::Sync(done) => {
+                    unflushed_since = None;
+                    let synced = self.sync();
+                    // The asker may have given up waiting.
+                    let _ = done.send(synced);
+                }
+            }
+        }
+        let synced = self.sync();
+        self.report(synced);
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+
+    fn report(&mut self, outcome: io::Result<()>) {
+        match outcome {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::warn!(path = %self.path.display(), "event log writes succeed again");
+            }
+            Ok(()) => {}
+            Err(error) if !self.failing => {
+                self.failing = true;
+                tracing::error!(path = %self.path.display(), %error, "could not write the event log");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Direction {
+    Published,
+    Delivered,
+}
+
+/// A line as written.
+#[derive(Serialize)]
+struct LineOut<'a> {
+    direction: Direction,
+    time: String,
+    topic: &'a str,
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    headers: TextHeaders<'a>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers_base64: BTreeMap<&'a str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_error: Option<String>,
+}
+
+/// The UTF-8 headers of a message, as a JSON object in header order.
+struct TextHeaders<'a>(&'a Headers);
+
+impl Serialize for TextHeaders<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.0.iter() {
+            if let Ok(text) = std::str::from_utf8(value) {
+                map.serialize_entry(name, text)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// One line of the log for `message`, with its newline.
+fn encode_line(
+    direction: Direction,
+    message: &Message,
+    group: Option<&str>,
+    time: SystemTime,
+) -> Vec<u8> {
+    let meta = &message.meta;
+    let headers = wire::headers(meta);
+    let headers_base64 = headers
+        .iter()
+        .filter(|(_, value)| std::str::from_utf8(value).is_err())
+        .map(|(name, value)| (name, BASE64.encode(value)))
+        .collect();
+    let key_text = meta
+        .key
+        .as_deref()
+        .map(|key| std::str::from_utf8(key).map_err(|_| BASE64.encode(key)));
+    let bytes = message.payload.to_bytes();
+    let json = meta.content_type.as_deref() == Some(Json::CONTENT_TYPE);
+    let (payload, payload_base64, payload_error) = match &bytes {
+        Ok(bytes) => match json.then(|| verbatim_json(bytes)).flatten() {
+            Some(raw) => (Some(raw), None, None),
+            None => (None, Some(BASE64.encode(bytes)), None),
+        },
+        Err(error) => (
+            None,
+            None,
+            Some(format!("could not encode the payload: {error}")),
+        ),
+    };
+    let line = LineOut {
+        direction,
+        time: humantime::format_rfc3339_micros(time).to_string(),
+        topic: &meta.topic,
+        id: meta.id.to_string(),
+        group,
+        key: key_text.as_ref().and_then(|k| k.as_ref().ok().copied()),
+        key_base64: key_text.and_then(|k| k.err()),
+        headers: TextHeaders(&headers),
+        headers_base64,
+        payload,
+        payload_base64,
+        payload_error,
+    };
+    let mut out = serde_json::to_vec(&line).expect("a log line serializes");
+    out.push(b'\n');
+    out
+}
+
+/// `bytes` as a JSON value that reproduces them exactly and fits on one
+/// line; `None` when they are not such JSON.
+fn verbatim_json(bytes: &[u8]) -> Option<&RawValue> {
+    if bytes.contains(&b'\n') || bytes.contains(&b'\r') {
+        return None;
+    }
+    let raw: &RawValue = serde_json::from_slice(bytes).ok()?;
+    (raw.get().len() == bytes.len()).then_some(raw)
+}
+
+/// A line as read back (the fields replay needs).
+#[derive(Deserialize)]
+struct LineIn {
+    direction: Direction,
+    time: String,
+    topic: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_base64: Option<String>,
+    #[serde(default, deserialize_with = "ordered_headers")]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    headers_base64: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<Box<RawValue>>,
+    #[serde(default)]
+    payload_base64: Option<String>,
+}
+
+/// A JSON value that is there, `null` included.
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// A JSON object of strings, in its order.
+fn ordered_headers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<(String, String)>, D::Error> {
+    struct Ordered;
+
+    impl<'de> Visitor<'de> for Ordered {
+        type Value = Vec<(String, String)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of header names and text values")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_map(Ordered)
+}
+
+impl LineIn {
+    /// The published message this line records, to republish.
+    fn into_raw(self) -> std::result::Result<RawMessage, String> {
+        let decode = |what: &str, text: &str| {
+            BASE64
+                .decode(text)
+                .map_err(|error| format!("bad base64 in `{what}`: {error}"))
+        };
+        let payload = match (self.payload, self.payload_base64) {
+            (Some(json), _) => json.get().as_bytes().to_vec(),
+            (None, Some(encoded)) => decode("payload_base64", &encoded)?,
+            (None, None) => return Err("no payload".to_owned()),
+        };
+        let mut raw = RawMessage::new(self.topic, payload);
+        raw.key = match (self.key, self.key_base64) {
+            (Some(key), _) => Some(key.into_bytes()),
+            (None, Some(encoded)) => Some(decode("key_base64", &encoded)?),
+            (None, None) => None,
+        };
+        for (name, value) in self.headers {
+            raw.headers.insert(name, value);
+        }
+        for (name, value) in self.headers_base64 {
+            let value = decode("headers_base64", &value)?;
+            raw.headers.insert(name, value);
+        }
+        // The original requester's inbox is gone.
+        raw.headers.remove(header::REPLY_TO);
+        Ok(raw)
+    }
+}
+
+/// What [`Bus::replay_event_log`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplaySummary {
+    /// Messages republished.
+    pub published: usize,
+    /// Lines that could not be read (cut short by a crash, or damaged),
+    /// each reported with a warning naming its line number.
+    pub skipped: usize,
+}
+
+/// What the reading thread hands to the publishing task.
+enum Replayed {
+    Message(RawMessage),
+    Skipped,
+}
+
+impl Bus {
+    /// Republishes the messages that the event log at `path` recorded as
+    /// published at or after `since`, in file order, with their original
+    /// bytes, key and headers (without `reply_to`). Lines that cannot be
+    /// read, such as a last line cut short by a crash, are skipped with a
+    /// warning and counted. Stops at the first publish that fails and
+    /// returns its error.
+    ///
+    /// Reads only what the file held when the replay started, so replaying
+    /// into a bus that logs to the same file ends.
+    pub async fn replay_event_log(
+        &self,
+        path: impl AsRef<Path>,
+        since: SystemTime,
+    ) -> Result<ReplaySummary> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|error| Error::Config {
+            key: path.display().to_string(),
+            message: format!("cannot read the event log: {error}"),
+        })?;
+        let length = file
+            .metadata()
+            .map_err(|error| Error::Config {
+                key: path.display().to_string(),
+                message: format!("cannot read the event log: {error}"),
+            })?
+            .len();
+        let (found, mut replayed) = mpsc::channel(256);
+        let reader = tokio::task::spawn_blocking(move || {
+            read_published(BufReader::new(file.take(length)), &path, since, &found)
+        });
+        let mut summary = ReplaySummary {
+            published: 0,
+            skipped: 0,
+        };
+        while let Some(item) = replayed.recv().await {
+            match item {
+                Replayed::Message(raw) => {
+                    self.publish_raw(raw).await?;
+                    summary.published += 1;
+                }
+                Replayed::Skipped => summary.skipped += 1,
+            }
+        }
+        match reader.await {
+            Ok(Ok(())) => Ok(summary),
+            Ok(Err(error)) => Err(Error::Unavailable {
+                message: format!("reading the event log failed: {error}"),
+                source: Some(Box::new(error)),
+            }),
+            Err(join) => Err(Error::Unavailable {
+                message: format!("reading the event log failed: {join}"),
+                source: None,
+            }),
+        }
+    }
+}
+
+/// Sends the published lines at or after `since`, and one `Skipped` per
+/// line that cannot be read; stops early when the receiver is gone.
+fn read_published(
+    mut reader: impl BufRead,
+    path: &Path,
+    since: SystemTime,
+    found: &mpsc::Sender<Replayed>,
+) -> io::Result<()> {
+    let mut line = Vec::new();
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let item = match parse_line(text, since) {
+            Ok(Some(raw)) => Replayed::Message(raw),
+            Ok(None) => continue,
+            Err(reason) => {
+                let torn = !line.ends_with(b"\n");
+                tracing::warn!(
+                    path = %path.display(),
+                    line = number,
+                    torn,
+                    %reason,
+                    "skipping an event log line that cannot be read"
+                );
+                Replayed::Skipped
+            }
+        };
+        if found.blocking_send(item).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The message of a published line at or after `since`; `None` for other
+/// lines.
+fn parse_line(text: &[u8], since: SystemTime) -> std::result::Result<Option<RawMessage>, String> {
+    let line: LineIn = serde_json::from_slice(text).map_err(|error| error.to_string())?;
+    if line.direction != Direction::Published {
+        return Ok(None);
+    }
+    let time = humantime::parse_rfc3339(&line.time)
+        .map_err(|error| format!("bad `time` `{}`: {error}", line.time))?;
+    if time < since {
+        return Ok(None);
+    }
+    line.into_raw().map(Some)
+}
