@@ -44,6 +44,26 @@ pub async fn list(cluster: Cluster, topic: String) -> Result<(), Failure> {
     show::emit(&mut std::io::stdout(), &summary).map(drop)
 }
 
+/// `dlq redrive`: moves the messages now in `{topic}.dlq` back to `topic`
+/// (`Bus::redrive`), so that the consumer group that gave up on each one
+/// handles it again; prints how many it moved.
+pub async fn redrive(cluster: Cluster, topic: String) -> Result<(), Failure> {
+    let topic = topic.strip_suffix(".dlq").unwrap_or(&topic).to_owned();
+    let dlq = format!("{topic}.dlq");
+    cluster.require_topic(&dlq).await?;
+    cluster.require_topic(&topic).await?;
+    let bus = cluster.bus().await?;
+    eprintln!("re-driving `{dlq}` to `{topic}`");
+    let moved = bus.redrive(&topic).await;
+    crate::send::close(&bus).await;
+    let moved = moved?;
+    let summary = format!(
+        "moved {moved} message{} from `{dlq}` back to `{topic}`\n",
+        if moved == 1 { "" } else { "s" }
+    );
+    show::emit(&mut std::io::stdout(), &summary).map(drop)
+}
+
 /// Reads `topic` from the oldest kept record to the end offsets it had when
 /// called, handing each record to `each` (which returns `false` to stop
 /// early); returns how many it was handed.

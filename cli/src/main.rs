@@ -5,6 +5,8 @@
 //! topicbus publish orders.created '{"order_id":"o-1"}' --key o-1 --header tenant=acme
 //! topicbus request search.request '{"query":"rust"}' --timeout 5s
 //! topicbus dlq list orders.created
+//! topicbus dlq redrive orders.created
+//! topicbus replay /var/log/search/events.jsonl --since 2026-11-27T10:00:00Z
 //! ```
 //!
 //! Results go to stdout, progress and counts of long operations to stderr;
@@ -13,12 +15,14 @@
 
 mod cluster;
 mod dlq;
+mod replay;
 mod send;
 mod show;
 mod tail;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -92,6 +96,14 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Republish what an event log recorded as published since a time (topicbus's event log, JSON lines)
+    Replay {
+        /// The event log file
+        event_log: PathBuf,
+        /// Replay messages published at or after this time: RFC 3339 (2026-11-27T10:00:00Z) or a duration ago (15m, 2h)
+        #[arg(long, value_parser = since)]
+        since: SystemTime,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +111,11 @@ enum DlqCommand {
     /// List the records of `{topic}.dlq` with their dead-letter headers and a count
     List {
         /// The topic whose dead letters to list (without `.dlq`)
+        topic: String,
+    },
+    /// Move the messages now in `{topic}.dlq` back to the topic, for the consumer group that gave up on them
+    Redrive {
+        /// The topic whose dead letters to re-drive (without `.dlq`)
         topic: String,
     },
 }
@@ -150,6 +167,19 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 5s: {e}"))
 }
 
+/// An RFC 3339 time, or a duration before now.
+fn since(text: &str) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        format!("`{text}` is neither a time like 2026-11-27T10:00:00Z nor a duration like 15m")
+    })?;
+    SystemTime::now()
+        .checked_sub(ago)
+        .ok_or_else(|| format!("`{text}` ago is before the start of time"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -191,9 +221,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Request { topic, json, extra } => {
             send::request(cluster, topic, &json, extra.key, extra.headers).await
         }
-        Command::Dlq {
-            command: DlqCommand::List { topic },
-        } => dlq::list(cluster, topic).await,
+        Command::Dlq { command } => match command {
+            DlqCommand::List { topic } => dlq::list(cluster, topic).await,
+            DlqCommand::Redrive { topic } => dlq::redrive(cluster, topic).await,
+        },
+        Command::Replay { event_log, since } => replay::run(cluster, event_log, since).await,
     }
 }
 
@@ -236,5 +268,20 @@ mod tests {
         assert!(key_value("=v").is_err());
         assert_eq!(key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert!(duration("soon").unwrap_err().contains("`soon`"));
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        let time = since("2026-11-27T10:00:00Z").expect("RFC 3339");
+        assert_eq!(
+            humantime::format_rfc3339(time).to_string(),
+            "2026-11-27T10:00:00Z"
+        );
+        let before = SystemTime::now();
+        let ago = since("15m").expect("a duration");
+        assert!(ago <= before - Duration::from_secs(15 * 60));
+        assert!(since("yesterday-ish")
+            .unwrap_err()
+            .contains("`yesterday-ish`"));
     }
 }

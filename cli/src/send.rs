@@ -112,7 +112,7 @@ fn payload(json: &str) -> Result<Vec<u8>, Failure> {
 
 /// Shuts the instance down, flushing what it sent; a failure only warns,
 /// since the outcome of the command is already known.
-async fn close(bus: &Bus) {
+pub async fn close(bus: &Bus) {
     if let Err(error) = bus.shutdown().await {
         eprintln!("topicbus: warning: shutting down: {error}");
     }

@@ -7,13 +7,15 @@
 mod mock_kafka;
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, Topic};
+use topicbus::{Bus, EventLog, Topic};
 
 use mock_kafka::MockKafka;
 
@@ -495,4 +497,136 @@ fn bad_input_is_refused_before_anything_is_sent() {
         tail.stdout.contains(r#"  payload: {"ok":true}"#),
         "{tail:#?}"
     );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.redo")]
+struct Redo {
+    id: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
+    let kafka = MockKafka::start();
+    let worker = service(&kafka, "worker").await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let is_fixed = Arc::clone(&fixed);
+    worker
+        .subscribe(move |job: Redo| {
+            let (is_fixed, handled_tx) = (Arc::clone(&is_fixed), handled_tx.clone());
+            async move {
+                if !is_fixed.load(Ordering::SeqCst) {
+                    return Err(format!("job {} hit the bug", job.id));
+                }
+                handled_tx.send(job.id).map_err(|e| e.to_string())
+            }
+        })
+        .group("cli.redo-workers")
+        .retries(0)
+        .await
+        .expect("subscribe");
+    let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
+    worker
+        .subscribe_raw("cli.redo.dlq", move |_, _| {
+            let dead_tx = dead_tx.clone();
+            async move { dead_tx.send(()).map_err(|e| e.to_string()) }
+        })
+        .group("cli.redo-dlq-watch")
+        .start_from(topicbus::StartFrom::Earliest)
+        .await
+        .expect("watch the dead-letter topic");
+
+    succeeded(&topicbus_async(&kafka, &["publish", "cli.redo", r#"{"id":3}"#]).await);
+    tokio::time::timeout(HANG, dead.recv())
+        .await
+        .expect("hang guard: the job is dead-lettered")
+        .expect("watcher alive");
+
+    fixed.store(true, Ordering::SeqCst);
+    let redrive = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    succeeded(&redrive);
+    assert_eq!(
+        redrive.stdout, "moved 1 message from `cli.redo.dlq` back to `cli.redo`\n",
+        "{redrive:#?}"
+    );
+    let again = tokio::time::timeout(HANG, handled.recv())
+        .await
+        .expect("hang guard: the re-driven job is handled");
+    assert_eq!(again, Some(3));
+
+    let nothing_left = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    succeeded(&nothing_left);
+    assert!(
+        nothing_left.stdout.starts_with("moved 0 messages"),
+        "a second re-drive finds nothing new: {nothing_left:#?}"
+    );
+    worker.shutdown().await.expect("shutdown");
+}
+
+/// A file name in the temporary directory unique to this test run.
+fn temp_file(name: &str) -> PathBuf {
+    let unique = topicbus::MessageId::new();
+    std::env::temp_dir().join(format!("topicbus-cli-{name}-{unique}.jsonl"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.replayed", 1);
+    let log = temp_file("replay");
+    let recorder = Bus::builder()
+        .service("recorder")
+        .event_log(EventLog::open(&log).expect("open the event log"))
+        .build();
+    recorder
+        .publish(&Replayed { n: 1 })
+        .await
+        .expect("publish before");
+    // The log keeps microseconds: keep the first message's time clearly
+    // before `since`.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = SystemTime::now();
+    recorder
+        .publish(&Replayed { n: 2 })
+        .await
+        .expect("publish after");
+    recorder.shutdown().await.expect("shutdown syncs the log");
+
+    let since = humantime::format_rfc3339_micros(since).to_string();
+    let log_arg = log.to_str().expect("UTF-8 path");
+    let replay = topicbus_async(&kafka, &["replay", log_arg, "--since", &since]).await;
+    succeeded(&replay);
+    assert_eq!(
+        replay.stdout,
+        format!("replayed 1 message from `{log_arg}`\n"),
+        "{replay:#?}"
+    );
+    let tail = topicbus_async(
+        &kafka,
+        &["tail", "cli.replayed", "--from", "earliest", "--count", "1"],
+    )
+    .await;
+    succeeded(&tail);
+    assert!(tail.stdout.contains(r#"  payload: {"n":2}"#), "{tail:#?}");
+    assert!(
+        tail.stdout.contains("  ce_source: recorder\n"),
+        "the original headers: {tail:#?}"
+    );
+    std::fs::remove_file(&log).expect("remove the log");
+
+    let missing = topicbus_async(&kafka, &["replay", log_arg, "--since", "1h"]).await;
+    failed(&missing);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("the event log `{log_arg}` is not a readable file")),
+        "{missing:#?}"
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.replayed")]
+struct Replayed {
+    n: u32,
 }
