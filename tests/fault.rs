@@ -5,11 +5,11 @@
 //! `fault <case>: sent=.. acknowledged=.. received=.. lost=.. duplicated=..`,
 //! and asserts that nothing acknowledged was lost (`cargo test fault`).
 
+#[path = "support/fault_net.rs"]
+mod fault_net;
 #[cfg(feature = "kafka")]
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
-#[path = "support/fault_net.rs"]
-mod fault_net;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -39,9 +39,7 @@ struct Sized {
 async fn size_limit(net: Net) {
     const N: u64 = 30;
     let case = format!("size_limit/{}", net.name());
-    let worker = net
-        .bus("sized-worker", |b| b.max_message_bytes(1024))
-        .await;
+    let worker = net.bus("sized-worker", |b| b.max_message_bytes(1024)).await;
     let handled = Seen::new();
     let sink = Arc::clone(&handled);
     worker
@@ -53,9 +51,7 @@ async fn size_limit(net: Net) {
         .expect("subscribe");
     let ops = net.bus("sized-ops", |b| b).await;
     let (dead, kinds) = dead_letters::<Sized>(&ops).await;
-    let publisher = net
-        .bus("sized-source", |b| b.max_message_bytes(2048))
-        .await;
+    let publisher = net.bus("sized-source", |b| b.max_message_bytes(2048)).await;
 
     let mut acknowledged = Vec::new();
     let (mut small, mut medium) = (Vec::new(), Vec::new());
@@ -73,7 +69,11 @@ async fn size_limit(net: Net) {
         match publisher.publish(&message).await {
             Ok(()) => {
                 acknowledged.push(n);
-                if pad == 10 { small.push(n) } else { medium.push(n) }
+                if pad == 10 {
+                    small.push(n)
+                } else {
+                    medium.push(n)
+                }
             }
             Err(error) => {
                 assert_eq!(n % 3, 2, "{case}: only the large ones fail: {error}");
@@ -87,7 +87,9 @@ async fn size_limit(net: Net) {
             }
         }
     }
-    handled.wait_for_all("the small messages handled", &small).await;
+    handled
+        .wait_for_all("the small messages handled", &small)
+        .await;
     dead.wait_for_all("the medium messages dead-lettered", &medium)
         .await;
     for bus in [&worker, &ops, &publisher] {
@@ -102,7 +104,10 @@ async fn size_limit(net: Net) {
     for (n, (kind, reason)) in kinds.lock().unwrap().iter() {
         assert!(medium.contains(n), "{case}: {n} dead-lettered");
         assert_eq!(kind, "too_large", "{case}");
-        assert!(reason.contains("1024"), "{case}: the reason names the limit: {reason}");
+        assert!(
+            reason.contains("1024"),
+            "{case}: the reason names the limit: {reason}"
+        );
     }
 }
 
@@ -115,17 +120,21 @@ async fn dead_letters<T: Topic>(
     let dead = Seen::new();
     let kinds: Arc<Mutex<BTreeMap<u64, (String, String)>>> = Arc::default();
     let (sink, reasons) = (Arc::clone(&dead), Arc::clone(&kinds));
-    bus.subscribe_raw(format!("{}.dlq", T::NAME), move |raw: RawMessage, _ctx: Context| {
-        let value: serde_json::Value = serde_json::from_slice(&raw.payload).expect("JSON payload");
-        let n = value["n"].as_u64().expect("numbered");
-        let text = |name| raw.headers.get_str(name).unwrap_or_default().to_owned();
-        reasons
-            .lock()
-            .unwrap()
-            .insert(n, (text(header::ERROR_KIND), text(header::ERROR)));
-        sink.push(n);
-        futures::future::ready(Ok::<(), Infallible>(()))
-    })
+    bus.subscribe_raw(
+        format!("{}.dlq", T::NAME),
+        move |raw: RawMessage, _ctx: Context| {
+            let value: serde_json::Value =
+                serde_json::from_slice(&raw.payload).expect("JSON payload");
+            let n = value["n"].as_u64().expect("numbered");
+            let text = |name| raw.headers.get_str(name).unwrap_or_default().to_owned();
+            reasons
+                .lock()
+                .unwrap()
+                .insert(n, (text(header::ERROR_KIND), text(header::ERROR)));
+            sink.push(n);
+            futures::future::ready(Ok::<(), Infallible>(()))
+        },
+    )
     .await
     .expect("subscribe to the dead letters");
     (dead, kinds)
@@ -186,18 +195,29 @@ async fn other_partitions_keep_flowing(net: Net) {
             others.push(n);
         }
     }
-    assert!(!others.is_empty() && !behind.is_empty(), "{case}: keys on both sides");
+    assert!(
+        !others.is_empty() && !behind.is_empty(),
+        "{case}: keys on both sides"
+    );
 
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let handled = Seen::new();
     let others_done = Arc::new(AtomicUsize::new(0));
     let worker = net.bus("flow-worker", |b| b).await;
-    let (log, sink, done) = (Arc::clone(&events), Arc::clone(&handled), Arc::clone(&others_done));
+    let (log, sink, done) = (
+        Arc::clone(&events),
+        Arc::clone(&handled),
+        Arc::clone(&others_done),
+    );
     let others_set = Arc::new(others.clone());
     worker
         .subscribe(move |m: Flow, ctx: Context| {
-            let (log, sink, done, others) =
-                (Arc::clone(&log), Arc::clone(&sink), Arc::clone(&done), Arc::clone(&others_set));
+            let (log, sink, done, others) = (
+                Arc::clone(&log),
+                Arc::clone(&sink),
+                Arc::clone(&done),
+                Arc::clone(&others_set),
+            );
             async move {
                 if m.n != 0 {
                     log.lock().unwrap().push(Event::Good(m.n));
@@ -271,7 +291,10 @@ async fn other_partitions_keep_flowing(net: Net) {
         })
         .collect();
     for n in &behind {
-        assert!(!before.contains(n), "{case}: {n} is behind the poison on its partition");
+        assert!(
+            !before.contains(n),
+            "{case}: {n} is behind the poison on its partition"
+        );
     }
     let behind_order: Vec<u64> = events[fixed_at..]
         .iter()
@@ -280,7 +303,10 @@ async fn other_partitions_keep_flowing(net: Net) {
             _ => None,
         })
         .collect();
-    assert_eq!(behind_order, behind, "{case}: its partition in order after it");
+    assert_eq!(
+        behind_order, behind,
+        "{case}: its partition in order after it"
+    );
     println!(
         "fault {case}: {} messages on other partitions handled while the poison failed {} times; {} waited behind it",
         others.len(),
@@ -375,7 +401,13 @@ async fn redrive(net: Net) {
         let mut headers = Headers::new();
         headers.insert("tenant", format!("t{n}"));
         publisher
-            .publish_with(&Redo { n, key: format!("k{n}") }, headers)
+            .publish_with(
+                &Redo {
+                    n,
+                    key: format!("k{n}"),
+                },
+                headers,
+            )
             .await
             .expect("publish");
         acknowledged.push(n);
@@ -385,11 +417,18 @@ async fn redrive(net: Net) {
     let even: Vec<u64> = all.iter().copied().filter(|n| n % 2 == 0).collect();
     dead.wait_until("every message dead-lettered", |d| d.len() >= N as usize)
         .await;
-    audit.wait_for_all("the audit group handled everything", &all).await;
+    audit
+        .wait_for_all("the audit group handled everything", &all)
+        .await;
 
     broken.store(1, Ordering::SeqCst);
-    let moved = guard("redrive", ops.redrive(Redo::NAME)).await.expect("redrive");
-    assert_eq!(moved, N, "{case}: the first re-drive moves every dead letter");
+    let moved = guard("redrive", ops.redrive(Redo::NAME))
+        .await
+        .expect("redrive");
+    assert_eq!(
+        moved, N,
+        "{case}: the first re-drive moves every dead letter"
+    );
     handled.wait_for_all("the fixed half handled", &even).await;
     dead.wait_until("the other half dead-lettered again", |d| {
         d.len() >= (N + N / 2) as usize
@@ -400,7 +439,11 @@ async fn redrive(net: Net) {
     let moved_again = guard("redrive", worker.redrive_topic::<Redo>())
         .await
         .expect("redrive");
-    assert_eq!(moved_again, N / 2, "{case}: the second re-drive moves what failed again");
+    assert_eq!(
+        moved_again,
+        N / 2,
+        "{case}: the second re-drive moves what failed again"
+    );
     handled.wait_for_all("everything handled", &all).await;
     let nothing = guard("redrive", ops.redrive(&format!("{}.dlq", Redo::NAME)))
         .await
@@ -409,7 +452,10 @@ async fn redrive(net: Net) {
     // The audit group acknowledges re-driven messages without handling
     // them; a message published after them shows that it has read past them.
     publisher
-        .publish(&Redo { n: N, key: "last".into() })
+        .publish(&Redo {
+            n: N,
+            key: "last".into(),
+        })
         .await
         .expect("publish");
     acknowledged.push(N);
@@ -423,13 +469,28 @@ async fn redrive(net: Net) {
     assert_eq!(figures.duplicated, 0, "{case}: each handled once");
     let mut audit_seen = audit.snapshot();
     audit_seen.sort_unstable();
-    assert_eq!(audit_seen, (0..=N).collect::<Vec<_>>(), "{case}: the audit group saw each once");
+    assert_eq!(
+        audit_seen,
+        (0..=N).collect::<Vec<_>>(),
+        "{case}: the audit group saw each once"
+    );
     let seen = seen.lock().unwrap().clone();
     for revived in seen.iter().filter(|r| r.n < N) {
         let want = if revived.n % 2 == 0 { "1" } else { "2" };
-        assert_eq!(revived.redrives.as_deref(), Some(want), "{case}: {revived:?}");
-        assert_eq!(revived.tenant, Some(format!("t{}", revived.n)), "{case}: headers kept");
-        assert!(!revived.error_header, "{case}: the failure headers are taken off");
+        assert_eq!(
+            revived.redrives.as_deref(),
+            Some(want),
+            "{case}: {revived:?}"
+        );
+        assert_eq!(
+            revived.tenant,
+            Some(format!("t{}", revived.n)),
+            "{case}: headers kept"
+        );
+        assert!(
+            !revived.error_header,
+            "{case}: the failure headers are taken off"
+        );
     }
     assert_eq!(odd.len() as u64, N / 2);
     println!("fault {case}: re-drove {moved} then {moved_again} then {nothing}");
@@ -498,7 +559,9 @@ async fn pending_requests_bounded(net: Net) {
     let mut waiting = Vec::new();
     for n in 0..LIMIT as u64 {
         let client = client.clone();
-        waiting.push(tokio::spawn(async move { client.request(&Ask { n }).await }));
+        waiting.push(tokio::spawn(
+            async move { client.request(&Ask { n }).await },
+        ));
     }
     guard("the requests registered", async {
         while client.stats().pending_requests < LIMIT {
@@ -512,7 +575,10 @@ async fn pending_requests_bounded(net: Net) {
             .await
             .expect_err("over the limit");
         assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
-        assert!(error.to_string().contains(&LIMIT.to_string()), "names the limit: {error}");
+        assert!(
+            error.to_string().contains(&LIMIT.to_string()),
+            "names the limit: {error}"
+        );
         assert_eq!(client.stats().pending_requests, LIMIT, "{case}: bounded");
     }
     open.store(true, Ordering::SeqCst);
@@ -522,7 +588,11 @@ async fn pending_requests_bounded(net: Net) {
         let answer = guard("reply", request).await.expect("task").expect("reply");
         answered.push(answer.n);
     }
-    assert_eq!(client.stats().pending_requests, 0, "{case}: no entry outlives its request");
+    assert_eq!(
+        client.stats().pending_requests,
+        0,
+        "{case}: no entry outlives its request"
+    );
     for bus in [&server, &client] {
         guard("shutdown", bus.shutdown()).await.expect("shutdown");
     }

@@ -11,11 +11,11 @@
 //! limit. Not poison: a plain JSON record without any CloudEvents headers
 //! (the Go bus wrote those), or binary application headers.
 
+#[path = "support/fault_net.rs"]
+mod fault_net;
 #[cfg(feature = "kafka")]
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
-#[path = "support/fault_net.rs"]
-mod fault_net;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,9 @@ enum Expect {
     Dead(&'static str),
 }
 
+/// Headers as produced: name and raw value.
+type WireHeaders = Vec<(&'static str, Vec<u8>)>;
+
 /// One record as produced: number `n` travels in the `n` header (so that a
 /// dead letter can be told apart whatever its payload) and, for decodable
 /// ones, in the payload.
@@ -51,7 +54,7 @@ struct Record {
     n: u64,
     what: &'static str,
     payload: Vec<u8>,
-    headers: Vec<(&'static str, Vec<u8>)>,
+    headers: WireHeaders,
     expect: Expect,
 }
 
@@ -64,7 +67,7 @@ fn json(n: u64, item: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn cloud_event(id: &str) -> Vec<(&'static str, Vec<u8>)> {
+fn cloud_event(id: &str) -> WireHeaders {
     vec![
         ("ce_specversion", b"1.0".to_vec()),
         ("ce_id", id.as_bytes().to_vec()),
@@ -77,18 +80,43 @@ fn cloud_event(id: &str) -> Vec<(&'static str, Vec<u8>)> {
 
 /// The poison cases, each followed by a good record, between good records.
 fn records() -> Vec<Record> {
-    let mut poison: Vec<(&'static str, Vec<u8>, Vec<(&'static str, Vec<u8>)>, Expect)> = vec![
-        ("full CloudEvents headers", Vec::new(), cloud_event("evt-1"), Expect::Handled),
-        ("plain JSON, no headers (Go bus)", Vec::new(), vec![], Expect::Handled),
+    let mut poison: Vec<(&'static str, Vec<u8>, WireHeaders, Expect)> = vec![
+        (
+            "full CloudEvents headers",
+            Vec::new(),
+            cloud_event("evt-1"),
+            Expect::Handled,
+        ),
+        (
+            "plain JSON, no headers (Go bus)",
+            Vec::new(),
+            vec![],
+            Expect::Handled,
+        ),
         (
             "binary application header",
             Vec::new(),
             vec![("trace", vec![0x00, 0xff, 0xfe])],
             Expect::Handled,
         ),
-        ("bytes that do not decode", b"\xff\x00 not json".to_vec(), vec![], Expect::Dead("decode")),
-        ("JSON of another shape", br#"{"n":1}"#.to_vec(), vec![], Expect::Dead("decode")),
-        ("empty value (tombstone)", b"".to_vec(), vec![], Expect::Dead("decode")),
+        (
+            "bytes that do not decode",
+            b"\xff\x00 not json".to_vec(),
+            vec![],
+            Expect::Dead("decode"),
+        ),
+        (
+            "JSON of another shape",
+            br#"{"n":1}"#.to_vec(),
+            vec![],
+            Expect::Dead("decode"),
+        ),
+        (
+            "empty value (tombstone)",
+            b"".to_vec(),
+            vec![],
+            Expect::Dead("decode"),
+        ),
         (
             "content-type of another codec",
             Vec::new(),
@@ -191,20 +219,26 @@ async fn run(net: Net) {
     let dead = Seen::new();
     let letters: Arc<Mutex<Vec<Letter>>> = Arc::default();
     let (dead_sink, letters_sink) = (Arc::clone(&dead), Arc::clone(&letters));
-    ops.subscribe_raw(format!("{}.dlq", Order::NAME), move |raw: RawMessage, _ctx: Context| {
-        let text = |name: &str| raw.headers.get_str(name).unwrap_or_default().to_owned();
-        let n: u64 = text("n").parse().expect("every record carries `n`");
-        letters_sink.lock().unwrap().push(Letter {
-            n,
-            kind: text(header::ERROR_KIND),
-            reason: text(header::ERROR),
-            payload_len: raw.payload.len(),
-            omitted: raw.headers.get_str(header::PAYLOAD_OMITTED).map(str::to_owned),
-            attempts: text(header::ATTEMPTS),
-        });
-        dead_sink.push(n);
-        futures::future::ready(Ok::<(), Infallible>(()))
-    })
+    ops.subscribe_raw(
+        format!("{}.dlq", Order::NAME),
+        move |raw: RawMessage, _ctx: Context| {
+            let text = |name: &str| raw.headers.get_str(name).unwrap_or_default().to_owned();
+            let n: u64 = text("n").parse().expect("every record carries `n`");
+            letters_sink.lock().unwrap().push(Letter {
+                n,
+                kind: text(header::ERROR_KIND),
+                reason: text(header::ERROR),
+                payload_len: raw.payload.len(),
+                omitted: raw
+                    .headers
+                    .get_str(header::PAYLOAD_OMITTED)
+                    .map(str::to_owned),
+                attempts: text(header::ATTEMPTS),
+            });
+            dead_sink.push(n);
+            futures::future::ready(Ok::<(), Infallible>(()))
+        },
+    )
     .await
     .expect("subscribe to the dead letters");
 
@@ -240,7 +274,9 @@ async fn run(net: Net) {
     handled
         .wait_for_all("the record after the poison", &[after])
         .await;
-    guard("shutdown", worker.shutdown()).await.expect("shutdown");
+    guard("shutdown", worker.shutdown())
+        .await
+        .expect("shutdown");
     guard("shutdown", ops.shutdown()).await.expect("shutdown");
 
     let mut acknowledged = acknowledged;
@@ -268,10 +304,21 @@ async fn run(net: Net) {
             .unwrap_or_else(|| panic!("{case}: no dead letter for {}", record.what));
         assert_eq!(letter.kind, kind, "{case}: {}: {letter:?}", record.what);
         assert_eq!(letter.attempts, "1", "{case}: {}: not retried", record.what);
-        assert!(!letter.reason.is_empty(), "{case}: {}: a reason", record.what);
+        assert!(
+            !letter.reason.is_empty(),
+            "{case}: {}: a reason",
+            record.what
+        );
         if kind == "header" {
-            let named = record.headers.iter().any(|(name, _)| letter.reason.contains(name));
-            assert!(named, "{case}: {}: the reason names the header: {}", record.what, letter.reason);
+            let named = record
+                .headers
+                .iter()
+                .any(|(name, _)| letter.reason.contains(name));
+            assert!(
+                named,
+                "{case}: {}: the reason names the header: {}",
+                record.what, letter.reason
+            );
         }
         if kind == "too_large" {
             assert!(
@@ -293,7 +340,12 @@ async fn run(net: Net) {
                 assert_eq!(letter.payload_len, record.payload.len(), "{case}");
             }
         } else {
-            assert_eq!(letter.payload_len, record.payload.len(), "{case}: {}: bytes kept", record.what);
+            assert_eq!(
+                letter.payload_len,
+                record.payload.len(),
+                "{case}: {}: bytes kept",
+                record.what
+            );
         }
     }
 }

@@ -683,7 +683,11 @@ impl BusCore {
                     <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
                 },
             },
-            _ => Payload::Bytes(<T::Codec as Codec>::encode(value).map_err(codec_error)?.into()),
+            _ => Payload::Bytes(
+                <T::Codec as Codec>::encode(value)
+                    .map_err(codec_error)?
+                    .into(),
+            ),
         };
         crate::limit::check_size(T::NAME, payload.size(), self.max_message_bytes)?;
         let id = MessageId::new();

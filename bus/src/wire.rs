@@ -162,7 +162,10 @@ mod tests {
         for name in [ce::ID, ce::TIME, header::REPLY_TO] {
             assert!(why.contains(name), "{why}");
         }
-        assert!(!why.contains("trace"), "application headers may be binary: {why}");
+        assert!(
+            !why.contains("trace"),
+            "application headers may be binary: {why}"
+        );
         assert_eq!(meta.headers.get(ce::ID), Some(&[0xff, 0xfe][..]));
         assert_eq!(meta.headers.get_str(ce::TIME), Some("yesterday"));
         assert_eq!(meta.reply_to, None);

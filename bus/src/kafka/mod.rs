@@ -24,6 +24,7 @@ mod config;
 mod consume;
 mod envelope;
 mod inbox;
+mod observe;
 mod produce;
 mod redrive;
 
@@ -32,7 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::FutureProducer;
 
 pub use self::config::KafkaConfig;
 
@@ -50,7 +50,7 @@ pub(crate) struct KafkaTransport {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: produce::KafkaProducer,
     admin: AdminClient<DefaultClientContext>,
     inbox: inbox::Inbox,
     consumers: Mutex<Vec<consume::GroupConsumer>>,
@@ -65,9 +65,9 @@ impl KafkaTransport {
         service: &str,
         pending: &Arc<Pending>,
     ) -> Result<(Self, Arc<str>)> {
-        let producer = produce::producer(&config)?;
+        let (producer, last_error) = produce::producer(&config)?;
         let admin = admin::client(&config)?;
-        produce::check_reachable(&producer, &config).await?;
+        produce::check_reachable(&producer, &last_error, &config).await?;
         let inbox_topic = format!(
             "{}.{}.{}",
             config.reply_topic_prefix,

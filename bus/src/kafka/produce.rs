@@ -4,6 +4,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::observe::{LastError, Observer};
 use rdkafka::util::Timeout;
 
 use super::{unavailable, KafkaConfig};
@@ -11,9 +13,15 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::wire;
 
-/// The instance's producer: idempotent, `acks=all`, no linger.
-pub(super) fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
-    config
+/// The producer, with a context that keeps librdkafka's last error.
+pub(super) type KafkaProducer = FutureProducer<Observer>;
+
+/// The instance's producer: idempotent, `acks=all`, no linger; and a handle
+/// to the last client-level error it reported.
+pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError)> {
+    let observer = Observer::default();
+    let last_error = observer.last_error_handle();
+    let producer = config
         .client_config(&[
             ("acks", "all".to_owned()),
             ("enable.idempotence", "true".to_owned()),
@@ -28,8 +36,9 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
                 (config.max_message_bytes + 64 * 1024).to_string(),
             ),
         ])
-        .create()
-        .map_err(config_error)
+        .create_with_context(observer)
+        .map_err(config_error)?;
+    Ok((producer, last_error))
 }
 
 /// A librdkafka client that could not be created: a property is wrong.
@@ -46,23 +55,34 @@ pub(super) fn config_error(error: KafkaError) -> Error {
 
 /// Fails unless a broker answers a metadata request within the connect
 /// timeout; the error names the configured brokers.
-pub(super) async fn check_reachable(producer: &FutureProducer, config: &KafkaConfig) -> Result<()> {
+pub(super) async fn check_reachable(
+    producer: &KafkaProducer,
+    last_error: &LastError,
+    config: &KafkaConfig,
+) -> Result<()> {
     let timeout = config.connect_timeout;
     fetch_metadata(producer, None, timeout)
         .await
-        .map_err(|error| Error::Unavailable {
-            message: format!(
-                "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}",
-                config.brokers
-            ),
-            source: Some(Box::new(error)),
+        .map_err(|error| {
+            // What the brokers answered, e.g. a failed authentication.
+            let answered = last_error
+                .last_error()
+                .map(|reason| format!(" (last broker error: {reason})"))
+                .unwrap_or_default();
+            Error::Unavailable {
+                message: format!(
+                    "cannot reach the Kafka brokers `{}` within {timeout:?}: {error}{answered}",
+                    config.brokers
+                ),
+                source: Some(Box::new(error)),
+            }
         })
 }
 
 /// Asks for `topic`'s metadata as a producer, which makes a broker with
 /// `auto.create.topics.enable` create it.
 pub(super) async fn request_auto_creation(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<()> {
@@ -74,7 +94,7 @@ pub(super) async fn request_auto_creation(
 /// A metadata request (of one topic, or of the cluster), off the async
 /// runtime: librdkafka blocks the calling thread until it answers.
 async fn fetch_metadata(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: Option<&str>,
     timeout: std::time::Duration,
 ) -> std::result::Result<(), KafkaError> {
@@ -91,7 +111,7 @@ async fn fetch_metadata(
 }
 
 pub(super) async fn publish(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     message: &Message,
 ) -> Result<()> {
@@ -102,7 +122,7 @@ pub(super) async fn publish(
 /// Publishes a reply to partition 0 of an inbox topic, the one partition its
 /// owner reads (a broker may auto-create the topic with more).
 pub(super) fn reply(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
     message: &Message,
@@ -113,7 +133,7 @@ pub(super) fn reply(
 /// Enqueues every message before awaiting any acknowledgement, so the
 /// producer batches them; waits for the oldest when its queue is full.
 pub(super) async fn publish_batch(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     messages: &[Message],
 ) -> Result<()> {
@@ -141,7 +161,7 @@ pub(super) async fn publish_batch(
 }
 
 fn enqueue(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
     partition: Option<i32>,

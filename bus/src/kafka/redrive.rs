@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use super::produce::{self, config_error};
+use super::produce::{self, config_error, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
@@ -25,7 +24,7 @@ use crate::redrive::{dead_letter_topic, revive};
 const BATCH: usize = 256;
 
 /// Moves the messages of `{topic}.dlq` present now back to `topic`.
-pub(super) async fn run(producer: FutureProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
+pub(super) async fn run(producer: KafkaProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
     let runtime = tokio::runtime::Handle::current();
     let topic = topic.to_owned();
     // librdkafka's consumer calls block: the whole re-drive runs on a
@@ -40,7 +39,7 @@ pub(super) async fn run(producer: FutureProducer, config: KafkaConfig, topic: &s
 
 fn redrive(
     runtime: &tokio::runtime::Handle,
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
 ) -> Result<u64> {
@@ -70,7 +69,8 @@ fn redrive(
                 let (partition, offset) = (message.partition(), message.offset());
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
-                        let dead = super::consume::to_message(&message, &source, config.go_envelope);
+                        let dead =
+                            super::consume::to_message(&message, &source, config.go_envelope);
                         batch.push(revive(&dead, topic));
                         next.insert(partition, offset + 1);
                     }
@@ -108,10 +108,14 @@ fn redrive(
             }
         }
         if batch.len() >= BATCH || (!batch.is_empty() && (idle || ends.is_empty())) {
-            moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+            moved += flush(
+                runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+            )?;
         }
     }
-    moved += flush(runtime, producer, &consumer, config, &dlq, &mut batch, &mut next)?;
+    moved += flush(
+        runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+    )?;
     Ok(moved)
 }
 
@@ -177,7 +181,7 @@ fn assign_from_committed(
 /// commits the offsets after it; returns how many were moved.
 fn flush(
     runtime: &tokio::runtime::Handle,
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     consumer: &BaseConsumer,
     config: &KafkaConfig,
     dlq: &str,
@@ -194,9 +198,12 @@ fn flush(
             .add_partition_offset(dlq, partition, Offset::Offset(offset))
             .map_err(|e| unavailable("cannot set an offset to commit", e))?;
     }
-    consumer
-        .commit(&offsets, CommitMode::Sync)
-        .map_err(|e| unavailable(format!("re-drive of `{dlq}` could not commit its offsets"), e))?;
+    consumer.commit(&offsets, CommitMode::Sync).map_err(|e| {
+        unavailable(
+            format!("re-drive of `{dlq}` could not commit its offsets"),
+            e,
+        )
+    })?;
     let moved = batch.len() as u64;
     batch.clear();
     next.clear();
