@@ -9,7 +9,10 @@
 //! ```
 //!
 //! Each node is this program started again with `--node`; it prints one
-//! line per message it handled, which the coordinator tallies.
+//! line per message it handled, which the coordinator tallies. Every
+//! process builds its bus with `BusConfig::from_env_prefixed("RICE")` (so
+//! `RICE_KAFKA_PROPERTIES__*` and the other variables apply), on Kafka at
+//! the brokers given.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -18,8 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, Context, Topic};
+use topicbus::{Bus, BusConfig, BusType, Context, Topic};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
 #[topic(name = "ml.embed.request", response = EmbedResponse, partitions = 6)]
@@ -44,12 +46,25 @@ struct ChunkCreated {
 const CHUNKS: usize = 60;
 const REQUESTS: usize = 30;
 
-fn config(brokers: &str) -> KafkaConfig {
-    KafkaConfig::new(brokers)
-        // Test brokers answer a waiting fetch only when its wait ends.
-        .set("fetch.wait.max.ms", "10")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
+/// The bus of one process: the Go service's `RICE_*` variables, on Kafka at
+/// `brokers`, as `service`.
+async fn connect(brokers: &str, service: &str) -> Result<Bus, Box<dyn std::error::Error>> {
+    let mut config = BusConfig::from_env_prefixed("RICE")?;
+    config.bus_type = BusType::Kafka;
+    config.kafka_brokers = vec![brokers.to_owned()];
+    config.service = Some(service.to_owned());
+    // Test brokers answer a waiting fetch only when its wait ends.
+    for (key, value) in [
+        ("fetch.wait.max.ms", "10"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        config
+            .kafka_properties
+            .entry(key.to_owned())
+            .or_insert_with(|| value.to_owned());
+    }
+    Ok(Bus::connect(config).await?)
 }
 
 #[tokio::main]
@@ -65,11 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// One node: answers embed requests and indexes chunks until stdin closes.
 async fn node(brokers: &str, name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = Bus::builder()
-        .service("search")
-        .kafka(config(brokers))
-        .connect()
-        .await?;
+    let bus = connect(brokers, "search").await?;
     let me = name.to_owned();
     bus.serve(move |req: EmbedRequest| {
         let me = me.clone();
@@ -96,11 +107,7 @@ async fn node(brokers: &str, name: &str) -> Result<(), Box<dyn std::error::Error
 }
 
 async fn coordinator(brokers: &str, nodes: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = Bus::builder()
-        .service("frontend")
-        .kafka(config(brokers))
-        .connect()
-        .await?;
+    let bus = connect(brokers, "frontend").await?;
     bus.ensure_topic::<EmbedRequest>().await?;
     bus.ensure_topic::<ChunkCreated>().await?;
 

@@ -3,8 +3,9 @@
 //! embed service for vectors, and a chunk the indexer cannot handle ends in
 //! the dead-letter topic.
 //!
-//! Runs on the in-process memory transport by default. The transport is
-//! read from the Go service's variables, so the same program runs on Kafka:
+//! Runs on the in-process memory transport by default. The bus is built from
+//! the Go service's variables (`BusConfig::from_env_prefixed("RICE")`), so
+//! the same program runs on Kafka:
 //!
 //! ```text
 //! cargo run --example quickstart
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use topicbus::{handler, header, Bus, Context, RawMessage, Topic};
+use topicbus::{handler, header, Bus, BusConfig, Context, RawMessage, Topic};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
 #[topic(name = "ml.embed.request", response = EmbedResponse)]
@@ -91,38 +92,25 @@ async fn index_chunk(chunk: ChunkCreated, ctx: Context) -> Result<(), IndexError
     Ok(())
 }
 
-#[cfg(feature = "kafka")]
-async fn kafka_bus(service: String) -> Result<Bus, Box<dyn std::error::Error>> {
-    let brokers = std::env::var("RICE_KAFKA_BROKERS")
-        .map_err(|_| "RICE_BUS_TYPE=kafka needs RICE_KAFKA_BROKERS (comma-separated host:port)")?;
-    let config = topicbus::kafka::KafkaConfig::new(brokers)
-        // Test brokers (tansu, the mock cluster) answer a waiting fetch only
-        // when its wait ends; real Kafka does not need this.
-        .set("fetch.wait.max.ms", "10");
-    Ok(Bus::builder()
-        .service(service)
-        .kafka(config)
-        .connect()
-        .await?)
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn kafka_bus(_service: String) -> Result<Bus, Box<dyn std::error::Error>> {
-    Err("RICE_BUS_TYPE=kafka: build with `--features kafka`".into())
-}
-
 static INDEXED: AtomicUsize = AtomicUsize::new(0);
 static PROGRESS: Notify = Notify::const_new();
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let transport = std::env::var("RICE_BUS_TYPE").unwrap_or_else(|_| "memory".to_owned());
-    let service = std::env::var("RICE_KAFKA_GROUP").unwrap_or_else(|_| "search".to_owned());
-    let bus = match transport.as_str() {
-        "memory" | "" => Bus::builder().service(service).build(),
-        "kafka" => kafka_bus(service).await?,
-        other => return Err(format!("RICE_BUS_TYPE={other}: expected memory or kafka").into()),
-    };
+    // RICE_BUS_TYPE, RICE_KAFKA_BROKERS, RICE_KAFKA_GROUP, ... as the Go
+    // service read them; with none set, the memory transport.
+    let mut config = BusConfig::from_env_prefixed("RICE")?;
+    config
+        .kafka_group
+        .get_or_insert_with(|| "search".to_owned());
+    // Test brokers (tansu, the mock cluster) answer a waiting fetch only
+    // when its wait ends; real Kafka does not need this.
+    config
+        .kafka_properties
+        .entry("fetch.wait.max.ms".to_owned())
+        .or_insert_with(|| "10".to_owned());
+    let transport = config.bus_type;
+    let bus = Bus::connect(config).await?;
     println!("bus: {transport} transport, service `{}`", bus.service());
 
     bus.serve(embed).await?;

@@ -479,6 +479,8 @@ struct LineIn {
     time: String,
     topic: String,
     #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
     key: Option<String>,
     #[serde(default)]
     key_base64: Option<String>,
@@ -552,6 +554,16 @@ impl LineIn {
         for (name, value) in self.headers_base64 {
             let value = decode("headers_base64", &value)?;
             raw.headers.insert(name, value);
+        }
+        // A line written by another tool may leave the id and time to the
+        // line's own fields.
+        if raw.headers.get(wire::ce::ID).is_none() {
+            if let Some(id) = self.id {
+                raw.headers.insert(wire::ce::ID, id);
+            }
+        }
+        if raw.headers.get(wire::ce::TIME).is_none() {
+            raw.headers.insert(wire::ce::TIME, self.time);
         }
         // The original requester's inbox is gone.
         raw.headers.remove(header::REPLY_TO);
