@@ -279,7 +279,9 @@ mod tests {
         );
         let before = SystemTime::now();
         let ago = since("15m").expect("a duration");
-        assert!(ago <= before - Duration::from_secs(15 * 60));
+        let after = SystemTime::now();
+        let quarter = Duration::from_secs(15 * 60);
+        assert!(before - quarter <= ago && ago <= after - quarter);
         assert!(since("yesterday-ish")
             .unwrap_err()
             .contains("`yesterday-ish`"));
