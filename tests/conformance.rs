@@ -33,6 +33,8 @@ mod groups;
 mod order;
 #[path = "conformance/pubsub.rs"]
 mod pubsub;
+#[path = "conformance/raw_request.rs"]
+mod raw_request;
 #[path = "conformance/request_reply.rs"]
 mod request_reply;
 #[path = "conformance/shutdown.rs"]
@@ -107,6 +109,7 @@ conformance! {
         request_reply::panicking_responder_comes_back_as_remote_error,
         request_reply::slow_responder_times_out_and_late_reply_is_dropped,
         request_reply::request_without_responders_fails_with_no_responders,
+        raw_request::raw_request_gets_the_raw_reply_and_remote_errors,
         // shutdown
         shutdown::shutdown_drains_in_flight_handlers_then_rejects_work,
         shutdown::shutdown_hands_queued_work_to_remaining_members,

@@ -25,6 +25,9 @@ use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
 
+mod raw_request;
+pub use raw_request::RawRequestCall;
+
 /// A handle to a message bus. Cheap to clone; all clones are one instance.
 ///
 /// ```

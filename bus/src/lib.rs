@@ -57,7 +57,9 @@ mod wire;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use crate::bus::{Bus, BusBuilder, BusStats, RawHandler, RequestCall, Subscribe};
+pub use crate::bus::{
+    Bus, BusBuilder, BusStats, RawHandler, RawRequestCall, RequestCall, Subscribe,
+};
 pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};

@@ -1,0 +1,632 @@
+//! The `topicbus` binary end to end, against librdkafka's mock cluster: each
+//! test starts a cluster, runs the built binary as a child process, and
+//! checks what it prints and how it exits. A topicbus instance in the test
+//! plays the services (a responder, a failing handler).
+
+#[path = "support/mock_kafka.rs"]
+mod mock_kafka;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use topicbus::kafka::KafkaConfig;
+use topicbus::{Bus, EventLog, Topic};
+
+use mock_kafka::MockKafka;
+
+/// Hang guard only: a run that takes longer fails the test. Nothing
+/// asserts on time.
+const HANG: Duration = Duration::from_secs(120);
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// A running `topicbus`: its stderr comes line by line as it is printed.
+struct Running {
+    args: Vec<String>,
+    child: Child,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `topicbus` with `args` (no broker variables from the
+    /// environment unless given in `env`).
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_topicbus"))
+            .args(args)
+            .env_remove("TOPICBUS_BROKERS")
+            .env_remove("RICE_KAFKA_BROKERS")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the topicbus binary starts");
+        let mut stdout_pipe = child.stdout.take().expect("piped");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            stdout_pipe.read_to_string(&mut text).expect("UTF-8 output");
+            text
+        });
+        let stderr_pipe = child.stderr.take().expect("piped");
+        let (lines, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                if lines.send(line.expect("UTF-8 output")).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child,
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line starting with `prefix`.
+    fn wait_for_stderr(&mut self, prefix: &str) {
+        loop {
+            match self.stderr.recv_timeout(HANG) {
+                Ok(line) => {
+                    let found = line.starts_with(prefix);
+                    self.stderr_seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "hang guard: topicbus {:?} printed no `{prefix}` line: {:?}",
+                        self.args, self.stderr_seen
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit, killing the process if it hangs.
+    fn finish(mut self) -> Run {
+        let deadline = Instant::now() + HANG;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "hang guard: topicbus {:?} still running after {HANG:?}",
+                    self.args
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = self.stderr_seen;
+        // The pipe closed with the process: the rest is there already.
+        stderr.extend(self.stderr.iter());
+        Run {
+            status,
+            stdout: self.stdout.join().expect("stdout reader"),
+            stderr: stderr.iter().map(|l| format!("{l}\n")).collect(),
+        }
+    }
+}
+
+/// Runs `topicbus` with `args` to its end.
+fn topicbus_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    Running::start(args, env).finish()
+}
+
+/// The arguments that point the tool at `kafka`, then `args`.
+fn on_mock<'a>(kafka: &'a MockKafka, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec![
+        "--brokers",
+        &kafka.bootstrap,
+        // The mock cluster answers a waiting fetch only when it ends.
+        "-X",
+        "fetch.wait.max.ms=5",
+        // The mock cluster does not implement CreateTopics.
+        "--auto-create-topics",
+    ];
+    all.extend_from_slice(args);
+    all
+}
+
+/// Runs `topicbus` on the mock cluster with `args`.
+fn topicbus(kafka: &MockKafka, args: &[&str]) -> Run {
+    topicbus_with_env(&on_mock(kafka, args), &[])
+}
+
+/// [`topicbus`] off the async runtime.
+async fn topicbus_async(kafka: &MockKafka, args: &[&str]) -> Run {
+    let args: Vec<String> = on_mock(kafka, args).iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        topicbus_with_env(&args, &[])
+    })
+    .await
+    .expect("runner")
+}
+
+fn succeeded(run: &Run) {
+    assert!(run.status.success(), "topicbus failed: {run:#?}");
+}
+
+fn failed(run: &Run) {
+    assert!(
+        !run.status.success(),
+        "topicbus should have failed: {run:#?}"
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:#?}");
+}
+
+/// A topicbus instance of the test on the mock cluster.
+async fn service(kafka: &MockKafka, name: &str) -> Bus {
+    let config = KafkaConfig::new(kafka.bootstrap.clone())
+        .provision_topics(false)
+        .set("fetch.wait.max.ms", "5")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    Bus::builder()
+        .service(name)
+        .kafka(config)
+        .connect()
+        .await
+        .expect("the test's instance connects")
+}
+
+#[test]
+fn published_json_shows_up_in_tail_with_its_key_headers_and_payload() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.orders", 3);
+    let published = topicbus(
+        &kafka,
+        &[
+            "publish",
+            "cli.orders",
+            r#"{ "order_id": "o-1", "total": 12.5 }"#,
+            "--key",
+            "o-1",
+            "--header",
+            "tenant=acme",
+        ],
+    );
+    succeeded(&published);
+    let id = published.stdout.trim();
+    assert!(
+        topicbus::MessageId::parse(id).as_uuid().is_some(),
+        "publish prints the message id: {published:#?}"
+    );
+
+    let tail = topicbus(
+        &kafka,
+        &["tail", "cli.orders", "--from", "earliest", "--count", "1"],
+    );
+    succeeded(&tail);
+    let out = &tail.stdout;
+    assert!(out.starts_with("cli.orders  partition "), "{out}");
+    assert!(out.contains("  offset 0  key \"o-1\""), "{out}");
+    assert!(out.contains(&format!("  ce_id: {id}\n")), "{out}");
+    assert!(out.contains("  ce_specversion: 1.0\n"), "{out}");
+    assert!(out.contains("  ce_source: topicbus-cli\n"), "{out}");
+    assert!(out.contains("  ce_type: cli.orders\n"), "{out}");
+    assert!(out.contains("  content-type: application/json\n"), "{out}");
+    assert!(out.contains("  tenant: acme\n"), "{out}");
+    assert!(
+        out.contains(r#"  payload: {"order_id":"o-1","total":12.5}"#),
+        "the JSON payload is decoded: {out}"
+    );
+    assert!(tail.stderr.contains("1 record read"), "{tail:#?}");
+}
+
+#[test]
+fn tail_from_latest_shows_only_what_is_published_after_it_started() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.events", 2);
+    succeeded(&topicbus(
+        &kafka,
+        &["publish", "cli.events", r#"{"n":"old"}"#],
+    ));
+    let mut tail = Running::start(
+        &on_mock(&kafka, &["tail", "cli.events", "--count", "1"]),
+        &[],
+    );
+    tail.wait_for_stderr("tailing `cli.events` (2 partitions) from now on, until 1 record");
+    let new = topicbus(&kafka, &["publish", "cli.events", r#"{"n":"new"}"#]);
+    succeeded(&new);
+    let tail = tail.finish();
+    succeeded(&tail);
+    assert!(
+        tail.stdout.contains(r#"  payload: {"n":"new"}"#),
+        "{tail:#?}"
+    );
+    assert!(
+        tail.stdout
+            .contains(&format!("  ce_id: {}", new.stdout.trim())),
+        "{tail:#?}"
+    );
+    assert!(!tail.stdout.contains("old"), "{tail:#?}");
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.math.square", response = Squared)]
+struct Square {
+    n: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.math.squared")]
+struct Squared {
+    n: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_is_answered_by_a_topicbus_responder_and_its_errors_are_shown() {
+    let kafka = MockKafka::start();
+    let responder = service(&kafka, "math").await;
+    responder
+        .serve(|request: Square| async move {
+            if request.n < 0 {
+                Err(format!("will not square {}", request.n))
+            } else {
+                Ok(Squared {
+                    n: request.n * request.n,
+                })
+            }
+        })
+        .await
+        .expect("serve");
+
+    let answered = topicbus_async(
+        &kafka,
+        &[
+            "request",
+            "cli.math.square",
+            r#"{"n":12}"#,
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    succeeded(&answered);
+    assert_eq!(answered.stdout, "{\"n\":144}\n", "{answered:#?}");
+    assert!(
+        answered.stderr.contains("reply from `math`"),
+        "{answered:#?}"
+    );
+
+    let refused = topicbus_async(
+        &kafka,
+        &[
+            "request",
+            "cli.math.square",
+            r#"{"n":-3}"#,
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    failed(&refused);
+    assert!(
+        refused
+            .stderr
+            .contains("the responder on `cli.math.square` failed: will not square -3"),
+        "the remote error text: {refused:#?}"
+    );
+    responder.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn a_request_nobody_answers_times_out_with_a_clear_error() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.unserved", 1);
+    let run = topicbus(
+        &kafka,
+        &["request", "cli.unserved", "{}", "--timeout", "2s"],
+    );
+    failed(&run);
+    assert!(
+        run.stderr
+            .contains("no reply to the request on `cli.unserved` within 2s"),
+        "{run:#?}"
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.jobs")]
+struct Job {
+    id: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_shows_a_dead_lettered_message_with_its_reason() {
+    let kafka = MockKafka::start();
+    let worker = service(&kafka, "worker").await;
+    worker
+        .subscribe(|job: Job| async move { Err::<(), _>(format!("job {} is cursed", job.id)) })
+        .group("cli.workers")
+        .retries(1)
+        .backoff(Duration::from_millis(10))
+        .await
+        .expect("subscribe");
+    let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
+    worker
+        .subscribe_raw("cli.jobs.dlq", move |_, _| {
+            let dead_tx = dead_tx.clone();
+            async move { dead_tx.send(()).map_err(|e| e.to_string()) }
+        })
+        .group("cli.dlq-watch")
+        .start_from(topicbus::StartFrom::Earliest)
+        .await
+        .expect("watch the dead-letter topic");
+
+    let published = topicbus_async(&kafka, &["publish", "cli.jobs", r#"{"id":7}"#]).await;
+    succeeded(&published);
+    tokio::time::timeout(HANG, dead.recv())
+        .await
+        .expect("hang guard: the job is dead-lettered")
+        .expect("watcher alive");
+
+    let listed = topicbus_async(&kafka, &["dlq", "list", "cli.jobs"]).await;
+    succeeded(&listed);
+    let out = &listed.stdout;
+    assert!(out.starts_with("cli.jobs.dlq  partition "), "{out}");
+    assert!(out.contains("  reason: job 7 is cursed\n"), "{out}");
+    assert!(out.contains("  kind: handler\n"), "{out}");
+    assert!(out.contains("  attempts: 2\n"), "{out}");
+    assert!(out.contains("  original topic: cli.jobs\n"), "{out}");
+    assert!(out.contains("  group: cli.workers\n"), "{out}");
+    assert!(
+        out.contains(&format!("  ce_id: {}\n", published.stdout.trim())),
+        "{out}"
+    );
+    assert!(out.contains("  payload: {\"id\":7}\n"), "{out}");
+    assert!(
+        out.ends_with("1 dead-lettered message in `cli.jobs.dlq`\n"),
+        "{out}"
+    );
+    worker.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn a_wrong_broker_fails_naming_the_address() {
+    for args in [
+        &["tail", "cli.orders"][..],
+        &["publish", "cli.orders", "{}"],
+        &["request", "cli.orders", "{}"],
+        &["dlq", "list", "cli.orders"],
+    ] {
+        let mut all = vec!["--brokers", "127.0.0.1:1", "--timeout", "2s"];
+        all.extend_from_slice(args);
+        let run = topicbus_with_env(&all, &[]);
+        failed(&run);
+        assert!(
+            run.stderr
+                .contains("cannot reach the Kafka brokers `127.0.0.1:1` within 2s"),
+            "{args:?}: {run:#?}"
+        );
+    }
+}
+
+#[test]
+fn brokers_come_from_the_environment_go_name_included() {
+    for variable in ["TOPICBUS_BROKERS", "RICE_KAFKA_BROKERS"] {
+        let run = topicbus_with_env(
+            &["--timeout", "1s", "dlq", "list", "cli.orders"],
+            &[(variable, "127.0.0.1:1")],
+        );
+        failed(&run);
+        assert!(run.stderr.contains("`127.0.0.1:1`"), "{variable}: {run:#?}");
+    }
+    let run = topicbus_with_env(&["dlq", "list", "cli.orders"], &[]);
+    failed(&run);
+    assert!(run.stderr.contains("no Kafka brokers given"), "{run:#?}");
+}
+
+#[test]
+fn a_missing_topic_is_named() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.present", 1);
+    for (args, missing) in [
+        (&["tail", "cli.absent"][..], "cli.absent"),
+        (&["publish", "cli.absent", "{}"], "cli.absent"),
+        (&["request", "cli.absent", "{}"], "cli.absent"),
+        (&["dlq", "list", "cli.present"], "cli.present.dlq"),
+    ] {
+        let run = topicbus(&kafka, args);
+        failed(&run);
+        assert!(
+            run.stderr.contains(&format!(
+                "topic `{missing}` does not exist on `{}`",
+                kafka.bootstrap
+            )),
+            "{args:?}: {run:#?}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_sent() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.orders", 1);
+    let run = topicbus(&kafka, &["publish", "cli.orders", "{not json"]);
+    failed(&run);
+    assert!(
+        run.stderr.contains("the payload is not valid JSON"),
+        "{run:#?}"
+    );
+    let run = topicbus(
+        &kafka,
+        &["publish", "cli.orders", "{}", "--header", "novalue"],
+    );
+    assert_eq!(run.status.code(), Some(2), "a usage error: {run:#?}");
+    assert!(
+        run.stderr.contains("expected NAME=VALUE, got `novalue`"),
+        "{run:#?}"
+    );
+    let run = topicbus(&kafka, &["-X", "acks=sometimes", "tail", "cli.orders"]);
+    failed(&run);
+    assert!(run.stderr.contains("property `acks`"), "{run:#?}");
+    // The refused publishes sent nothing: the first record is the next one.
+    succeeded(&topicbus(
+        &kafka,
+        &["publish", "cli.orders", r#"{"ok":true}"#],
+    ));
+    let tail = topicbus(
+        &kafka,
+        &["tail", "cli.orders", "--from", "earliest", "--count", "1"],
+    );
+    succeeded(&tail);
+    assert!(tail.stdout.contains("  offset 0  key -"), "{tail:#?}");
+    assert!(
+        tail.stdout.contains(r#"  payload: {"ok":true}"#),
+        "{tail:#?}"
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.redo")]
+struct Redo {
+    id: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
+    let kafka = MockKafka::start();
+    let worker = service(&kafka, "worker").await;
+    let fixed = Arc::new(AtomicBool::new(false));
+    let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let is_fixed = Arc::clone(&fixed);
+    worker
+        .subscribe(move |job: Redo| {
+            let (is_fixed, handled_tx) = (Arc::clone(&is_fixed), handled_tx.clone());
+            async move {
+                if !is_fixed.load(Ordering::SeqCst) {
+                    return Err(format!("job {} hit the bug", job.id));
+                }
+                handled_tx.send(job.id).map_err(|e| e.to_string())
+            }
+        })
+        .group("cli.redo-workers")
+        .retries(0)
+        .await
+        .expect("subscribe");
+    let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
+    worker
+        .subscribe_raw("cli.redo.dlq", move |_, _| {
+            let dead_tx = dead_tx.clone();
+            async move { dead_tx.send(()).map_err(|e| e.to_string()) }
+        })
+        .group("cli.redo-dlq-watch")
+        .start_from(topicbus::StartFrom::Earliest)
+        .await
+        .expect("watch the dead-letter topic");
+
+    succeeded(&topicbus_async(&kafka, &["publish", "cli.redo", r#"{"id":3}"#]).await);
+    tokio::time::timeout(HANG, dead.recv())
+        .await
+        .expect("hang guard: the job is dead-lettered")
+        .expect("watcher alive");
+
+    fixed.store(true, Ordering::SeqCst);
+    let redrive = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    succeeded(&redrive);
+    assert_eq!(
+        redrive.stdout, "moved 1 message from `cli.redo.dlq` back to `cli.redo`\n",
+        "{redrive:#?}"
+    );
+    let again = tokio::time::timeout(HANG, handled.recv())
+        .await
+        .expect("hang guard: the re-driven job is handled");
+    assert_eq!(again, Some(3));
+
+    let nothing_left = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    succeeded(&nothing_left);
+    assert!(
+        nothing_left.stdout.starts_with("moved 0 messages"),
+        "a second re-drive finds nothing new: {nothing_left:#?}"
+    );
+    worker.shutdown().await.expect("shutdown");
+}
+
+/// A file name in the temporary directory unique to this test run.
+fn temp_file(name: &str) -> PathBuf {
+    let unique = topicbus::MessageId::new();
+    std::env::temp_dir().join(format!("topicbus-cli-{name}-{unique}.jsonl"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.replayed", 1);
+    let log = temp_file("replay");
+    let recorder = Bus::builder()
+        .service("recorder")
+        .event_log(EventLog::open(&log).expect("open the event log"))
+        .build();
+    recorder
+        .publish(&Replayed { n: 1 })
+        .await
+        .expect("publish before");
+    // The log keeps microseconds: keep the first message's time clearly
+    // before `since`.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let since = SystemTime::now();
+    recorder
+        .publish(&Replayed { n: 2 })
+        .await
+        .expect("publish after");
+    recorder.shutdown().await.expect("shutdown syncs the log");
+
+    let since = humantime::format_rfc3339_micros(since).to_string();
+    let log_arg = log.to_str().expect("UTF-8 path");
+    let replay = topicbus_async(&kafka, &["replay", log_arg, "--since", &since]).await;
+    succeeded(&replay);
+    assert_eq!(
+        replay.stdout,
+        format!("replayed 1 message from `{log_arg}`\n"),
+        "{replay:#?}"
+    );
+    let tail = topicbus_async(
+        &kafka,
+        &["tail", "cli.replayed", "--from", "earliest", "--count", "1"],
+    )
+    .await;
+    succeeded(&tail);
+    assert!(tail.stdout.contains(r#"  payload: {"n":2}"#), "{tail:#?}");
+    assert!(
+        tail.stdout.contains("  ce_source: recorder\n"),
+        "the original headers: {tail:#?}"
+    );
+    std::fs::remove_file(&log).expect("remove the log");
+
+    let missing = topicbus_async(&kafka, &["replay", log_arg, "--since", "1h"]).await;
+    failed(&missing);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("the event log `{log_arg}` is not a readable file")),
+        "{missing:#?}"
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.replayed")]
+struct Replayed {
+    n: u32,
+}
