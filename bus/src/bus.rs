@@ -218,8 +218,9 @@ impl<T> BusBuilder<T> {
     /// A bigger publish fails with [`Error::TooLarge`] naming the size and
     /// the limit; a bigger delivered message goes to `{topic}.dlq` (error
     /// kind `too_large`) instead of to the handler. On the memory transport
-    /// a payload that travels unencoded is measured by encoding it, which
-    /// `usize::MAX` (no limit) skips.
+    /// a payload that travels unencoded is measured (by encoding it) only
+    /// when a limit was set here or on the
+    /// [`MemoryConfig`](crate::memory::MemoryConfig).
     ///
     /// [`MemoryConfig::max_message_bytes`]: crate::memory::MemoryConfig::max_message_bytes
     pub fn max_message_bytes(mut self, limit: usize) -> Self {
@@ -254,16 +255,21 @@ impl BusBuilder<MemoryChoice> {
         let pending = Arc::new(Pending::new(self.settings.max_pending_requests));
         let broker = self.transport.0.unwrap_or_default();
         let inbox = broker.open_inbox(&pending);
-        let max_message_bytes = self
+        // Values are measured (encoded) only against a limit someone set.
+        let limits = match self
             .settings
             .max_message_bytes
-            .unwrap_or_else(|| broker.max_message_bytes());
+            .or_else(|| broker.max_message_bytes())
+        {
+            Some(limit) => (limit, true),
+            None => (crate::limit::DEFAULT_MAX_MESSAGE_BYTES, false),
+        };
         Bus::from_parts(
             self.service,
             self.settings,
             Transport::Memory(broker),
             pending,
-            (inbox, max_message_bytes),
+            (inbox, limits),
         )
     }
 
@@ -293,7 +299,7 @@ impl BusBuilder<crate::kafka::KafkaConfig> {
             self.settings,
             Transport::Kafka(kafka),
             pending,
-            (inbox, max_message_bytes),
+            (inbox, (max_message_bytes, false)),
         ))
     }
 }
@@ -307,6 +313,9 @@ pub(crate) struct BusCore {
     metrics: BusMetrics,
     /// Largest payload published or handed to a typed handler.
     pub max_message_bytes: usize,
+    /// Whether payloads that travel as values are measured against
+    /// `max_message_bytes` (memory, with a limit set by the user).
+    measure_values: bool,
     /// Set when shutdown begins: no new registrations.
     draining: AtomicBool,
     /// Set when shutdown has finished with the handlers: no publishing.
@@ -342,7 +351,7 @@ impl Bus {
         settings: Settings,
         transport: Transport,
         pending: Arc<Pending>,
-        (inbox, max_message_bytes): (Arc<str>, usize),
+        (inbox, (max_message_bytes, measure_values)): (Arc<str>, (usize, bool)),
     ) -> Bus {
         crate::telemetry::metrics::describe();
         Bus {
@@ -355,6 +364,7 @@ impl Bus {
                     inbox,
                     metrics: BusMetrics::default(),
                     max_message_bytes,
+                    measure_values,
                     draining: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     registrations: Mutex::new(Vec::new()),
@@ -712,10 +722,10 @@ impl BusCore {
             Some(copy) if self.transport.carries_values() => Payload::Value {
                 value: Arc::new(copy),
                 encode: encode_erased::<T, T::Codec>,
-                size: if self.max_message_bytes == usize::MAX {
-                    0
-                } else {
+                size: if self.measure_values {
                     <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
+                } else {
+                    0
                 },
             },
             _ => Payload::Bytes(
@@ -1083,10 +1093,10 @@ fn reply_payload<T: Request>(
         ))
     };
     if core.transport.carries_values() {
-        let size = if limit == usize::MAX {
-            0
-        } else {
+        let size = if core.measure_values {
             <T::Codec as Codec>::encoded_len(&response)?
+        } else {
+            0
         };
         if size > limit {
             return Err(too_large(size));

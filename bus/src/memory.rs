@@ -55,7 +55,7 @@ pub struct MemoryConfig {
     retain: usize,
     force_codec: bool,
     publish_timeout: Duration,
-    max_message_bytes: usize,
+    max_message_bytes: Option<usize>,
     dead_letter_capacity: usize,
 }
 
@@ -67,7 +67,7 @@ impl Default for MemoryConfig {
             retain: 0,
             force_codec: false,
             publish_timeout: Duration::from_secs(30),
-            max_message_bytes: crate::limit::DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: None,
             dead_letter_capacity: 10_000,
         }
     }
@@ -109,10 +109,12 @@ impl MemoryConfig {
     }
 
     /// Largest payload of buses on this broker that do not set
-    /// `Bus::builder().max_message_bytes(..)` (default 1 000 000 bytes, as
-    /// on Kafka); see there.
+    /// `Bus::builder().max_message_bytes(..)`; see there. Without either,
+    /// encoded payloads (`publish_raw`, [`force_codec`](Self::force_codec))
+    /// are limited to 1 000 000 bytes, as on Kafka, and values that travel
+    /// unencoded are not measured (measuring one means encoding it).
     pub fn max_message_bytes(mut self, limit: usize) -> Self {
-        self.max_message_bytes = limit.max(1);
+        self.max_message_bytes = Some(limit.max(1));
         self
     }
 
@@ -278,7 +280,7 @@ impl MemoryBroker {
         }
     }
 
-    pub(crate) fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> Option<usize> {
         self.inner.config.max_message_bytes
     }
 

@@ -197,7 +197,7 @@ pub(crate) enum Payload {
         value: Arc<dyn Any + Send + Sync>,
         encode: EncodeFn,
         /// The length of its encoding, as measured for the publisher's size
-        /// limit (0 when the publisher has none).
+        /// limit (0 when the publisher measures no values).
         size: usize,
     },
     Bytes(Bytes),
