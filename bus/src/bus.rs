@@ -676,6 +676,49 @@ impl BusCore {
         Ok(())
     }
 
+    /// Sends `request` (with its correlation id and `reply_to` set) and
+    /// waits at most `limit` for the reply; `sent` learns whether the
+    /// transport took the request. An error reply fails with
+    /// [`Error::Remote`]; no pending entry outlives the call.
+    pub(crate) async fn exchange(
+        &self,
+        request: Message,
+        limit: Duration,
+        sent: impl FnOnce(bool),
+    ) -> Result<Message> {
+        let topic = request.meta.topic.clone();
+        let id = request
+            .meta
+            .correlation_id
+            .clone()
+            .expect("requests carry a correlation id");
+        let (mut guard, reply) = self.pending.register(id)?;
+        let published = self.publish(request).await;
+        sent(published.is_ok());
+        published?;
+        let reply = match tokio::time::timeout(limit, reply).await {
+            Ok(Ok(reply)) => {
+                // `Pending::complete` removed the entry to send the reply.
+                guard.disarm();
+                reply
+            }
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    topic: topic.into_owned(),
+                    after: limit,
+                })
+            }
+        };
+        if let Some(message) = dispatch::reply_error(&reply.meta) {
+            return Err(Error::Remote {
+                topic: topic.into_owned(),
+                message,
+            });
+        }
+        Ok(reply)
+    }
+
     /// The event log, when this instance keeps one.
     pub(crate) fn event_log(&self) -> Option<&crate::EventLog> {
         self.settings.event_log.as_ref()
@@ -1167,36 +1210,12 @@ impl<T: Request> RequestCall<'_, T> {
         let limit = self.timeout.unwrap_or(core.settings.request_timeout);
         let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
         trace::record_message(span, &message.meta);
-        let id = message
-            .meta
-            .correlation_id
-            .clone()
-            .expect("requests carry a correlation id");
         core.ensure_topic::<T>().await?;
-        let (mut guard, reply) = core.pending.register(id)?;
-        let sent = core.publish(message).await;
-        core.metrics.published(T::NAME, 1, sent.is_ok());
-        sent?;
-        let reply = match tokio::time::timeout(limit, reply).await {
-            Ok(Ok(reply)) => {
-                // `Pending::complete` removed the entry to send the reply.
-                guard.disarm();
-                reply
-            }
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    topic: T::NAME.to_owned(),
-                    after: limit,
-                })
-            }
-        };
-        if let Some(message) = dispatch::reply_error(&reply.meta) {
-            return Err(Error::Remote {
-                topic: T::NAME.to_owned(),
-                message,
-            });
-        }
+        let reply = core
+            .exchange(message, limit, |sent| {
+                core.metrics.published(T::NAME, 1, sent)
+            })
+            .await?;
         read_reply::<T>(reply.payload)
     }
 }

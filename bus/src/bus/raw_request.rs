@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Bus;
-use crate::dispatch::{self, BoxFuture};
+use crate::dispatch::BoxFuture;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageId, Payload, RawMessage};
 use crate::topic::validate_topic_name;
@@ -114,25 +114,7 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
                 meta: Arc::new(meta),
                 payload: Payload::Bytes(payload.into()),
             };
-            let (mut guard, reply) = core.pending.register(correlation)?;
-            core.publish(message).await?;
-            let reply = match tokio::time::timeout(limit, reply).await {
-                Ok(Ok(reply)) => {
-                    // `Pending::complete` removed the entry to send the reply.
-                    guard.disarm();
-                    reply
-                }
-                Ok(Err(_)) => return Err(Error::Closed),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        topic,
-                        after: limit,
-                    })
-                }
-            };
-            if let Some(message) = dispatch::reply_error(&reply.meta) {
-                return Err(Error::Remote { topic, message });
-            }
+            let reply = core.exchange(message, limit, |_| {}).await?;
             let payload = reply
                 .payload
                 .to_bytes()
