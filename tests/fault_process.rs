@@ -18,12 +18,16 @@ mod fault;
 mod kafka_log;
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
+#[path = "support/reaper.rs"]
+mod reaper;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::IntoFuture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use reaper::Reaped;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -267,9 +271,9 @@ struct ChildSpec<'a> {
     answer: u64,
 }
 
-fn spawn_child(spec: &ChildSpec<'_>) -> Child {
+fn spawn_child(spec: &ChildSpec<'_>) -> Reaped {
     let _ = std::fs::remove_file(spec.out.with_extension("ready"));
-    Command::new(std::env::current_exe().expect("test binary"))
+    let child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "fault_child", "--ignored", "--nocapture"])
         .env("TOPICBUS_FAULT_ROLE", spec.role)
         .env("TOPICBUS_FAULT_BROKERS", spec.brokers)
@@ -279,7 +283,8 @@ fn spawn_child(spec: &ChildSpec<'_>) -> Child {
         .env("TOPICBUS_FAULT_ANSWER", spec.answer.to_string())
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn child")
+        .expect("spawn child");
+    Reaped(child)
 }
 
 async fn wait_ready(outs: &[&Path]) {
@@ -369,7 +374,7 @@ async fn fault_consumer_process_killed_and_restarted() {
             answer: 0,
         })
     };
-    let mut children: Vec<Child> = outs[..3].iter().map(|o| child(o)).collect();
+    let mut children: Vec<Reaped> = outs[..3].iter().map(|o| child(o)).collect();
     wait_ready(&[&outs[0], &outs[1], &outs[2]]).await;
 
     let publisher = connect(config(&brokers), "fault-publisher").await;

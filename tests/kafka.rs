@@ -5,11 +5,14 @@
 
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
+#[path = "support/reaper.rs"]
+mod reaper;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +21,7 @@ use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, Context, Error, ErrorKind, Topic};
 
 use mock_kafka::{Fault, MockKafka};
+use reaper::Reaped;
 
 /// Hang guard only; nothing asserts on time.
 const HANG: Duration = Duration::from_secs(120);
@@ -145,7 +149,8 @@ async fn publishing_without_a_reachable_broker_is_unavailable_after_the_timeout(
     })
     .await
     .expect("broker up");
-    kafka.inject(Fault::BrokerDown(1));
+    // Down for sure before the next publish (`inject` does not wait).
+    tokio::task::block_in_place(|| kafka.apply(Fault::BrokerDown(1)));
     let error = guard(
         "publish",
         bus.publish(&Work {
@@ -299,15 +304,17 @@ async fn child_group_member() {
     file.lock().unwrap().flush().expect("flush");
 }
 
-fn spawn_child(brokers: &str, out: &Path, stop: &Path) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_group_member", "--ignored", "--nocapture"])
-        .env("TOPICBUS_CHILD_BROKERS", brokers)
-        .env("TOPICBUS_CHILD_OUT", out)
-        .env("TOPICBUS_CHILD_STOP", stop)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn child")
+fn spawn_child(brokers: &str, out: &Path, stop: &Path) -> Reaped {
+    Reaped(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "child_group_member", "--ignored", "--nocapture"])
+            .env("TOPICBUS_CHILD_BROKERS", brokers)
+            .env("TOPICBUS_CHILD_OUT", out)
+            .env("TOPICBUS_CHILD_STOP", stop)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn child"),
+    )
 }
 
 fn read_seen(out: &Path) -> Vec<(String, u64)> {
@@ -328,12 +335,17 @@ async fn three_processes_share_a_group_without_loss() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let stop = dir.join("stop");
     let outs: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("child-{i}.txt"))).collect();
-    let mut children: Vec<Child> = outs
+    let mut children: Vec<Reaped> = outs
         .iter()
         .map(|out| spawn_child(&kafka.bootstrap, out, &stop))
         .collect();
     guard("children joined", async {
         while !outs.iter().all(|o| o.with_extension("ready").exists()) {
+            for child in &mut children {
+                if let Some(status) = child.try_wait().expect("child status") {
+                    panic!("a child exited before it joined: {status}");
+                }
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
@@ -496,5 +508,76 @@ async fn replies_reach_the_asking_instance_of_a_group() {
     for asker in askers {
         asker.shutdown().await.expect("shutdown");
     }
+    responder.shutdown().await.expect("shutdown");
+}
+
+/// The reply topics of `service` the cluster knows.
+fn reply_topics(brokers: &str, service: &str) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("metadata client");
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let prefix = format!("topicbus.reply.{service}.");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect()
+}
+
+/// An instance creates its reply topic with its first request, before
+/// sending it (so the first reply is read); one that only publishes and
+/// subscribes creates none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_topic_is_created_by_the_first_request() {
+    let kafka = MockKafka::start(1);
+    let responder = bus(&kafka.bootstrap, "replies-answer").await;
+    responder
+        .serve(|ask: Ask| async move {
+            Ok::<_, String>(Answer {
+                asker: ask.asker,
+                n: ask.n,
+            })
+        })
+        .await
+        .expect("serve");
+    let client = bus(&kafka.bootstrap, "replies-ask").await;
+    client
+        .publish(&Work {
+            key: "k".to_owned(),
+            seq: 1,
+        })
+        .await
+        .expect("publish");
+    assert_eq!(
+        reply_topics(&kafka.bootstrap, "replies-ask"),
+        Vec::<String>::new(),
+        "publishing opens no reply topic"
+    );
+    let answer = guard(
+        "first request",
+        client.request(&Ask { asker: 7, n: 1 }).into_future(),
+    )
+    .await;
+    assert_eq!(answer.expect("answered"), Answer { asker: 7, n: 1 });
+    assert_eq!(reply_topics(&kafka.bootstrap, "replies-ask").len(), 1);
+    let answer = guard(
+        "second request",
+        client.request(&Ask { asker: 7, n: 2 }).into_future(),
+    )
+    .await;
+    assert_eq!(answer.expect("answered"), Answer { asker: 7, n: 2 });
+    assert_eq!(
+        reply_topics(&kafka.bootstrap, "replies-ask").len(),
+        1,
+        "one reply topic per instance"
+    );
+    assert_eq!(reply_topics(&kafka.bootstrap, "replies-answer").len(), 0);
+    client.shutdown().await.expect("shutdown");
     responder.shutdown().await.expect("shutdown");
 }

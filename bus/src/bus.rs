@@ -692,6 +692,7 @@ impl BusCore {
             .correlation_id
             .clone()
             .expect("requests carry a correlation id");
+        self.transport.open_inbox().await?;
         let (mut guard, reply) = self.pending.register(id)?;
         let published = self.publish(request).await;
         sent(published.is_ok());

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use topicbus::{Context, Topic};
 
 use crate::harness::{
-    assert_exactly_once, guard, member, per_member, Handled, Harness, Log, Net, Numbered, Setup,
+    assert_exactly_once, assert_group_handled, guard, member, per_member, wait_for_each, Handled,
+    Harness, Log, Net, Numbered, Setup,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, Topic)]
@@ -118,11 +119,11 @@ pub async fn instances_of_one_service_share_the_work<H: Harness>(harness: H) {
     for n in 0..N {
         publisher.publish(&Shared { n }).await.expect("publish");
     }
-    log.wait_for(N as usize, "shared messages handled").await;
+    wait_for_each(&log, N, "shared messages handled").await;
     net.close().await;
 
     let handled = log.snapshot();
-    assert_exactly_once(&handled, N, "one default group");
+    assert_group_handled(&harness, &handled, N, "one default group");
     let counts = per_member(&handled);
     assert!(
         counts.len() >= 2,
@@ -176,12 +177,11 @@ pub async fn members_of_an_explicit_group_share_the_work<H: Harness>(harness: H)
     for n in 0..N {
         publisher.publish(&Explicit { n }).await.expect("publish");
     }
-    log.wait_for(N as usize, "explicit-group messages handled")
-        .await;
+    wait_for_each(&log, N, "explicit-group messages handled").await;
     net.close().await;
 
     let handled = log.snapshot();
-    assert_exactly_once(&handled, N, "one explicit group");
+    assert_group_handled(&harness, &handled, N, "one explicit group");
     let counts = per_member(&handled);
     assert_eq!(counts.len(), 2, "both members worked: {counts:?}");
     assert!(handled.iter().all(|h| h.group == group));

@@ -615,6 +615,46 @@ pub fn assert_exactly_once(handled: &[Handled], count: u64, what: &str) {
     );
 }
 
+/// How many different messages `handled` holds.
+pub fn distinct(handled: &[Handled]) -> usize {
+    handled
+        .iter()
+        .map(|h| h.n)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// Waits until `log` holds each of `count` messages at least once.
+pub async fn wait_for_each(log: &Log<Handled>, count: u64, what: &str) {
+    log.wait_until(what, |handled| distinct(handled) == count as usize)
+        .await;
+}
+
+/// What a group of several members handled of `0..count`: exactly once
+/// where the harness's commits survive rebalances; elsewhere (Kafka's mock
+/// cluster refuses commits while its group rebalances, and a late rebalance
+/// round redelivers from the last commit) each at least once, the
+/// redeliveries counted and printed.
+pub fn assert_group_handled<H: Harness>(harness: &H, handled: &[Handled], count: u64, what: &str) {
+    if harness.commits_survive_rebalances() {
+        return assert_exactly_once(handled, count, what);
+    }
+    if let Some(retried) = handled.iter().find(|h| h.attempt != 1) {
+        panic!("{what}: a message was retried although no handler failed: {retried:?}");
+    }
+    let numbers: std::collections::BTreeSet<u64> = handled.iter().map(|h| h.n).collect();
+    assert_eq!(
+        numbers,
+        (0..count).collect(),
+        "{what}: every message at least once"
+    );
+    println!(
+        "{}: {what}: {count} messages, 0 lost, {} redelivered after rebalances",
+        harness.name(),
+        handled.len() - numbers.len()
+    );
+}
+
 /// How many messages each member handled, by member number.
 pub fn per_member(handled: &[Handled]) -> std::collections::BTreeMap<usize, usize> {
     let mut counts = std::collections::BTreeMap::new();

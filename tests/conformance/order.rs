@@ -1,6 +1,6 @@
 //! Order: messages with one key are handled in publish order within a group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -41,7 +41,9 @@ fn orderer(
 
 /// 16 keys published at once (each key in order, half of them with
 /// `publish_batch`), 4 competing members of one group: each key's sequence
-/// numbers are handled strictly increasing, each exactly once.
+/// numbers are handled strictly increasing, each exactly once (where the
+/// transport redelivers after a rebalance: each at least once, and a
+/// redelivery starts again from an earlier message and keeps the order).
 pub async fn per_key_order_holds_with_competing_members<H: Harness>(harness: H) {
     const KEYS: u32 = 16;
     const EACH: u32 = 50;
@@ -83,11 +85,25 @@ pub async fn per_key_order_holds_with_competing_members<H: Harness>(harness: H) 
     }
 
     let total = (KEYS * EACH) as usize;
-    log.wait_for(total, "all sequenced messages handled").await;
+    // Kafka's mock cluster refuses commits while its group rebalances, and
+    // a late rebalance round redelivers from the last commit: there, wait
+    // for every message rather than for a count.
+    let exactly_once = harness.commits_survive_rebalances();
+    log.wait_until("all sequenced messages handled", |steps| {
+        steps
+            .iter()
+            .map(|(_, key, seq)| (key, seq))
+            .collect::<BTreeSet<_>>()
+            .len()
+            == total
+    })
+    .await;
     net.close().await;
 
     let steps = log.snapshot();
-    assert_eq!(steps.len(), total, "none duplicated");
+    if exactly_once {
+        assert_eq!(steps.len(), total, "none duplicated");
+    }
     let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut members: BTreeMap<usize, usize> = BTreeMap::new();
     for (member, key, seq) in steps {
@@ -95,12 +111,30 @@ pub async fn per_key_order_holds_with_competing_members<H: Harness>(harness: H) 
         *members.entry(member).or_default() += 1;
     }
     assert_eq!(by_key.len(), KEYS as usize);
+    let mut redelivered = 0;
     for (key, seqs) in &by_key {
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "{key}: handled out of order: {seqs:?}"
+        if exactly_once {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{key}: handled out of order: {seqs:?}"
+            );
+            assert_eq!(seqs.len(), EACH as usize, "{key}: every message once");
+        } else {
+            // At-least-once: in order, except that a redelivery starts
+            // again from an earlier message and goes on in order.
+            assert!(
+                seqs.first() == Some(&0)
+                    && seqs.windows(2).all(|w| w[1] == w[0] + 1 || w[1] <= w[0]),
+                "{key}: handled out of order: {seqs:?}"
+            );
+            redelivered += seqs.len() - EACH as usize;
+        }
+    }
+    if !exactly_once {
+        println!(
+            "{}: {total} messages in key order, 0 lost, {redelivered} redelivered after rebalances",
+            harness.name()
         );
-        assert_eq!(seqs.len(), EACH as usize, "{key}: every message once");
     }
     assert!(members.len() >= 2, "members competed: {members:?}");
 }

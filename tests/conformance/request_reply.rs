@@ -213,15 +213,32 @@ pub async fn thousand_concurrent_requests_each_get_their_own_reply<H: Harness>(h
         );
         *served_by.entry(reply.served_by).or_default() += 1;
     }
+    // Where commits do not survive rebalances (Kafka's mock cluster), a
+    // late rebalance round can hand a request to the other responder
+    // again: its second reply arrives late and is dropped and counted.
+    let exactly_once = harness.commits_survive_rebalances();
     for client in &clients {
         assert_eq!(client.stats().pending_requests, 0, "nothing pending");
-        assert_eq!(client.stats().late_replies, 0, "no late replies");
+        if exactly_once {
+            assert_eq!(client.stats().late_replies, 0, "no late replies");
+        }
     }
     net.close().await;
     assert_eq!(served_by.len(), 2, "both responders worked: {served_by:?}");
     let mut ids: Vec<u64> = asked.snapshot().iter().map(|a| a.0).collect();
     ids.sort_unstable();
-    assert_eq!(ids, (0..N).collect::<Vec<_>>(), "each request served once");
+    if exactly_once {
+        assert_eq!(ids, (0..N).collect::<Vec<_>>(), "each request served once");
+    } else {
+        let served = ids.len();
+        ids.dedup();
+        assert_eq!(ids, (0..N).collect::<Vec<_>>(), "each request served");
+        println!(
+            "{}: {N} requests answered, {} served again after rebalances",
+            harness.name(),
+            served - ids.len()
+        );
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use topicbus::{Context, Error, Headers, RawMessage, Topic};
 
 use crate::harness::{
-    assert_exactly_once, guard, per_member, Gate, Handled, Harness, Log, Net, Setup,
+    assert_exactly_once, distinct, guard, per_member, wait_for_each, Gate, Handled, Harness, Log,
+    Net, Setup,
 };
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]
@@ -244,15 +245,7 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
         .expect("shutdown task")
         .expect("shutdown succeeds");
 
-    let distinct = |handled: &[Handled]| {
-        handled
-            .iter()
-            .map(|h| h.n)
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    log.wait_until("every message handled", |h| distinct(h) == N as usize)
-        .await;
+    wait_for_each(&log, N, "every message handled").await;
     net.close().await;
     let handled = log.snapshot();
     if harness.commits_survive_rebalances() {

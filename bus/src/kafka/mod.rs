@@ -52,14 +52,22 @@ struct Inner {
     config: KafkaConfig,
     producer: produce::KafkaProducer,
     admin: AdminClient<DefaultClientContext>,
-    inbox: inbox::Inbox,
+    /// The reply topic's name, fixed at `connect`.
+    inbox_topic: String,
+    /// Its reader, opened by the first request (an instance that never
+    /// makes a request creates no reply topic).
+    inbox: tokio::sync::OnceCell<inbox::Inbox>,
+    pending: Arc<Pending>,
+    /// Set by `close`: no inbox is opened after it.
+    closed: std::sync::atomic::AtomicBool,
     consumers: Mutex<Vec<consume::GroupConsumer>>,
     /// Topics created (or found) together with their dead-letter topic.
     ensured: Mutex<HashSet<String>>,
 }
 
 impl KafkaTransport {
-    /// Connects: checks the brokers answer, then opens the reply inbox.
+    /// Connects: checks the brokers answer. The reply inbox is opened by
+    /// [`KafkaTransport::open_inbox`], before the first request.
     pub async fn connect(
         config: KafkaConfig,
         service: &str,
@@ -74,23 +82,42 @@ impl KafkaTransport {
             crate::topic::sanitize_name(service),
             uuid::Uuid::new_v4().simple()
         );
-        if config.provision_topics {
-            admin::ensure(&admin, &config, &[(inbox_topic.clone(), 1)]).await?;
-        } else {
-            produce::request_auto_creation(&producer, &config, &inbox_topic).await?;
-        }
-        let inbox = inbox::Inbox::open(&config, &inbox_topic, Arc::clone(pending)).await?;
         let transport = Self {
             inner: Arc::new(Inner {
                 config,
                 producer,
                 admin,
-                inbox,
+                inbox_topic: inbox_topic.clone(),
+                inbox: tokio::sync::OnceCell::new(),
+                pending: Arc::clone(pending),
+                closed: std::sync::atomic::AtomicBool::new(false),
                 consumers: Mutex::new(Vec::new()),
                 ensured: Mutex::new(HashSet::new()),
             }),
         };
         Ok((transport, inbox_topic.into()))
+    }
+
+    /// Creates the reply topic and starts reading it at its end, once:
+    /// every reply produced after this returns is seen.
+    pub async fn open_inbox(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner
+            .inbox
+            .get_or_try_init(|| async {
+                if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
+                let topic = &inner.inbox_topic;
+                if inner.config.provision_topics {
+                    admin::ensure(&inner.admin, &inner.config, &[(topic.clone(), 1)]).await?;
+                } else {
+                    produce::request_auto_creation(&inner.producer, &inner.config, topic).await?;
+                }
+                inbox::Inbox::open(&inner.config, topic, Arc::clone(&inner.pending)).await
+            })
+            .await
+            .map(|_| ())
     }
 
     pub async fn publish(&self, message: Message) -> Result<()> {
@@ -193,16 +220,26 @@ impl KafkaTransport {
 
     /// Stops reading replies, without waiting.
     pub fn close_now(&self) {
-        self.inner.inbox.stop_now();
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(inbox) = self.inner.inbox.get() {
+            inbox.stop_now();
+        }
     }
 
     /// Flushes the producer and closes the inbox.
     pub async fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
         let inner = Arc::clone(&self.inner);
         let flushed = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer;
             let flushed = inner.producer.flush(inner.config.delivery_timeout);
-            inner.inbox.close();
+            if let Some(inbox) = inner.inbox.get() {
+                inbox.close();
+            }
             flushed
         })
         .await;

@@ -184,6 +184,16 @@ impl Transport {
         }
     }
 
+    /// Makes sure replies to this instance's inbox are read (Kafka opens its
+    /// reply topic on the first request); call before sending a request.
+    pub async fn open_inbox(&self) -> Result<()> {
+        match self {
+            Transport::Memory(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.open_inbox().await,
+        }
+    }
+
     /// Closes the reply inbox and flushes what is still being sent.
     pub async fn close(&self, inbox: &str) {
         match self {
