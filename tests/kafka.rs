@@ -464,13 +464,9 @@ struct Answer {
     n: u64,
 }
 
-/// Three instances of one requesting service, members of one consumer group
-/// (they share a subscription), each get the replies to their own requests:
-/// replies travel on per-instance reply topics, not through the group.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_reach_the_asking_instance_of_a_group() {
-    let kafka = MockKafka::start(1);
-    let responder = bus(&kafka.bootstrap, "answers").await;
+/// A bus of `service` answering each `Ask` with its own numbers.
+async fn answering(brokers: &str, service: &str) -> Bus {
+    let responder = bus(brokers, service).await;
     responder
         .serve(|ask: Ask| async move {
             Ok::<_, String>(Answer {
@@ -480,6 +476,16 @@ async fn replies_reach_the_asking_instance_of_a_group() {
         })
         .await
         .expect("serve");
+    responder
+}
+
+/// Three instances of one requesting service, members of one consumer group
+/// (they share a subscription), each get the replies to their own requests:
+/// replies travel on per-instance reply topics, not through the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_asking_instance_of_a_group() {
+    let kafka = MockKafka::start(1);
+    let responder = answering(&kafka.bootstrap, "answers").await;
     let mut askers = Vec::new();
     for _ in 0..3 {
         let asker = bus(&kafka.bootstrap, "frontend").await;
@@ -536,16 +542,7 @@ fn reply_topics(brokers: &str, service: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_topic_is_created_by_the_first_request() {
     let kafka = MockKafka::start(1);
-    let responder = bus(&kafka.bootstrap, "replies-answer").await;
-    responder
-        .serve(|ask: Ask| async move {
-            Ok::<_, String>(Answer {
-                asker: ask.asker,
-                n: ask.n,
-            })
-        })
-        .await
-        .expect("serve");
+    let responder = answering(&kafka.bootstrap, "replies-answer").await;
     let client = bus(&kafka.bootstrap, "replies-ask").await;
     client
         .publish(&Work {
