@@ -95,11 +95,7 @@ fn marker<T: Numbered>(total: u64, i: u64) -> T {
 }
 
 fn mock_config(brokers: &str) -> KafkaConfig {
-    KafkaConfig::new(brokers)
-        .provision_topics(false)
-        .set("fetch.wait.max.ms", "5")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
+    mock_kafka::test_settings(KafkaConfig::new(brokers).provision_topics(false))
 }
 
 async fn connect(config: KafkaConfig, service: &str) -> Bus {
@@ -548,12 +544,10 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
     const TOTAL: u64 = 3_000;
     let tansu = Arc::new(Mutex::new(Tansu::start(binary)));
     let address = tansu.lock().unwrap().address();
-    let config = KafkaConfig::new(address.clone())
-        .delivery_timeout(Duration::from_secs(20))
-        .set("fetch.wait.max.ms", "5")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("max.poll.interval.ms", "7000");
+    let config = mock_kafka::test_settings(
+        KafkaConfig::new(address.clone()).delivery_timeout(Duration::from_secs(20)),
+    )
+    .set("max.poll.interval.ms", "7000");
     let publisher = connect(config.clone(), "fault-publisher").await;
     publisher.ensure_topic::<Restart>().await.expect("topic");
     let (consumer, tally) = reader::<Restart>(config, "fault.restart.reader").await;

@@ -136,20 +136,7 @@ struct Reply {
 }
 
 fn config(brokers: &str) -> KafkaConfig {
-    let mut config = KafkaConfig::new(brokers)
-        .provision_topics(false)
-        .set("fetch.wait.max.ms", "5")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500");
-    // Extra librdkafka properties for investigating, as in the conformance
-    // harness, e.g. TOPICBUS_TEST_KAFKA_SET=debug=cgrp (logs with RUST_LOG).
-    if let Ok(extra) = std::env::var("TOPICBUS_TEST_KAFKA_SET") {
-        for pair in extra.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                config = config.set(k, v);
-            }
-        }
-    }
+    let config = mock_kafka::test_settings(KafkaConfig::new(brokers).provision_topics(false));
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

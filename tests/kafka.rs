@@ -34,11 +34,7 @@ struct Work {
 }
 
 fn config(brokers: &str) -> KafkaConfig {
-    KafkaConfig::new(brokers)
-        .provision_topics(false)
-        .set("fetch.wait.max.ms", "5")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
+    mock_kafka::test_settings(KafkaConfig::new(brokers).provision_topics(false))
 }
 
 async fn bus(brokers: &str, service: &str) -> Bus {

@@ -406,22 +406,10 @@ fn network_scope() -> String {
 impl Network for KafkaNet {
     fn bus(&self, service: &str) -> BoxFuture<'_, Bus> {
         let s = &self.setup;
-        let mut config = topicbus::kafka::KafkaConfig::new(self.brokers.clone())
-            .provision_topics(self.provision)
-            // Test brokers answer a waiting fetch only when it ends: keep
-            // the wait short (real Kafka does not need this).
-            .set("fetch.wait.max.ms", "5")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
-        // Extra librdkafka properties for investigating a broker, e.g.
-        // TOPICBUS_TEST_KAFKA_SET=enable.idempotence=false,linger.ms=5
-        if let Ok(extra) = std::env::var("TOPICBUS_TEST_KAFKA_SET") {
-            for pair in extra.split(',') {
-                if let Some((k, v)) = pair.split_once('=') {
-                    config = config.set(k, v);
-                }
-            }
-        }
+        let mut config = crate::mock_kafka::test_settings(
+            topicbus::kafka::KafkaConfig::new(self.brokers.clone())
+                .provision_topics(self.provision),
+        );
         if let Some(n) = s.partitions {
             config = config.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
         }

@@ -7,6 +7,29 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use topicbus::kafka::KafkaConfig;
+
+/// `config` with the consumer settings every test uses on a test broker
+/// (the mock cluster or tansu): they answer a waiting fetch only when it
+/// ends, so the wait is short (real Kafka does not need this), and short
+/// sessions notice a departed member quickly. Then any extra librdkafka
+/// properties for investigating, e.g.
+/// `TOPICBUS_TEST_KAFKA_SET=debug=cgrp,linger.ms=5` (logs with `RUST_LOG`).
+#[allow(dead_code)]
+pub fn test_settings(config: KafkaConfig) -> KafkaConfig {
+    let mut config = config
+        .set("fetch.wait.max.ms", "5")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    if let Ok(extra) = std::env::var("TOPICBUS_TEST_KAFKA_SET") {
+        for pair in extra.split(',') {
+            if let Some((k, v)) = pair.split_once('=') {
+                config = config.set(k, v);
+            }
+        }
+    }
+    config
+}
 
 /// Faults a test can inject into the running mock cluster.
 // Shared by several test binaries; not every one injects every fault.
