@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::dispatch::Member;
+use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
@@ -249,8 +249,9 @@ impl GroupState {
         result
     }
 
-    fn settle(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// `n` messages of this group were handled (or given up).
+    fn settle(&self, n: usize) {
+        if n > 0 && self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
             self.idle.notify_waiters();
         }
     }
@@ -564,7 +565,7 @@ struct Enqueuing<'a> {
 impl Drop for Enqueuing<'_> {
     fn drop(&mut self) {
         if !self.queued {
-            self.group.settle();
+            self.group.settle(1);
         }
     }
 }
@@ -575,30 +576,92 @@ async fn run_partition(
     group: Arc<GroupState>,
     partition: usize,
     backlog: Vec<Message>,
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
 ) {
     let mut owner = Owner::default();
-    for message in backlog {
-        deliver(&group, partition, &mut owner, message).await;
-    }
-    while let Some(message) = queue.recv().await {
-        deliver(&group, partition, &mut owner, message).await;
+    let mut source = Source {
+        backlog: backlog.into(),
+        queue,
+    };
+    loop {
+        let first = match source.backlog.pop_front() {
+            Some(message) => message,
+            None => match source.queue.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        deliver(&group, partition, &mut owner, first, &mut source).await;
     }
 }
 
-async fn deliver(group: &GroupState, partition: usize, owner: &mut Owner, mut message: Message) {
+/// What a partition task hands out: the kept messages a new group starts
+/// with, then its queue.
+struct Source {
+    backlog: VecDeque<Message>,
+    queue: mpsc::Receiver<Message>,
+}
+
+/// Hands `first` and the messages queued behind it to the owner of the
+/// partition, as one run, until the queue is empty or the owner changes.
+async fn deliver(
+    group: &GroupState,
+    partition: usize,
+    owner: &mut Owner,
+    mut first: Message,
+    source: &mut Source,
+) {
     loop {
-        let member = owner.get(group, partition).await;
-        match member.deliver(message).await {
-            Ok(()) => break,
+        let (generation, member) = owner.get(group, partition).await;
+        let mut feed = PartitionFeed {
+            group,
+            generation,
+            source: &mut *source,
+            handled: 0,
+        };
+        let run = member.deliver_run(first, &mut feed).await;
+        group.settle(feed.handled);
+        match run {
+            Ok(()) => return,
             // The member left while the message waited for it.
             Err(returned) => {
-                message = returned;
+                first = returned;
                 owner.forget();
             }
         }
     }
-    group.settle();
+}
+
+/// The [`Feed`] of one run: the partition's next message while the member
+/// list (and so the partition's owner) stays as it was when the run began.
+struct PartitionFeed<'a> {
+    group: &'a GroupState,
+    generation: usize,
+    source: &'a mut Source,
+    /// Settled together when the run ends: one atomic operation on the
+    /// counter publishers also change, instead of one per message.
+    handled: usize,
+}
+
+impl Feed for PartitionFeed<'_> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+        if self.group.generation.load(Ordering::Acquire) != self.generation {
+            return None;
+        }
+        if let Some(message) = self.source.backlog.pop_front() {
+            return Some(message);
+        }
+        // `poll_recv` rather than `try_recv`: it spends the task's
+        // cooperative budget, so a long run still yields to other tasks.
+        match self.source.queue.poll_recv(cx) {
+            std::task::Poll::Ready(message) => message,
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    fn handled(&mut self) {
+        self.handled += 1;
+    }
 }
 
 /// The member a partition task hands its messages to, kept while the
@@ -610,13 +673,14 @@ async fn deliver(group: &GroupState, partition: usize, owner: &mut Owner, mut me
 struct Owner(Option<(usize, Weak<dyn Member>)>);
 
 impl Owner {
-    /// The owner of `partition`, waiting for a member when there is none.
-    async fn get(&mut self, group: &GroupState, partition: usize) -> Arc<dyn Member> {
+    /// The owner of `partition` and the generation of the member list it
+    /// was read from, waiting for a member when there is none.
+    async fn get(&mut self, group: &GroupState, partition: usize) -> (usize, Arc<dyn Member>) {
         loop {
             if let Some((generation, member)) = &self.0 {
                 if *generation == group.generation.load(Ordering::Acquire) {
                     if let Some(member) = member.upgrade() {
-                        return member;
+                        return (*generation, member);
                     }
                 }
             }
@@ -625,7 +689,7 @@ impl Owner {
             changed.as_mut().enable();
             if let Some((generation, member)) = group.owner(partition) {
                 self.0 = Some((generation, Arc::downgrade(&member)));
-                return member;
+                return (generation, member);
             }
             self.0 = None;
             changed.await;
