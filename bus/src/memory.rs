@@ -213,6 +213,8 @@ struct GroupState {
     ephemeral: bool,
     queues: Vec<mpsc::Sender<Message>>,
     members: RwLock<Vec<Arc<dyn Member>>>,
+    /// `members.len()`, for readers that need no member.
+    member_count: AtomicUsize,
     /// Bumped (under the `members` write lock) at every change of
     /// `members`, so that partition tasks keep their owner until then
     /// instead of reading the list for every message.
@@ -242,6 +244,7 @@ impl GroupState {
         let result = {
             let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
             let result = change(&mut members);
+            self.member_count.store(members.len(), Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
             result
         };
@@ -331,19 +334,41 @@ impl MemoryBroker {
             .cloned()
     }
 
-    /// The partition of `message` and the groups of its topic now.
-    fn route(&self, message: &Message) -> (usize, Arc<[Arc<GroupState>]>) {
-        let route = |topic: &TopicState| {
+    /// Queues `message` for every group of its topic, in order, while they
+    /// have room. The common case ends here: under the read locks, without
+    /// taking a reference to the topic's groups. Otherwise returns where the
+    /// publish has to wait.
+    fn offer(&self, message: &Message) -> Option<Blocked> {
+        let offer = |topic: &TopicState| {
             let partition = topic.partition_of(message.meta.key.as_deref());
-            if self.inner.config.retain == 0 {
-                return (partition, topic.groups());
+            // Kept messages: held while the groups are read, so that a
+            // joining group gets each message in its backlog or its queue.
+            let _retained = (self.inner.config.retain > 0).then(|| {
+                let mut retained = topic.lock_retained();
+                if retained.len() == self.inner.config.retain {
+                    retained.pop_front();
+                }
+                retained.push_back((partition, message.clone()));
+                retained
+            });
+            let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
+            for (at, group) in groups.iter().enumerate() {
+                group.outstanding.fetch_add(1, Ordering::AcqRel);
+                match group.queues[partition].try_send(message.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(rejected)) => {
+                        return Some(Blocked {
+                            partition,
+                            groups: Arc::clone(&groups),
+                            at,
+                            rejected,
+                        });
+                    }
+                    // The group was stopped with its broker; nobody will handle it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => group.settle(1),
+                }
             }
-            let mut retained = topic.lock_retained();
-            if retained.len() == self.inner.config.retain {
-                retained.pop_front();
-            }
-            retained.push_back((partition, message.clone()));
-            (partition, topic.groups())
+            None
         };
         // The common case, a known topic, without cloning its `Arc`.
         if let Some(topic) = self
@@ -353,42 +378,60 @@ impl MemoryBroker {
             .unwrap_or_else(|e| e.into_inner())
             .get(&*message.meta.topic)
         {
-            return route(topic);
+            return offer(topic);
         }
-        route(&self.topic(&message.meta.topic, None))
+        offer(&self.topic(&message.meta.topic, None))
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
         self.inner.dead_letters.keep(&message);
-        let (partition, groups) = self.route(&message);
-        for group in groups.iter() {
-            group.outstanding.fetch_add(1, Ordering::AcqRel);
+        let Some(Blocked {
+            partition,
+            groups,
+            at,
+            rejected,
+        }) = self.offer(&message)
+        else {
+            return Ok(());
+        };
+        let mut rejected = Some(rejected);
+        for group in &groups[at..] {
+            let waiting = match rejected.take() {
+                // Counted as outstanding by `offer`.
+                Some(rejected) => rejected,
+                None => {
+                    group.outstanding.fetch_add(1, Ordering::AcqRel);
+                    match group.queues[partition].try_send(message.clone()) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(rejected)) => rejected,
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            group.settle(1);
+                            continue;
+                        }
+                    }
+                }
+            };
             // Settles the count unless the message gets queued, also when
             // this future is dropped while it waits for room.
             let mut enqueuing = Enqueuing {
                 group,
                 queued: false,
             };
-            let queue = &group.queues[partition];
-            match queue.try_send(message.clone()) {
-                Ok(()) => enqueuing.queued = true,
-                Err(mpsc::error::TrySendError::Full(rejected)) => {
-                    let limit = self.inner.config.publish_timeout;
-                    // Boxed: waiting for room is rare, and its timer would
-                    // make every publish future several times larger.
-                    let send = Box::pin(tokio::time::timeout(limit, queue.send(rejected)));
-                    match send.await {
-                        Ok(sent) => enqueuing.queued = sent.is_ok(),
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                topic: message.meta.topic.to_string(),
-                                after: limit,
-                            });
-                        }
-                    }
+            let limit = self.inner.config.publish_timeout;
+            // Boxed: waiting for room is rare, and its timer would
+            // make every publish future several times larger.
+            let send = Box::pin(tokio::time::timeout(
+                limit,
+                group.queues[partition].send(waiting),
+            ));
+            match send.await {
+                Ok(sent) => enqueuing.queued = sent.is_ok(),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        topic: message.meta.topic.to_string(),
+                        after: limit,
+                    });
                 }
-                // The group was stopped with its broker; nobody will handle it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         Ok(())
@@ -432,6 +475,7 @@ impl MemoryBroker {
             ephemeral: spec.ephemeral,
             queues,
             members: RwLock::new(vec![member]),
+            member_count: AtomicUsize::new(1),
             generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
             outstanding: AtomicUsize::new(backlog_len),
@@ -510,13 +554,15 @@ impl MemoryBroker {
 
     /// Whether some group of `topic` has a member to handle a message now.
     pub(crate) fn has_members(&self, topic: &str) -> bool {
-        self.existing_topic(topic).is_some_and(|t| {
-            t.groups().iter().any(|g| {
-                !g.members
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty()
-            })
+        // Asked before every request: read in place, without taking a
+        // reference to the topic or its groups.
+        let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).is_some_and(|t| {
+            t.groups
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|g| g.member_count.load(Ordering::Acquire) > 0)
         })
     }
 
@@ -551,6 +597,15 @@ impl MemoryBroker {
             None => tracing::debug!(reply_to, "dropped a reply to an inbox that is gone"),
         }
     }
+}
+
+/// Where a publish waits for room: the first full group of the topic's
+/// groups (counted as outstanding already) and the message it refused.
+struct Blocked {
+    partition: usize,
+    groups: Arc<[Arc<GroupState>]>,
+    at: usize,
+    rejected: Message,
 }
 
 /// A message counted as outstanding in a group on its way into the group's
