@@ -706,12 +706,16 @@ impl Feed for PartitionFeed<'_> {
         if let Some(message) = self.source.backlog.pop_front() {
             return Some(message);
         }
-        // `poll_recv` rather than `try_recv`: it spends the task's
-        // cooperative budget, so a long run still yields to other tasks.
-        match self.source.queue.poll_recv(cx) {
-            std::task::Poll::Ready(message) => message,
-            std::task::Poll::Pending => None,
-        }
+        // A run spends the task's cooperative budget as `recv` would, so
+        // that a long one still yields to other tasks. Not `poll_recv`: on
+        // an empty queue it registers a waker, which the partition task's
+        // `recv` then does again.
+        let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+            return None;
+        };
+        let message = self.source.queue.try_recv().ok()?;
+        coop.made_progress();
+        Some(message)
     }
 
     fn handled(&mut self) {
