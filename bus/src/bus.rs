@@ -693,7 +693,12 @@ impl BusCore {
             .clone()
             .expect("requests carry a correlation id");
         self.transport.open_inbox().await?;
-        let (mut guard, reply) = self.pending.register(id, Instant::now() + limit)?;
+        let now = Instant::now();
+        // Past what an `Instant` holds, a request waits as good as forever.
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let (mut guard, reply) = self.pending.register(id, deadline)?;
         let published = self.publish(request).await;
         sent(published.is_ok());
         published?;

@@ -230,7 +230,8 @@ impl<I: Invoke> HandlerMember<I> {
             }
             // Failures are rare: their retries, error replies and dead
             // letters get a box of their own, so that the future of every
-            // delivery stays small (it is boxed per message).
+            // delivery stays small (it is boxed per message on Kafka, per
+            // run on the memory transport).
             Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
         }
     }

@@ -29,8 +29,9 @@ pub(crate) enum Outcome {
 ///
 /// Deadlines are kept here rather than in a tokio timer per request: a
 /// timer costs a registration and a removal in the runtime's timer wheel
-/// (about half a raw in-process round trip); a deadline costs a push on a
-/// heap under the lock the request takes anyway.
+/// (0.6–1.1 times a raw in-process round trip in `memory_request_reply`);
+/// a deadline costs a push on a heap under the lock the request takes
+/// anyway.
 pub(crate) struct Pending {
     state: Mutex<State>,
     limit: usize,
