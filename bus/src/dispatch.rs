@@ -30,10 +30,35 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait Member: Send + Sync + 'static {
     /// Handles `message` to the end (success, dead letter or error reply).
     /// Gives the message back when the member has left and cannot take it.
+    // Kafka's consumer hands over one message at a time; the memory
+    // transport hands over runs.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>>;
+
+    /// Handles `first`, then, one at a time and in order, the messages
+    /// `feed` has ready, in one future: the future is boxed once per run of
+    /// queued messages instead of once per message. Gives back the message
+    /// it could not take when the member has left.
+    fn deliver_run<'a>(
+        self: Arc<Self>,
+        first: Message,
+        feed: &'a mut dyn Feed,
+    ) -> BoxFuture<'a, Result<(), Message>>;
 
     /// Stops taking messages and waits for the ones in flight.
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The messages of one partition that are ready for the member handling a
+/// run (see [`Member::deliver_run`]).
+pub(crate) trait Feed: Send {
+    /// The next message if one is ready now and the member still owns the
+    /// partition. `None` ends the run; the transport then waits for the
+    /// next message without holding the member.
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message>;
+
+    /// The message taken last was handled to the end.
+    fn handled(&mut self);
 }
 
 /// Retry and time limits of one registration, with the bus defaults filled in.
@@ -205,7 +230,8 @@ impl<I: Invoke> HandlerMember<I> {
             }
             // Failures are rare: their retries, error replies and dead
             // letters get a box of their own, so that the future of every
-            // delivery stays small (it is boxed per message).
+            // delivery stays small (it is boxed per message on Kafka, per
+            // run on the memory transport).
             Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
         }
     }
@@ -318,25 +344,47 @@ impl<I: Invoke> HandlerMember<I> {
     }
 }
 
+impl<I: Invoke> HandlerMember<I> {
+    async fn deliver_one(&self, message: Message) -> Result<(), Message> {
+        let Some(_slot) = self.slots.acquire().await else {
+            return Err(message);
+        };
+        if let Some(log) = self.core.event_log() {
+            if let Some(wait) = log.delivered(&message, &self.group) {
+                wait.await;
+            }
+        }
+        let _in_flight = self.metrics.delivered();
+        match Handling::start(&message.meta, &self.group, self.is_request(&message)) {
+            None => self.handle(&message).await,
+            // Boxed: traced deliveries are the rarer kind, and the
+            // span and scope would make every delivery's future larger.
+            Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
+        }
+        Ok(())
+    }
+}
+
 impl<I: Invoke> Member for HandlerMember<I> {
     fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>> {
+        Box::pin(async move { self.deliver_one(message).await })
+    }
+
+    fn deliver_run<'a>(
+        self: Arc<Self>,
+        first: Message,
+        feed: &'a mut dyn Feed,
+    ) -> BoxFuture<'a, Result<(), Message>> {
         Box::pin(async move {
-            let Some(_slot) = self.slots.acquire().await else {
-                return Err(message);
-            };
-            if let Some(log) = self.core.event_log() {
-                if let Some(wait) = log.delivered(&message, &self.group) {
-                    wait.await;
+            let mut message = first;
+            loop {
+                self.deliver_one(message).await?;
+                feed.handled();
+                match std::future::poll_fn(|cx| std::task::Poll::Ready(feed.next(cx))).await {
+                    Some(next) => message = next,
+                    None => return Ok(()),
                 }
             }
-            let _in_flight = self.metrics.delivered();
-            match Handling::start(&message.meta, &self.group, self.is_request(&message)) {
-                None => self.handle(&message).await,
-                // Boxed: traced deliveries are the rarer kind, and the
-                // span and scope would make every delivery's future larger.
-                Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
-            }
-            Ok(())
         })
     }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::dispatch::Member;
+use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
@@ -213,6 +213,8 @@ struct GroupState {
     ephemeral: bool,
     queues: Vec<mpsc::Sender<Message>>,
     members: RwLock<Vec<Arc<dyn Member>>>,
+    /// `members.len()`, for readers that need no member.
+    member_count: AtomicUsize,
     /// Bumped (under the `members` write lock) at every change of
     /// `members`, so that partition tasks keep their owner until then
     /// instead of reading the list for every message.
@@ -242,6 +244,7 @@ impl GroupState {
         let result = {
             let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
             let result = change(&mut members);
+            self.member_count.store(members.len(), Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
             result
         };
@@ -249,8 +252,9 @@ impl GroupState {
         result
     }
 
-    fn settle(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// `n` messages of this group were handled (or given up).
+    fn settle(&self, n: usize) {
+        if n > 0 && self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
             self.idle.notify_waiters();
         }
     }
@@ -330,19 +334,41 @@ impl MemoryBroker {
             .cloned()
     }
 
-    /// The partition of `message` and the groups of its topic now.
-    fn route(&self, message: &Message) -> (usize, Arc<[Arc<GroupState>]>) {
-        let route = |topic: &TopicState| {
+    /// Queues `message` for every group of its topic, in order, while they
+    /// have room. The common case ends here: under the read locks, without
+    /// taking a reference to the topic's groups. Otherwise returns where the
+    /// publish has to wait.
+    fn offer(&self, message: &Message) -> Option<Blocked> {
+        let offer = |topic: &TopicState| {
             let partition = topic.partition_of(message.meta.key.as_deref());
-            if self.inner.config.retain == 0 {
-                return (partition, topic.groups());
+            // Kept messages: held while the groups are read, so that a
+            // joining group gets each message in its backlog or its queue.
+            let _retained = (self.inner.config.retain > 0).then(|| {
+                let mut retained = topic.lock_retained();
+                if retained.len() == self.inner.config.retain {
+                    retained.pop_front();
+                }
+                retained.push_back((partition, message.clone()));
+                retained
+            });
+            let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
+            for (at, group) in groups.iter().enumerate() {
+                group.outstanding.fetch_add(1, Ordering::AcqRel);
+                match group.queues[partition].try_send(message.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(rejected)) => {
+                        return Some(Blocked {
+                            partition,
+                            groups: Arc::clone(&groups),
+                            at,
+                            rejected,
+                        });
+                    }
+                    // The group was stopped with its broker; nobody will handle it.
+                    Err(mpsc::error::TrySendError::Closed(_)) => group.settle(1),
+                }
             }
-            let mut retained = topic.lock_retained();
-            if retained.len() == self.inner.config.retain {
-                retained.pop_front();
-            }
-            retained.push_back((partition, message.clone()));
-            (partition, topic.groups())
+            None
         };
         // The common case, a known topic, without cloning its `Arc`.
         if let Some(topic) = self
@@ -352,42 +378,60 @@ impl MemoryBroker {
             .unwrap_or_else(|e| e.into_inner())
             .get(&*message.meta.topic)
         {
-            return route(topic);
+            return offer(topic);
         }
-        route(&self.topic(&message.meta.topic, None))
+        offer(&self.topic(&message.meta.topic, None))
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
         self.inner.dead_letters.keep(&message);
-        let (partition, groups) = self.route(&message);
-        for group in groups.iter() {
-            group.outstanding.fetch_add(1, Ordering::AcqRel);
+        let Some(Blocked {
+            partition,
+            groups,
+            at,
+            rejected,
+        }) = self.offer(&message)
+        else {
+            return Ok(());
+        };
+        let mut rejected = Some(rejected);
+        for group in &groups[at..] {
+            let waiting = match rejected.take() {
+                // Counted as outstanding by `offer`.
+                Some(rejected) => rejected,
+                None => {
+                    group.outstanding.fetch_add(1, Ordering::AcqRel);
+                    match group.queues[partition].try_send(message.clone()) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Full(rejected)) => rejected,
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            group.settle(1);
+                            continue;
+                        }
+                    }
+                }
+            };
             // Settles the count unless the message gets queued, also when
             // this future is dropped while it waits for room.
             let mut enqueuing = Enqueuing {
                 group,
                 queued: false,
             };
-            let queue = &group.queues[partition];
-            match queue.try_send(message.clone()) {
-                Ok(()) => enqueuing.queued = true,
-                Err(mpsc::error::TrySendError::Full(rejected)) => {
-                    let limit = self.inner.config.publish_timeout;
-                    // Boxed: waiting for room is rare, and its timer would
-                    // make every publish future several times larger.
-                    let send = Box::pin(tokio::time::timeout(limit, queue.send(rejected)));
-                    match send.await {
-                        Ok(sent) => enqueuing.queued = sent.is_ok(),
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                topic: message.meta.topic.to_string(),
-                                after: limit,
-                            });
-                        }
-                    }
+            let limit = self.inner.config.publish_timeout;
+            // Boxed: waiting for room is rare, and its timer would
+            // make every publish future several times larger.
+            let send = Box::pin(tokio::time::timeout(
+                limit,
+                group.queues[partition].send(waiting),
+            ));
+            match send.await {
+                Ok(sent) => enqueuing.queued = sent.is_ok(),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        topic: message.meta.topic.to_string(),
+                        after: limit,
+                    });
                 }
-                // The group was stopped with its broker; nobody will handle it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
         Ok(())
@@ -431,6 +475,7 @@ impl MemoryBroker {
             ephemeral: spec.ephemeral,
             queues,
             members: RwLock::new(vec![member]),
+            member_count: AtomicUsize::new(1),
             generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
             outstanding: AtomicUsize::new(backlog_len),
@@ -509,13 +554,15 @@ impl MemoryBroker {
 
     /// Whether some group of `topic` has a member to handle a message now.
     pub(crate) fn has_members(&self, topic: &str) -> bool {
-        self.existing_topic(topic).is_some_and(|t| {
-            t.groups().iter().any(|g| {
-                !g.members
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_empty()
-            })
+        // Asked before every request: read in place, without taking a
+        // reference to the topic or its groups.
+        let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).is_some_and(|t| {
+            t.groups
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|g| g.member_count.load(Ordering::Acquire) > 0)
         })
     }
 
@@ -552,6 +599,15 @@ impl MemoryBroker {
     }
 }
 
+/// Where a publish waits for room: the first full group of the topic's
+/// groups (counted as outstanding already) and the message it refused.
+struct Blocked {
+    partition: usize,
+    groups: Arc<[Arc<GroupState>]>,
+    at: usize,
+    rejected: Message,
+}
+
 /// A message counted as outstanding in a group on its way into the group's
 /// queue: unless it got there (the partition task settles it then), dropping
 /// this settles it, so that a publish given up while it waited for room does
@@ -564,7 +620,7 @@ struct Enqueuing<'a> {
 impl Drop for Enqueuing<'_> {
     fn drop(&mut self) {
         if !self.queued {
-            self.group.settle();
+            self.group.settle(1);
         }
     }
 }
@@ -575,30 +631,96 @@ async fn run_partition(
     group: Arc<GroupState>,
     partition: usize,
     backlog: Vec<Message>,
-    mut queue: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
 ) {
     let mut owner = Owner::default();
-    for message in backlog {
-        deliver(&group, partition, &mut owner, message).await;
-    }
-    while let Some(message) = queue.recv().await {
-        deliver(&group, partition, &mut owner, message).await;
+    let mut source = Source {
+        backlog: backlog.into(),
+        queue,
+    };
+    loop {
+        let first = match source.backlog.pop_front() {
+            Some(message) => message,
+            None => match source.queue.recv().await {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        deliver(&group, partition, &mut owner, first, &mut source).await;
     }
 }
 
-async fn deliver(group: &GroupState, partition: usize, owner: &mut Owner, mut message: Message) {
+/// What a partition task hands out: the kept messages a new group starts
+/// with, then its queue.
+struct Source {
+    backlog: VecDeque<Message>,
+    queue: mpsc::Receiver<Message>,
+}
+
+/// Hands `first` and the messages queued behind it to the owner of the
+/// partition, as one run, until the queue is empty or the owner changes.
+async fn deliver(
+    group: &GroupState,
+    partition: usize,
+    owner: &mut Owner,
+    mut first: Message,
+    source: &mut Source,
+) {
     loop {
-        let member = owner.get(group, partition).await;
-        match member.deliver(message).await {
-            Ok(()) => break,
+        let (generation, member) = owner.get(group, partition).await;
+        let mut feed = PartitionFeed {
+            group,
+            generation,
+            source: &mut *source,
+            handled: 0,
+        };
+        let run = member.deliver_run(first, &mut feed).await;
+        group.settle(feed.handled);
+        match run {
+            Ok(()) => return,
             // The member left while the message waited for it.
             Err(returned) => {
-                message = returned;
+                first = returned;
                 owner.forget();
             }
         }
     }
-    group.settle();
+}
+
+/// The [`Feed`] of one run: the partition's next message while the member
+/// list (and so the partition's owner) stays as it was when the run began.
+struct PartitionFeed<'a> {
+    group: &'a GroupState,
+    generation: usize,
+    source: &'a mut Source,
+    /// Settled together when the run ends: one atomic operation on the
+    /// counter publishers also change, instead of one per message.
+    handled: usize,
+}
+
+impl Feed for PartitionFeed<'_> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+        if self.group.generation.load(Ordering::Acquire) != self.generation {
+            return None;
+        }
+        if let Some(message) = self.source.backlog.pop_front() {
+            return Some(message);
+        }
+        // A run spends the task's cooperative budget as `recv` would, so
+        // that a long one still yields to other tasks. Not `poll_recv`: on
+        // an empty queue it registers a waker, which the partition task's
+        // `recv` then does again.
+        let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+            return None;
+        };
+        let message = self.source.queue.try_recv().ok()?;
+        coop.made_progress();
+        Some(message)
+    }
+
+    fn handled(&mut self) {
+        self.handled += 1;
+    }
 }
 
 /// The member a partition task hands its messages to, kept while the
@@ -610,13 +732,14 @@ async fn deliver(group: &GroupState, partition: usize, owner: &mut Owner, mut me
 struct Owner(Option<(usize, Weak<dyn Member>)>);
 
 impl Owner {
-    /// The owner of `partition`, waiting for a member when there is none.
-    async fn get(&mut self, group: &GroupState, partition: usize) -> Arc<dyn Member> {
+    /// The owner of `partition` and the generation of the member list it
+    /// was read from, waiting for a member when there is none.
+    async fn get(&mut self, group: &GroupState, partition: usize) -> (usize, Arc<dyn Member>) {
         loop {
             if let Some((generation, member)) = &self.0 {
                 if *generation == group.generation.load(Ordering::Acquire) {
                     if let Some(member) = member.upgrade() {
-                        return member;
+                        return (*generation, member);
                     }
                 }
             }
@@ -625,7 +748,7 @@ impl Owner {
             changed.as_mut().enable();
             if let Some((generation, member)) = group.owner(partition) {
                 self.0 = Some((generation, Arc::downgrade(&member)));
-                return member;
+                return (generation, member);
             }
             self.0 = None;
             changed.await;

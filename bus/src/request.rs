@@ -1,7 +1,10 @@
-//! Requests waiting for their reply.
+//! Requests waiting for their reply, and the deadlines that end them.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
 use metrics::Counter;
 use tokio::sync::oneshot;
@@ -10,45 +13,126 @@ use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::{Message, MessageId};
 
+/// How a waiting request ends, unless the bus closes first (its sender is
+/// then dropped).
+pub(crate) enum Outcome {
+    Reply(Message),
+    /// Its deadline passed; the entry is gone.
+    Expired,
+}
+
 /// The requests of one bus instance that wait for a reply, by correlation id.
 ///
-/// Every entry is removed by the [`PendingGuard`] of the call that made it,
-/// whether the call got its reply, timed out or was cancelled, so no entry
+/// Every entry is removed by the reply, by the [`Sweeper`] at its deadline,
+/// or by the [`PendingGuard`] of a call that was cancelled, so no entry
 /// outlives its request.
+///
+/// Deadlines are kept here rather than in a tokio timer per request: a
+/// timer costs a registration and a removal in the runtime's timer wheel
+/// (0.6–1.1 times a raw in-process round trip in `memory_request_reply`);
+/// a deadline costs a push on a heap under the lock the request takes
+/// anyway.
 pub(crate) struct Pending {
-    waiting: Mutex<FastMap<MessageId, oneshot::Sender<Message>>>,
+    state: Mutex<State>,
     limit: usize,
     late_replies: AtomicU64,
     late_replies_metric: Counter,
+    /// Itself, for the sweeper (which must not keep the bus alive).
+    this: Weak<Pending>,
 }
 
-impl Pending {
-    pub fn new(limit: usize) -> Self {
-        Self {
-            waiting: Mutex::new(FastMap::default()),
-            limit,
-            late_replies: AtomicU64::new(0),
-            late_replies_metric: crate::telemetry::metrics::late_replies(),
+struct State {
+    waiting: FastMap<MessageId, oneshot::Sender<Outcome>>,
+    /// Deadlines of the waiting requests, earliest first, and of some that
+    /// ended since: those are dropped when they reach the top, or all at
+    /// once when they outnumber the waiting ones (so memory stays bounded
+    /// by the waiting requests, not by the request rate).
+    deadlines: BinaryHeap<Reverse<At<MessageId>>>,
+    /// When the sweeper visits next, if it is due to.
+    visit: Option<Instant>,
+    closed: bool,
+}
+
+impl State {
+    /// Drops the deadlines of ended requests from the top of the heap, and
+    /// from all of it when they are most of it.
+    fn prune(&mut self) {
+        while let Some(Reverse(At(_, id))) = self.deadlines.peek() {
+            if self.waiting.contains_key(id) {
+                break;
+            }
+            self.deadlines.pop();
+        }
+        if self.deadlines.len() > 2 * self.waiting.len() + 64 {
+            let waiting = &self.waiting;
+            self.deadlines
+                .retain(|Reverse(At(_, id))| waiting.contains_key(id));
         }
     }
 
-    /// Registers a request; fails when `limit` requests already wait.
+    /// Books a sweeper visit at `at` unless one is due no later; returns
+    /// whether the sweeper must be told.
+    fn book(&mut self, at: Instant) -> bool {
+        match self.visit {
+            Some(visit) if visit <= at => false,
+            _ => {
+                self.visit = Some(at);
+                true
+            }
+        }
+    }
+}
+
+impl Pending {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            state: Mutex::new(State {
+                waiting: FastMap::default(),
+                deadlines: BinaryHeap::new(),
+                visit: None,
+                closed: false,
+            }),
+            limit,
+            late_replies: AtomicU64::new(0),
+            late_replies_metric: crate::telemetry::metrics::late_replies(),
+            this: this.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a request that gives up at `deadline`; fails when `limit`
+    /// requests already wait, or once the bus closed.
     pub fn register(
         self: &Arc<Self>,
         id: MessageId,
-    ) -> Result<(PendingGuard, oneshot::Receiver<Message>)> {
+        deadline: Instant,
+    ) -> Result<(PendingGuard, oneshot::Receiver<Outcome>)> {
         let (tx, rx) = oneshot::channel();
-        let mut waiting = self.waiting.lock().expect("pending map poisoned");
-        if waiting.len() >= self.limit {
-            return Err(Error::Unavailable {
-                message: format!(
-                    "{} requests already wait for a reply (the configured limit)",
-                    self.limit
-                ),
-                source: None,
-            });
+        let tell_sweeper = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(Error::Closed);
+            }
+            if state.waiting.len() >= self.limit {
+                return Err(Error::Unavailable {
+                    message: format!(
+                        "{} requests already wait for a reply (the configured limit)",
+                        self.limit
+                    ),
+                    source: None,
+                });
+            }
+            state.prune();
+            state.waiting.insert(id.clone(), tx);
+            state.deadlines.push(Reverse(At(deadline, id.clone())));
+            state.book(deadline)
+        };
+        if tell_sweeper {
+            Sweeper::get().visit(deadline, self.this.clone());
         }
-        waiting.insert(id.clone(), tx);
         Ok((
             PendingGuard {
                 pending: Arc::clone(self),
@@ -61,14 +145,13 @@ impl Pending {
 
     /// Hands a reply to its waiting request, or counts it as late.
     pub fn complete(&self, reply: Message) {
-        let waiter = reply.meta.correlation_id.as_ref().and_then(|id| {
-            self.waiting
-                .lock()
-                .expect("pending map poisoned")
-                .remove(id)
-        });
+        let waiter = reply
+            .meta
+            .correlation_id
+            .as_ref()
+            .and_then(|id| self.lock().waiting.remove(id));
         let delivered = match waiter {
-            Some(tx) => tx.send(reply).is_ok(),
+            Some(tx) => tx.send(Outcome::Reply(reply)).is_ok(),
             None => false,
         };
         if !delivered {
@@ -78,17 +161,59 @@ impl Pending {
         }
     }
 
+    /// Ends the requests whose deadline is `now` or earlier; books the next
+    /// visit, if one is needed and not booked yet.
+    fn expire(&self, now: Instant) {
+        let mut expired = Vec::new();
+        let next = {
+            let mut state = self.lock();
+            if state.visit.is_some_and(|visit| visit <= now) {
+                state.visit = None;
+            }
+            while let Some(Reverse(At(deadline, _))) = state.deadlines.peek() {
+                if *deadline > now {
+                    break;
+                }
+                let Some(Reverse(At(_, id))) = state.deadlines.pop() else {
+                    break;
+                };
+                if let Some(tx) = state.waiting.remove(&id) {
+                    expired.push(tx);
+                }
+            }
+            state.prune();
+            match state.deadlines.peek() {
+                Some(Reverse(At(deadline, _))) => {
+                    let deadline = *deadline;
+                    state.book(deadline).then_some(deadline)
+                }
+                None => None,
+            }
+        };
+        // Outside the lock: a woken request may run at once on another thread.
+        for tx in expired {
+            let _ = tx.send(Outcome::Expired);
+        }
+        if let Some(at) = next {
+            Sweeper::get().visit(at, self.this.clone());
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.waiting.lock().expect("pending map poisoned").len()
+        self.lock().waiting.len()
     }
 
     pub fn late_replies(&self) -> u64 {
         self.late_replies.load(Ordering::Relaxed)
     }
 
-    /// Fails every waiting request with `closed` (their senders drop).
+    /// Fails every waiting request, and those that register later, with
+    /// `closed` (their senders drop).
     pub fn close_all(&self) {
-        self.waiting.lock().expect("pending map poisoned").clear();
+        let mut state = self.lock();
+        state.closed = true;
+        state.waiting.clear();
+        state.deadlines.clear();
     }
 }
 
@@ -100,8 +225,8 @@ pub(crate) struct PendingGuard {
 }
 
 impl PendingGuard {
-    /// The entry is gone already (its reply was handed over): spares the
-    /// second lookup.
+    /// The entry is gone already (its reply or its expiry was handed over):
+    /// spares the second lookup.
     pub fn disarm(&mut self) {
         self.armed = false;
     }
@@ -112,10 +237,171 @@ impl Drop for PendingGuard {
         if !self.armed {
             return;
         }
-        self.pending
-            .waiting
-            .lock()
-            .expect("pending map poisoned")
-            .remove(&self.id);
+        self.pending.lock().waiting.remove(&self.id);
+    }
+}
+
+/// One thread per process that ends requests at their deadline, for every
+/// bus. A thread rather than a task: a request must time out whichever
+/// runtime (or executor) it waits on, also when the runtime that made an
+/// earlier request is idle or gone.
+struct Sweeper {
+    visits: Mutex<BinaryHeap<Reverse<At<Weak<Pending>>>>>,
+    changed: Condvar,
+}
+
+/// Something due at a time, ordered by the time alone.
+struct At<T>(Instant, T);
+
+impl<T> PartialEq for At<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<T> Eq for At<T> {}
+
+impl<T> PartialOrd for At<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> Ord for At<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl Sweeper {
+    fn get() -> &'static Sweeper {
+        static SWEEPER: OnceLock<&'static Sweeper> = OnceLock::new();
+        SWEEPER.get_or_init(|| {
+            let sweeper: &'static Sweeper = Box::leak(Box::new(Sweeper {
+                visits: Mutex::new(BinaryHeap::new()),
+                changed: Condvar::new(),
+            }));
+            std::thread::Builder::new()
+                .name("topicbus-deadlines".to_owned())
+                .spawn(move || sweeper.run())
+                .expect("could not start the request deadline thread");
+            sweeper
+        })
+    }
+
+    fn visit(&self, at: Instant, pending: Weak<Pending>) {
+        let mut visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = visits.peek().is_none_or(|Reverse(first)| at < first.0);
+        visits.push(Reverse(At(at, pending)));
+        drop(visits);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while visits.peek().is_some_and(|Reverse(first)| first.0 <= now) {
+                if let Some(Reverse(visit)) = visits.pop() {
+                    due.push(visit.1);
+                }
+            }
+            if !due.is_empty() {
+                // `expire` books its next visit here: not under this lock.
+                drop(visits);
+                for pending in due.iter().filter_map(Weak::upgrade) {
+                    pending.expire(now);
+                }
+                visits = self.visits.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            visits = match visits.peek() {
+                Some(Reverse(first)) => {
+                    let wait = first.0.saturating_duration_since(now);
+                    self.changed
+                        .wait_timeout(visits, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.changed.wait(visits).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::message::{Headers, Meta, Payload};
+
+    fn reply_to(id: &MessageId) -> Message {
+        Message {
+            meta: Arc::new(Meta {
+                topic: Cow::Borrowed("t"),
+                id: MessageId::new(),
+                time: SystemTime::now(),
+                source: Arc::from("s"),
+                key: None,
+                correlation_id: Some(id.clone()),
+                reply_to: None,
+                content_type: None,
+                headers: Headers::new(),
+                malformed: None,
+            }),
+            payload: Payload::Bytes(bytes::Bytes::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_expires_at_its_deadline_and_leaves_no_entry() {
+        let pending = Pending::new(8);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let (_long, _long_rx) = pending.register(MessageId::new(), far).unwrap();
+        let id = MessageId::new();
+        let (mut guard, rx) = pending
+            .register(id.clone(), Instant::now() + Duration::from_millis(20))
+            .unwrap();
+        assert!(matches!(rx.await, Ok(Outcome::Expired)));
+        guard.disarm();
+        assert_eq!(pending.len(), 1, "only the far request still waits");
+        pending.complete(reply_to(&id));
+        assert_eq!(pending.late_replies(), 1);
+    }
+
+    #[test]
+    fn ended_requests_do_not_pile_up_behind_a_waiting_one() {
+        let pending = Pending::new(8);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let (_long, _long_rx) = pending.register(MessageId::new(), far).unwrap();
+        for _ in 0..10_000 {
+            let id = MessageId::new();
+            let (mut guard, _rx) = pending.register(id.clone(), far).unwrap();
+            pending.complete(reply_to(&id));
+            guard.disarm();
+        }
+        let state = pending.lock();
+        assert_eq!(state.waiting.len(), 1);
+        assert!(
+            state.deadlines.len() <= 2 + 64 + 1,
+            "{}",
+            state.deadlines.len()
+        );
+    }
+
+    #[test]
+    fn a_closed_bus_takes_no_requests() {
+        let pending = Pending::new(8);
+        pending.close_all();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert!(matches!(
+            pending.register(MessageId::new(), deadline),
+            Err(Error::Closed)
+        ));
     }
 }
