@@ -4,7 +4,7 @@
 #
 #   scripts/tansu.sh install                    # build and install if not cached
 #   scripts/tansu.sh start [PORT] [STORAGE]     # install if needed, start in the background, wait until it listens
-#   scripts/tansu.sh stop                       # stop the broker started by `start` (SIGTERM)
+#   scripts/tansu.sh stop                       # stop the broker started by `start` (SIGTERM), wait until it is gone
 #   scripts/tansu.sh kill                       # SIGKILL it, as a crash would
 #
 # STORAGE is `memory` (default), `sqlite` (durable, TANSU_DIR/tansu.db: it
@@ -62,7 +62,14 @@ start() {
 stop_quietly() {
     local signal="${1:-TERM}"
     if [ -f "$TANSU_DIR/tansu.pid" ]; then
-        kill "-$signal" "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true
+        local pid
+        pid="$(cat "$TANSU_DIR/tansu.pid")"
+        kill "-$signal" "$pid" 2>/dev/null || true
+        # Gone before returning, so a new `start` can take the port at once.
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
         rm -f "$TANSU_DIR/tansu.pid"
     fi
 }

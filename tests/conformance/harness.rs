@@ -191,6 +191,15 @@ where
     if let Some(why) = make().unavailable() {
         panic!("{name} cannot run: {why}");
     }
+    if std::env::var_os("RUST_LOG").is_some() {
+        // topicbus's and librdkafka's logs (`debug=...` in
+        // TOPICBUS_TEST_KAFKA_SET) for investigating a case; the first case
+        // of the process installs it.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let repeat = repeat_count();
     for iteration in 1..=repeat {
         let run = tokio::time::timeout(CASE_HANG, AssertUnwindSafe(case(make())).catch_unwind());
@@ -483,6 +492,18 @@ impl<T: Clone> Log<T> {
 
     /// Waits until `done` holds for the entries; returns them all.
     pub async fn wait_until(&self, what: &str, done: impl Fn(&[T]) -> bool) -> Vec<T> {
+        self.wait_until_or_describe(what, done, |_| String::new())
+            .await
+    }
+
+    /// Like [`Log::wait_until`]; a timeout's panic message ends with what
+    /// `describe` says of the entries (what is missing, say).
+    pub async fn wait_until_or_describe(
+        &self,
+        what: &str,
+        done: impl Fn(&[T]) -> bool,
+        describe: impl Fn(&[T]) -> String,
+    ) -> Vec<T> {
         let waiting = async {
             loop {
                 let changed = self.changed.notified();
@@ -495,9 +516,11 @@ impl<T: Clone> Log<T> {
             }
         };
         if tokio::time::timeout(HANG, waiting).await.is_err() {
+            let items = self.snapshot();
             panic!(
-                "hang guard: {what}: not reached after {HANG:?}; {} entries",
-                self.len()
+                "hang guard: {what}: not reached after {HANG:?}; {} entries{}",
+                items.len(),
+                describe(&items)
             );
         }
         self.snapshot()

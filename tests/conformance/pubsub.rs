@@ -340,9 +340,28 @@ pub async fn concurrent_publishers_lose_and_duplicate_nothing<H: Harness>(harnes
             .expect("publisher task");
     }
 
-    log.wait_until("all flood messages handled", |seen| {
-        seen.iter().collect::<BTreeSet<_>>().len() == total
-    })
+    log.wait_until_or_describe(
+        "all flood messages handled",
+        |seen| seen.iter().collect::<BTreeSet<_>>().len() == total,
+        |seen| {
+            let mut count: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+            for &entry in seen {
+                *count.entry(entry).or_default() += 1;
+            }
+            let missing: Vec<_> = (0..PUBLISHERS)
+                .flat_map(|p| (0..EACH).map(move |s| (p, s)))
+                .filter(|entry| !count.contains_key(entry))
+                .collect();
+            let twice: Vec<_> = count.iter().filter(|(_, &n)| n > 1).collect();
+            format!(
+                "; {} (publisher, seq) missing, first {:?}; {} seen more than once, first {:?}",
+                missing.len(),
+                &missing[..missing.len().min(20)],
+                twice.len(),
+                &twice[..twice.len().min(20)]
+            )
+        },
+    )
     .await;
     net.close().await;
     let seen = log.snapshot();

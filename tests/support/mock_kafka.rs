@@ -14,7 +14,7 @@ use topicbus::kafka::KafkaConfig;
 /// ends, so the wait is short (real Kafka does not need this), and short
 /// sessions notice a departed member quickly. Then any extra librdkafka
 /// properties for investigating, e.g.
-/// `TOPICBUS_TEST_KAFKA_SET=debug=cgrp,linger.ms=5` (logs with `RUST_LOG`).
+/// `TOPICBUS_TEST_KAFKA_SET=debug=cgrp,fetch,linger.ms=5` (logs with `RUST_LOG`).
 #[allow(dead_code)]
 pub fn test_settings(config: KafkaConfig) -> KafkaConfig {
     let mut config = config
@@ -22,13 +22,29 @@ pub fn test_settings(config: KafkaConfig) -> KafkaConfig {
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500");
     if let Ok(extra) = std::env::var("TOPICBUS_TEST_KAFKA_SET") {
-        for pair in extra.split(',') {
-            if let Some((k, v)) = pair.split_once('=') {
-                config = config.set(k, v);
-            }
+        for (key, value) in extra_settings(&extra) {
+            config = config.set(key, value);
         }
     }
     config
+}
+
+/// `key=value` pairs separated by commas; a part without `=` continues the
+/// previous value, so that list-valued properties read naturally:
+/// `debug=eos,msg,linger.ms=5` is `debug=eos,msg` and `linger.ms=5`.
+fn extra_settings(text: &str) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for part in text.split(',') {
+        match (part.split_once('='), settings.last_mut()) {
+            (Some((key, value)), _) => settings.push((key.to_owned(), value.to_owned())),
+            (None, Some((_, value))) => {
+                value.push(',');
+                value.push_str(part);
+            }
+            (None, None) => panic!("TOPICBUS_TEST_KAFKA_SET: `{part}` is not key=value"),
+        }
+    }
+    settings
 }
 
 /// Faults a test can inject into the running mock cluster.
