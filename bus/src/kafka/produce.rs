@@ -175,13 +175,16 @@ fn enqueue(
     // The size limit is checked before this, where a publish is made (the
     // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
-    let mut headers = OwnedHeaders::new_with_capacity(8 + message.meta.headers.len());
-    for (key, value) in wire::headers(&message.meta).iter() {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
+    let headers = wire::fold_headers(
+        &message.meta,
+        OwnedHeaders::new_with_capacity(8 + message.meta.headers.len()),
+        |headers, key, value| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    );
     let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
     if let Some(key) = &message.meta.key {
         record = record.key(&key[..]);
