@@ -2,6 +2,7 @@
 //! topicbus's own headers), shared by every transport. WIRE.md documents it.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -97,11 +98,25 @@ struct Rfc3339Millis {
 
 impl Rfc3339Millis {
     fn new(time: SystemTime) -> Self {
-        let mut text = [0; 24];
+        thread_local! {
+            // Messages published together mostly share their millisecond.
+            static LAST: Cell<Option<(u128, [u8; 24])>> = const { Cell::new(None) };
+        }
         // Times come from the clock or from RFC 3339 text, so they lie in
         // the years humantime formats (1970 to 9999): exactly 24 bytes.
+        let millis = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("a time after 1970")
+            .as_millis();
+        if let Some((last, text)) = LAST.get() {
+            if last == millis {
+                return Self { text };
+            }
+        }
+        let mut text = [0; 24];
         write!(&mut text[..], "{}", humantime::format_rfc3339_millis(time))
             .expect("a time between the years 1970 and 9999");
+        LAST.set(Some((millis, text)));
         Self { text }
     }
 
@@ -125,31 +140,49 @@ pub(crate) fn meta(
         topic,
         key,
         headers.iter(),
-        &mut Sources::new(Arc::clone(default_source)),
+        &mut Recent::new(Arc::clone(default_source)),
     )
 }
 
-/// The `ce_source` values one reader sees: mostly the same few, so the last
-/// one is shared rather than allocated again for every message.
-pub(crate) struct Sources {
-    missing: Arc<str>,
-    last: Option<Arc<str>>,
+/// The last values one reader read of the headers that repeat from record
+/// to record (a producer's `ce_source`, the millisecond in `ce_time` that a
+/// batch shares): the same bytes again are taken as read before rather than
+/// validated, parsed and allocated again.
+pub(crate) struct Recent {
+    /// Stands in for an absent `ce_source`.
+    missing_source: Arc<str>,
+    source: Option<Arc<str>>,
+    time: Option<(Vec<u8>, SystemTime)>,
 }
 
-impl Sources {
-    /// `missing` stands in for an absent `ce_source`.
-    pub fn new(missing: Arc<str>) -> Self {
+impl Recent {
+    pub fn new(missing_source: Arc<str>) -> Self {
         Self {
-            missing,
-            last: None,
+            missing_source,
+            source: None,
+            time: None,
         }
     }
 
-    fn get(&mut self, text: &str) -> Arc<str> {
-        match &self.last {
-            Some(last) if **last == *text => Arc::clone(last),
-            _ => Arc::clone(self.last.insert(Arc::from(text))),
-        }
+    fn source(&self, value: &[u8]) -> Option<Arc<str>> {
+        self.source
+            .as_ref()
+            .filter(|source| source.as_bytes() == value)
+            .cloned()
+    }
+
+    fn time(&self, value: &[u8]) -> Option<SystemTime> {
+        self.time
+            .as_ref()
+            .filter(|(text, _)| text == value)
+            .map(|(_, time)| *time)
+    }
+
+    fn remember_time(&mut self, text: &str, time: SystemTime) {
+        let (last, at) = self.time.get_or_insert_with(|| (Vec::new(), time));
+        last.clear();
+        last.extend_from_slice(text.as_bytes());
+        *at = time;
     }
 }
 
@@ -160,7 +193,7 @@ pub(crate) fn read_meta<'a>(
     topic: Cow<'static, str>,
     key: Option<Vec<u8>>,
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    sources: &mut Sources,
+    recent: &mut Recent,
 ) -> Meta {
     let mut app = Headers::new();
     let mut own = Own::default();
@@ -193,25 +226,38 @@ pub(crate) fn read_meta<'a>(
         }
     };
     let id = text(&mut app, ce::ID, own.id).map_or_else(MessageId::new, MessageId::parse);
-    let source = match text(&mut app, ce::SOURCE, own.source) {
-        Some(text) => sources.get(text),
-        None => Arc::clone(&sources.missing),
+    let source = match own.source.and_then(|value| recent.source(value)) {
+        Some(same) => same,
+        None => match text(&mut app, ce::SOURCE, own.source) {
+            Some(text) => Arc::clone(recent.source.insert(Arc::from(text))),
+            None => Arc::clone(&recent.missing_source),
+        },
     };
-    let time = text(&mut app, ce::TIME, own.time);
+    let time = match own.time.and_then(|value| recent.time(value)) {
+        Some(same) => Ok(same),
+        None => Err(text(&mut app, ce::TIME, own.time)),
+    };
     let content_type = text(&mut app, header::CONTENT_TYPE, own.content_type).map(content_type);
     let correlation_id =
         text(&mut app, header::CORRELATION_ID, own.correlation_id).map(MessageId::parse);
     let reply_to = text(&mut app, header::REPLY_TO, own.reply_to);
     let time = match time {
-        None => SystemTime::now(),
-        Some(text) => humantime::parse_rfc3339_weak(text).unwrap_or_else(|error| {
-            problems.push(format!(
-                "header `{}` is not an RFC 3339 time ({error}): {text:?}",
-                ce::TIME
-            ));
-            app.insert(ce::TIME, text);
-            SystemTime::now()
-        }),
+        Ok(same) => same,
+        Err(None) => SystemTime::now(),
+        Err(Some(text)) => match humantime::parse_rfc3339_weak(text) {
+            Ok(time) => {
+                recent.remember_time(text, time);
+                time
+            }
+            Err(error) => {
+                problems.push(format!(
+                    "header `{}` is not an RFC 3339 time ({error}): {text:?}",
+                    ce::TIME
+                ));
+                app.insert(ce::TIME, text);
+                SystemTime::now()
+            }
+        },
     };
     let reply_to = reply_to.and_then(|name| match crate::topic::validate_topic_name(name) {
         Ok(()) => Some(Arc::from(name)),
@@ -331,7 +377,7 @@ mod tests {
     }
 
     #[test]
-    fn read_headers_keep_the_last_of_a_name_and_share_sources() {
+    fn read_headers_keep_the_last_of_a_name_and_reuse_what_repeats() {
         let id = MessageId::new().to_string();
         let record = [
             (ce::SOURCE, &b"first"[..]),
@@ -340,10 +386,11 @@ mod tests {
             ("tenant", b"a"),
             ("tenant", b"b"),
             (header::CONTENT_TYPE, b"application/json"),
+            (ce::TIME, b"2023-11-14T22:13:20.123Z"),
         ];
-        let mut sources = Sources::new(Arc::from("unknown"));
-        let one = read_meta(Cow::Borrowed("t"), None, record, &mut sources);
-        let two = read_meta(Cow::Borrowed("t"), None, record, &mut sources);
+        let mut recent = Recent::new(Arc::from("unknown"));
+        let one = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
+        let two = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
         assert_eq!(&*one.source, "search");
         assert!(Arc::ptr_eq(&one.source, &two.source));
         assert_eq!(one.id, MessageId::parse(&id));
@@ -354,6 +401,16 @@ mod tests {
             Some(Cow::Borrowed("application/json"))
         ));
         assert!(one.malformed.is_none());
+        assert_eq!(one.time, two.time);
+        assert_eq!(
+            one.time,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123)
+        );
+        // What was read before only stands in for the very same bytes.
+        let later = [(ce::SOURCE, &b"search\xff"[..]), (ce::TIME, b"2023-11-14")];
+        let three = read_meta(Cow::Borrowed("t"), None, later, &mut recent);
+        let why = three.malformed.as_deref().expect("malformed");
+        assert!(why.contains(ce::SOURCE) && why.contains(ce::TIME), "{why}");
     }
 
     #[test]

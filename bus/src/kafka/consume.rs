@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::message::{Message, Payload};
 use crate::telemetry::metrics::ConsumerLag;
 use crate::transport::{StartFrom, SubscriptionSpec};
-use crate::wire::{self, Sources};
+use crate::wire::{self, Recent};
 
 /// How long a poll waits for a message before the thread looks at its
 /// stop flag, queues and stored offsets again.
@@ -232,7 +232,7 @@ impl Poller {
 pub(super) struct Reader {
     /// The subscribed topic, shared by every message read from it.
     topic: Cow<'static, str>,
-    sources: Sources,
+    recent: Recent,
     go_envelope: bool,
 }
 
@@ -240,7 +240,7 @@ impl Reader {
     pub fn new(topic: Cow<'static, str>, go_envelope: bool) -> Self {
         Self {
             topic,
-            sources: Sources::new(Arc::from("unknown")),
+            recent: Recent::new(Arc::from("unknown")),
             go_envelope,
         }
     }
@@ -259,7 +259,7 @@ impl Reader {
                 .iter()
                 .flat_map(|headers| headers.iter())
                 .map(|header| (header.key, header.value.unwrap_or_default())),
-            &mut self.sources,
+            &mut self.recent,
         );
         let value = message.payload().unwrap_or_default();
         let unwrapped = if self.go_envelope {

@@ -131,12 +131,11 @@ impl KafkaTransport {
     /// Enqueues a reply and returns; its acknowledgement is awaited on a
     /// task of its own, so a responder's partition is not held up by it.
     pub fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
-        let delivery =
-            produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message)?;
+        let acks = produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message)?;
         let inner = Arc::clone(&self.inner);
         let topic = reply_to.to_owned();
         tokio::spawn(async move {
-            if let Err(error) = produce::settle(&inner.config, &topic, delivery.await) {
+            if let Err(error) = acks.settled(&inner.config).await {
                 tracing::warn!(%error, topic, "a reply was not delivered");
             }
         });
