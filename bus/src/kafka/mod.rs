@@ -10,7 +10,8 @@
 //!   the handler succeeded or the message was dead-lettered; stored offsets
 //!   are committed every 100 ms while busy, on partition revocation and at
 //!   shutdown.
-//!   A partition whose queue is full is paused, so memory stays bounded.
+//!   A partition whose queue stays full (its handler does not drain it to
+//!   half within a few milliseconds) is paused, so memory stays bounded.
 //! - Replies: every instance reads its own single-partition reply topic
 //!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
 //!   offset before `connect` returns, so a first reply cannot be missed and
