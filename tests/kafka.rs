@@ -1,6 +1,7 @@
 //! Kafka-only behaviour, on librdkafka's mock cluster: consumer groups
 //! across processes, hand-over when a member leaves, resuming from committed
-//! offsets, and failing fast when no broker can be reached.
+//! offsets, a partition backed up behind a blocked handler, and failing fast
+//! when no broker can be reached.
 #![cfg(feature = "kafka")]
 
 #[path = "support/mock_kafka.rs"]
@@ -573,4 +574,68 @@ async fn the_reply_topic_is_created_by_the_first_request() {
     assert_eq!(reply_topics(&kafka.bootstrap, "replies-answer").len(), 0);
     client.shutdown().await.expect("shutdown");
     responder.shutdown().await.expect("shutdown");
+}
+
+/// One key, so that every message goes to one partition (the mock cluster
+/// auto-creates topics with several).
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "kafka.test.backlog", key = key)]
+struct Backlog {
+    key: String,
+    seq: u64,
+}
+
+/// A handler that blocks while far more than a partition queue holds is
+/// published: the partition backs up (it is paused once its queue stays
+/// full) and, once the handler moves on, every message is handled exactly
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_handler_backs_up_its_partition_without_loss_or_repeats() {
+    const TOTAL: u64 = 2_000;
+    let kafka = MockKafka::start(1);
+    let consumer = bus(&kafka.bootstrap, "backlog-consumer").await;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let recording = Arc::clone(&seen);
+    consumer
+        .subscribe(move |message: Backlog| {
+            let (mut gate, seen) = (gate.clone(), Arc::clone(&recording));
+            async move {
+                seen.lock().unwrap().push(message.seq);
+                gate.wait_for(|open| *open).await.expect("gate kept");
+                Ok::<_, String>(())
+            }
+        })
+        .await
+        .expect("subscribe");
+    let publisher = bus(&kafka.bootstrap, "backlog-publisher").await;
+    let backlog: Vec<Backlog> = (0..TOTAL)
+        .map(|seq| Backlog {
+            key: "one".to_owned(),
+            seq,
+        })
+        .collect();
+    guard("publish", publisher.publish_batch(&backlog))
+        .await
+        .expect("publish");
+    guard("the handler holds the first message", async {
+        while seen.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Time for the poll thread to fill the queue and pause the partition
+    // (coverage of that path; the outcome asserted below holds either way).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    open.send(true).expect("handler alive");
+    guard("every message handled", async {
+        while seen.lock().unwrap().len() < TOTAL as usize {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    publisher.shutdown().await.expect("publisher shutdown");
+    consumer.shutdown().await.expect("consumer shutdown");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, (0..TOTAL).collect::<Vec<_>>(), "each once, in order");
 }

@@ -2,6 +2,8 @@
 //! topicbus's own headers), shared by every transport. WIRE.md documents it.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,28 +20,109 @@ pub(crate) mod ce {
 
 /// All headers of a message as another client sees them.
 pub(crate) fn headers(meta: &Meta) -> Headers {
-    let mut out = Headers::new();
-    out.insert(ce::SPECVERSION, "1.0");
-    out.insert(ce::ID, meta.id.to_string());
-    out.insert(ce::SOURCE, meta.source.to_string());
-    out.insert(ce::TYPE, meta.topic.to_string());
-    out.insert(
-        ce::TIME,
-        humantime::format_rfc3339_millis(meta.time).to_string(),
-    );
+    fold_headers(meta, Headers::new(), |mut out, name, value| {
+        out.insert(static_name(name), value);
+        out
+    })
+}
+
+/// Folds `f` over every header of a message as another client sees it, in
+/// wire order, each name once. The values are formatted on the stack, so a
+/// producer copies them into its own header list with no owned list in
+/// between.
+///
+/// An application header named like one of topicbus's own (a malformed one
+/// kept as received, or one set by the publisher) replaces it in place.
+pub(crate) fn fold_headers<A>(meta: &Meta, init: A, mut f: impl FnMut(A, &str, &[u8]) -> A) -> A {
+    let app = &meta.headers;
+    let mut own = |acc, name: &str, value: &[u8]| f(acc, name, app.get(name).unwrap_or(value));
+    let mut acc = own(init, ce::SPECVERSION, b"1.0");
+    acc = id_text(&meta.id, |id| own(acc, ce::ID, id));
+    acc = own(acc, ce::SOURCE, meta.source.as_bytes());
+    acc = own(acc, ce::TYPE, meta.topic.as_bytes());
+    acc = own(acc, ce::TIME, Rfc3339Millis::new(meta.time).as_bytes());
     if let Some(content_type) = &meta.content_type {
-        out.insert(header::CONTENT_TYPE, content_type.to_string());
+        acc = own(acc, header::CONTENT_TYPE, content_type.as_bytes());
     }
     if let Some(id) = &meta.correlation_id {
-        out.insert(header::CORRELATION_ID, id.to_string());
+        acc = id_text(id, |id| own(acc, header::CORRELATION_ID, id));
     }
     if let Some(reply_to) = &meta.reply_to {
-        out.insert(header::REPLY_TO, reply_to.to_string());
+        acc = own(acc, header::REPLY_TO, reply_to.as_bytes());
     }
-    for (name, value) in meta.headers.iter() {
-        out.insert(name.to_owned(), value.to_vec());
+    let written = |name: &str| match name {
+        ce::SPECVERSION | ce::ID | ce::SOURCE | ce::TYPE | ce::TIME => true,
+        header::CONTENT_TYPE => meta.content_type.is_some(),
+        header::CORRELATION_ID => meta.correlation_id.is_some(),
+        header::REPLY_TO => meta.reply_to.is_some(),
+        _ => false,
+    };
+    app.iter()
+        .filter(|(name, _)| !written(name))
+        .fold(acc, |acc, (name, value)| f(acc, name, value))
+}
+
+/// `name` for a [`Headers`] list, borrowed when it is one of topicbus's own.
+fn static_name(name: &str) -> Cow<'static, str> {
+    const OWN: [&str; 8] = [
+        ce::SPECVERSION,
+        ce::ID,
+        ce::SOURCE,
+        ce::TYPE,
+        ce::TIME,
+        header::CONTENT_TYPE,
+        header::CORRELATION_ID,
+        header::REPLY_TO,
+    ];
+    match OWN.iter().find(|own| **own == name) {
+        Some(own) => Cow::Borrowed(own),
+        None => Cow::Owned(name.to_owned()),
     }
-    out
+}
+
+/// Calls `f` with the text of `id`, formatted on the stack when it is a UUID.
+fn id_text<R>(id: &MessageId, f: impl FnOnce(&[u8]) -> R) -> R {
+    match id.as_uuid() {
+        Some(uuid) => f(uuid
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .as_bytes()),
+        None => f(id.to_string().as_bytes()),
+    }
+}
+
+/// A `ce_time` value, RFC 3339 in UTC with milliseconds, on the stack.
+struct Rfc3339Millis {
+    text: [u8; 24],
+}
+
+impl Rfc3339Millis {
+    fn new(time: SystemTime) -> Self {
+        thread_local! {
+            // Messages published together mostly share their millisecond.
+            static LAST: Cell<Option<(u128, [u8; 24])>> = const { Cell::new(None) };
+        }
+        // Times come from the clock or from RFC 3339 text, so they lie in
+        // the years humantime formats (1970 to 9999): exactly 24 bytes.
+        let millis = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("a time after 1970")
+            .as_millis();
+        if let Some((last, text)) = LAST.get() {
+            if last == millis {
+                return Self { text };
+            }
+        }
+        let mut text = [0; 24];
+        write!(&mut text[..], "{}", humantime::format_rfc3339_millis(time))
+            .expect("a time between the years 1970 and 9999");
+        LAST.set(Some((millis, text)));
+        Self { text }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
 }
 
 /// Metadata from wire headers; what is missing is filled in (a new id, now,
@@ -50,49 +133,140 @@ pub(crate) fn headers(meta: &Meta) -> Headers {
 pub(crate) fn meta(
     topic: Cow<'static, str>,
     key: Option<Vec<u8>>,
-    mut headers: Headers,
+    headers: Headers,
     default_source: &Arc<str>,
 ) -> Meta {
+    read_meta(
+        topic,
+        key,
+        headers.iter(),
+        &mut Recent::new(Arc::clone(default_source)),
+    )
+}
+
+/// The last values one reader read of the headers that repeat from record
+/// to record (a producer's `ce_source`, the millisecond in `ce_time` that a
+/// batch shares): the same bytes again are taken as read before rather than
+/// validated, parsed and allocated again.
+pub(crate) struct Recent {
+    /// Stands in for an absent `ce_source`.
+    missing_source: Arc<str>,
+    source: Option<Arc<str>>,
+    time: Option<(Vec<u8>, SystemTime)>,
+}
+
+impl Recent {
+    pub fn new(missing_source: Arc<str>) -> Self {
+        Self {
+            missing_source,
+            source: None,
+            time: None,
+        }
+    }
+
+    fn source(&self, value: &[u8]) -> Option<Arc<str>> {
+        self.source
+            .as_ref()
+            .filter(|source| source.as_bytes() == value)
+            .cloned()
+    }
+
+    fn time(&self, value: &[u8]) -> Option<SystemTime> {
+        self.time
+            .as_ref()
+            .filter(|(text, _)| text == value)
+            .map(|(_, time)| *time)
+    }
+
+    fn remember_time(&mut self, text: &str, time: SystemTime) {
+        let (last, at) = self.time.get_or_insert_with(|| (Vec::new(), time));
+        last.clear();
+        last.extend_from_slice(text.as_bytes());
+        *at = time;
+    }
+}
+
+/// [`meta`] from borrowed headers, as a consumer reads them off a record:
+/// only application headers are copied, the rest is parsed in place.
+/// Of repeated names the last one counts, as in a [`Headers`] list.
+pub(crate) fn read_meta<'a>(
+    topic: Cow<'static, str>,
+    key: Option<Vec<u8>>,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    recent: &mut Recent,
+) -> Meta {
+    let mut app = Headers::new();
+    let mut own = Own::default();
+    for (name, value) in headers {
+        let slot = match name {
+            ce::SPECVERSION | ce::TYPE => continue,
+            ce::ID => &mut own.id,
+            ce::SOURCE => &mut own.source,
+            ce::TIME => &mut own.time,
+            header::CONTENT_TYPE => &mut own.content_type,
+            header::CORRELATION_ID => &mut own.correlation_id,
+            header::REPLY_TO => &mut own.reply_to,
+            _ => {
+                app.insert(name.to_owned(), value);
+                continue;
+            }
+        };
+        *slot = Some(value);
+    }
     let mut problems: Vec<String> = Vec::new();
-    let mut text = |headers: &mut Headers, name: &'static str| {
-        let value = headers.remove(name)?;
-        match String::from_utf8(value) {
+    let mut text = |app: &mut Headers, name: &'static str, value: Option<&'a [u8]>| {
+        let value = value?;
+        match std::str::from_utf8(value) {
             Ok(text) => Some(text),
-            Err(error) => {
+            Err(_) => {
                 problems.push(format!("header `{name}` is not UTF-8"));
-                headers.insert(name, error.into_bytes());
+                app.insert(name, value);
                 None
             }
         }
     };
-    headers.remove(ce::SPECVERSION);
-    headers.remove(ce::TYPE);
-    let id = text(&mut headers, ce::ID).map_or_else(MessageId::new, |id| MessageId::parse(&id));
-    let source =
-        text(&mut headers, ce::SOURCE).map_or_else(|| Arc::clone(default_source), Arc::from);
-    let time = text(&mut headers, ce::TIME);
-    let content_type = text(&mut headers, header::CONTENT_TYPE).map(Cow::Owned);
-    let correlation_id = text(&mut headers, header::CORRELATION_ID).map(|id| MessageId::parse(&id));
-    let reply_to = text(&mut headers, header::REPLY_TO);
-    let time = match time {
-        None => SystemTime::now(),
-        Some(text) => humantime::parse_rfc3339_weak(&text).unwrap_or_else(|error| {
-            problems.push(format!(
-                "header `{}` is not an RFC 3339 time ({error}): {text:?}",
-                ce::TIME
-            ));
-            headers.insert(ce::TIME, text);
-            SystemTime::now()
-        }),
+    let id = text(&mut app, ce::ID, own.id).map_or_else(MessageId::new, MessageId::parse);
+    let source = match own.source.and_then(|value| recent.source(value)) {
+        Some(same) => same,
+        None => match text(&mut app, ce::SOURCE, own.source) {
+            Some(text) => Arc::clone(recent.source.insert(Arc::from(text))),
+            None => Arc::clone(&recent.missing_source),
+        },
     };
-    let reply_to = reply_to.and_then(|name| match crate::topic::validate_topic_name(&name) {
+    let time = match own.time.and_then(|value| recent.time(value)) {
+        Some(same) => Ok(same),
+        None => Err(text(&mut app, ce::TIME, own.time)),
+    };
+    let content_type = text(&mut app, header::CONTENT_TYPE, own.content_type).map(content_type);
+    let correlation_id =
+        text(&mut app, header::CORRELATION_ID, own.correlation_id).map(MessageId::parse);
+    let reply_to = text(&mut app, header::REPLY_TO, own.reply_to);
+    let time = match time {
+        Ok(same) => same,
+        Err(None) => SystemTime::now(),
+        Err(Some(text)) => match humantime::parse_rfc3339_weak(text) {
+            Ok(time) => {
+                recent.remember_time(text, time);
+                time
+            }
+            Err(error) => {
+                problems.push(format!(
+                    "header `{}` is not an RFC 3339 time ({error}): {text:?}",
+                    ce::TIME
+                ));
+                app.insert(ce::TIME, text);
+                SystemTime::now()
+            }
+        },
+    };
+    let reply_to = reply_to.and_then(|name| match crate::topic::validate_topic_name(name) {
         Ok(()) => Some(Arc::from(name)),
         Err(reason) => {
             problems.push(format!(
                 "header `{}` is not a topic name ({reason}): {name:?}",
                 header::REPLY_TO
             ));
-            headers.insert(header::REPLY_TO, name);
+            app.insert(header::REPLY_TO, name);
             None
         }
     });
@@ -106,8 +280,32 @@ pub(crate) fn meta(
         correlation_id,
         reply_to,
         content_type,
-        headers,
+        headers: app,
         malformed,
+    }
+}
+
+/// The values of topicbus's own headers on a record, as found.
+#[derive(Default)]
+struct Own<'a> {
+    id: Option<&'a [u8]>,
+    source: Option<&'a [u8]>,
+    time: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+    correlation_id: Option<&'a [u8]>,
+    reply_to: Option<&'a [u8]>,
+}
+
+/// A `content-type` value; the built-in codecs' are not copied.
+fn content_type(text: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 3] = [
+        "application/json",
+        "application/x-postcard",
+        "application/x-bincode",
+    ];
+    match KNOWN.iter().find(|known| **known == text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text.to_owned()),
     }
 }
 
@@ -148,6 +346,71 @@ mod tests {
         assert_eq!(back.content_type, original.content_type);
         assert_eq!(back.headers, original.headers);
         assert!(back.malformed.is_none());
+    }
+
+    #[test]
+    fn an_application_header_replaces_its_namesake_in_place() {
+        let mut app = Headers::new();
+        app.insert(ce::SOURCE, "from-the-publisher");
+        app.insert("tenant", "acme");
+        let meta = Meta {
+            headers: app,
+            ..meta(Cow::Borrowed("t"), None, Headers::new(), &Arc::from("x"))
+        };
+        let wire = fold_headers(&meta, Vec::new(), |mut wire, name, value| {
+            wire.push((name.to_owned(), value.to_vec()));
+            wire
+        });
+        let names: Vec<&str> = wire.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ce::SPECVERSION,
+                ce::ID,
+                ce::SOURCE,
+                ce::TYPE,
+                ce::TIME,
+                "tenant"
+            ]
+        );
+        assert_eq!(wire[2].1, b"from-the-publisher");
+    }
+
+    #[test]
+    fn read_headers_keep_the_last_of_a_name_and_reuse_what_repeats() {
+        let id = MessageId::new().to_string();
+        let record = [
+            (ce::SOURCE, &b"first"[..]),
+            (ce::ID, id.as_bytes()),
+            (ce::SOURCE, b"search"),
+            ("tenant", b"a"),
+            ("tenant", b"b"),
+            (header::CONTENT_TYPE, b"application/json"),
+            (ce::TIME, b"2023-11-14T22:13:20.123Z"),
+        ];
+        let mut recent = Recent::new(Arc::from("unknown"));
+        let one = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
+        let two = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
+        assert_eq!(&*one.source, "search");
+        assert!(Arc::ptr_eq(&one.source, &two.source));
+        assert_eq!(one.id, MessageId::parse(&id));
+        assert_eq!(one.headers.get_str("tenant"), Some("b"));
+        assert_eq!(one.headers.len(), 1);
+        assert!(matches!(
+            one.content_type,
+            Some(Cow::Borrowed("application/json"))
+        ));
+        assert!(one.malformed.is_none());
+        assert_eq!(one.time, two.time);
+        assert_eq!(
+            one.time,
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123)
+        );
+        // What was read before only stands in for the very same bytes.
+        let later = [(ce::SOURCE, &b"search\xff"[..]), (ce::TIME, b"2023-11-14")];
+        let three = read_meta(Cow::Borrowed("t"), None, later, &mut recent);
+        let why = three.malformed.as_deref().expect("malformed");
+        assert!(why.contains(ce::SOURCE) && why.contains(ce::TIME), "{why}");
     }
 
     #[test]

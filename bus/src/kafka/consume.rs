@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::thread::Thread;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -14,16 +15,16 @@ use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::dispatch::Member;
 use crate::error::{Error, Result};
-use crate::message::{Headers, Message, Payload};
+use crate::message::{Message, Payload};
 use crate::telemetry::metrics::ConsumerLag;
 use crate::transport::{StartFrom, SubscriptionSpec};
-use crate::wire;
+use crate::wire::{self, Recent};
 
 /// How long a poll waits for a message before the thread looks at its
 /// stop flag, queues and stored offsets again.
@@ -32,6 +33,16 @@ pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages queued per partition before the partition is paused.
 const PARTITION_QUEUE: usize = 256;
+/// At most this many messages are taken from librdkafka before they are
+/// handed to the partition workers, so a worker is woken once per batch
+/// rather than once per message.
+const POLL_BATCH: usize = 64;
+/// How long the poll thread waits for a full partition queue to drain to
+/// half before it pauses the partition instead. A pause discards what
+/// librdkafka prefetched for the partition and fetches it again on resume,
+/// which costs far more than this wait when the handler keeps up; a handler
+/// slower than that (under ~25 000 messages a second) is paused after it.
+const ROOM_WAIT: Duration = Duration::from_millis(5);
 /// How long a revocation or shutdown waits for in-flight handlers before it
 /// commits what has finished; later ones are redelivered to the next owner.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -51,14 +62,12 @@ impl GroupConsumer {
         spec: SubscriptionSpec,
         member: Arc<dyn Member>,
     ) -> Result<Self> {
-        let (offsets_tx, offsets_rx) = std_mpsc::channel();
         let context = GroupContext {
             topic: spec.topic.to_string(),
             start: spec.start,
             timeout: config.connect_timeout,
             assigned: AtomicBool::new(false),
             partitions: Mutex::new(HashMap::new()),
-            offsets: Mutex::new(offsets_rx),
             lag: ConsumerLag::new(&spec.topic, &spec.group),
         };
         let consumer: BaseConsumer<GroupContext> = config
@@ -88,18 +97,20 @@ impl GroupConsumer {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (finished_tx, finished) = oneshot::channel();
-        let poller = Poller {
-            consumer,
-            member: Arc::clone(&member),
-            runtime: tokio::runtime::Handle::current(),
-            offsets: offsets_tx,
-            source: Arc::from("unknown"),
-            go_envelope: config.go_envelope,
-        };
+        let reader = Reader::new(spec.topic.clone(), config.go_envelope);
+        let member_of_poller = Arc::clone(&member);
+        let runtime = tokio::runtime::Handle::current();
         let stopping = Arc::clone(&stop);
         std::thread::Builder::new()
             .name(format!("topicbus-{}", spec.group))
             .spawn(move || {
+                let poller = Poller {
+                    consumer,
+                    member: member_of_poller,
+                    runtime,
+                    reader,
+                    thread: std::thread::current(),
+                };
                 poller.run(&stopping, ready_tx);
                 let _ = finished_tx.send(());
             })
@@ -149,84 +160,116 @@ struct Poller {
     consumer: BaseConsumer<GroupContext>,
     member: Arc<dyn Member>,
     runtime: tokio::runtime::Handle,
-    offsets: std_mpsc::Sender<(i32, i64)>,
-    source: Arc<str>,
-    go_envelope: bool,
+    reader: Reader,
+    /// The poll thread itself, unparked by a worker it waits on.
+    thread: Thread,
 }
 
 impl Poller {
     fn run(self, stop: &AtomicBool, ready: oneshot::Sender<()>) {
+        let Poller {
+            consumer,
+            member,
+            runtime,
+            mut reader,
+            thread,
+        } = self;
+        let context = consumer.context();
         let mut ready = Some(ready);
         let mut uncommitted = false;
         let mut last_commit = Instant::now();
         while !stop.load(Ordering::Acquire) {
-            let context = self.consumer.context();
             // Committing what finished soon (asynchronously, at most every
             // COMMIT_INTERVAL) rather than on the auto-commit timer keeps the
             // redelivery window small when a rebalance's own commit is refused.
-            uncommitted |= context.store_finished(&self.consumer);
+            uncommitted |= context.store_finished(&consumer);
             if uncommitted && last_commit.elapsed() >= COMMIT_INTERVAL {
-                if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
                     tracing::debug!(%error, "commit after handling failed");
                 }
                 uncommitted = false;
                 last_commit = Instant::now();
             }
-            context.flush_stashes(&self.consumer);
-            match self.consumer.poll(POLL_INTERVAL) {
-                Some(Ok(message)) => self.dispatch(&message),
-                Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
-                None => {}
+            let mut wait = POLL_INTERVAL;
+            for _ in 0..POLL_BATCH {
+                match consumer.poll(wait) {
+                    Some(Ok(message)) => {
+                        let partition = message.partition();
+                        tracing::trace!(
+                            topic = message.topic(),
+                            partition,
+                            offset = message.offset(),
+                            "fetched"
+                        );
+                        let item = (message.offset(), reader.read(&message));
+                        context.take(partition, item, || {
+                            Worker::spawn(&runtime, Arc::clone(&member), &thread)
+                        });
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, topic = %context.topic, "consumer")
+                    }
+                    None => break,
+                }
+                // The rest of a batch is what librdkafka already holds.
+                wait = Duration::ZERO;
             }
+            context.hand_over(&consumer);
             if context.assigned.load(Ordering::Acquire) {
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
             }
         }
-        let context = self.consumer.context();
-        context.revoke_all(&self.consumer);
-        self.consumer.unsubscribe();
+        context.revoke_all(&consumer);
+        consumer.unsubscribe();
         // Dropping the consumer closes it: it leaves the group.
-        drop(self.consumer);
+        drop(consumer);
+    }
+}
+
+/// Turns fetched records into messages, reusing what repeats between them.
+pub(super) struct Reader {
+    /// The subscribed topic, shared by every message read from it.
+    topic: Cow<'static, str>,
+    recent: Recent,
+    go_envelope: bool,
+}
+
+impl Reader {
+    pub fn new(topic: Cow<'static, str>, go_envelope: bool) -> Self {
+        Self {
+            topic,
+            recent: Recent::new(Arc::from("unknown")),
+            go_envelope,
+        }
     }
 
-    fn dispatch(&self, message: &BorrowedMessage<'_>) {
-        let partition = message.partition();
-        tracing::trace!(
-            topic = message.topic(),
-            partition,
-            offset = message.offset(),
-            "fetched"
+    /// A fetched Kafka message in the form the dispatcher takes.
+    pub fn read(&mut self, message: &BorrowedMessage<'_>) -> Message {
+        let topic = match message.topic() {
+            same if same == self.topic => self.topic.clone(),
+            other => Cow::Owned(other.to_owned()),
+        };
+        let headers = message.headers();
+        let mut meta = wire::read_meta(
+            topic,
+            message.key().map(<[u8]>::to_vec),
+            headers
+                .iter()
+                .flat_map(|headers| headers.iter())
+                .map(|header| (header.key, header.value.unwrap_or_default())),
+            &mut self.recent,
         );
-        let item = (
-            message.offset(),
-            to_message(message, &self.source, self.go_envelope),
-        );
-        let context = self.consumer.context();
-        let mut partitions = context.partitions.lock().expect("poisoned");
-        let state = partitions.entry(partition).or_default();
-        let worker = state.worker.get_or_insert_with(|| {
-            Worker::spawn(
-                &self.runtime,
-                Arc::clone(&self.member),
-                partition,
-                self.offsets.clone(),
-            )
-        });
-        if !state.stash.is_empty() {
-            state.stash.push_back(item);
-            return;
-        }
-        match worker.queue.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                state.stash.push_back(item);
-                context.pause(&self.consumer, partition, state);
-            }
-            // The member closed: the message is not stored and will be
-            // redelivered to whoever owns the partition next.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let value = message.payload().unwrap_or_default();
+        let unwrapped = if self.go_envelope {
+            super::envelope::unwrap(&mut meta, value).map(Bytes::from)
+        } else {
+            None
+        };
+        Message {
+            meta: Arc::new(meta),
+            payload: Payload::Bytes(unwrapped.unwrap_or_else(|| Bytes::copy_from_slice(value))),
         }
     }
 }
@@ -239,53 +282,141 @@ struct GroupContext {
     timeout: Duration,
     assigned: AtomicBool,
     partitions: Mutex<HashMap<i32, PartitionState>>,
-    offsets: Mutex<std_mpsc::Receiver<(i32, i64)>>,
     lag: ConsumerLag,
 }
 
 #[derive(Default)]
 struct PartitionState {
     worker: Option<Worker>,
-    /// Messages fetched while the worker's queue was full, in order.
+    /// Messages fetched but not yet in the worker's queue, in order.
     stash: VecDeque<(i64, Message)>,
     paused: bool,
 }
 
+/// The poll thread's handle on a partition's worker task.
 struct Worker {
-    queue: mpsc::Sender<(i64, Message)>,
-    revoked: Arc<AtomicBool>,
+    queue: Arc<Queue>,
+    /// The last offset stored for the partition.
+    stored: i64,
     /// Disconnects when the worker task has ended.
     done: std_mpsc::Receiver<()>,
 }
 
+/// A partition's messages on their way from the poll thread to its worker,
+/// and what the worker has finished.
+struct Queue {
+    items: Mutex<VecDeque<(i64, Message)>>,
+    /// Wakes the worker when messages arrive or the queue closes.
+    arrived: Notify,
+    /// Set when the partition is revoked or the consumer stops: the worker
+    /// ends after its in-flight message, leaving the rest unstored.
+    closed: AtomicBool,
+    /// The offset of the last message handled (or dead-lettered), -1 before
+    /// the first. Messages are handled in order, so all before it are too.
+    handled: AtomicI64,
+    /// Set while the poll thread waits for this queue to drain to half.
+    waited_on: AtomicBool,
+    poller: Thread,
+}
+
 impl Worker {
-    fn spawn(
-        runtime: &tokio::runtime::Handle,
-        member: Arc<dyn Member>,
-        partition: i32,
-        offsets: std_mpsc::Sender<(i32, i64)>,
-    ) -> Self {
-        let (queue, mut inbox) = mpsc::channel::<(i64, Message)>(PARTITION_QUEUE);
-        let revoked = Arc::new(AtomicBool::new(false));
+    fn spawn(runtime: &tokio::runtime::Handle, member: Arc<dyn Member>, poller: &Thread) -> Self {
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::with_capacity(PARTITION_QUEUE)),
+            arrived: Notify::new(),
+            closed: AtomicBool::new(false),
+            handled: AtomicI64::new(-1),
+            waited_on: AtomicBool::new(false),
+            poller: poller.clone(),
+        });
         let (done_tx, done) = std_mpsc::channel::<()>();
-        let is_revoked = Arc::clone(&revoked);
+        let shared = Arc::clone(&queue);
         runtime.spawn(async move {
             let _done = done_tx;
-            while let Some((offset, message)) = inbox.recv().await {
-                if is_revoked.load(Ordering::Acquire) {
+            let queue = shared;
+            loop {
+                if queue.closed.load(Ordering::Acquire) {
                     break;
                 }
+                let next = queue.next();
+                let Some((offset, message)) = next else {
+                    // A permit left by `notify_one` makes this return at once
+                    // if messages (or the close) came after the check above.
+                    queue.arrived.notified().await;
+                    continue;
+                };
                 if Arc::clone(&member).deliver(message).await.is_err() {
                     break;
                 }
-                let _ = offsets.send((partition, offset));
+                queue.handled.store(offset, Ordering::Release);
             }
         });
         Self {
             queue,
-            revoked,
+            stored: -1,
             done,
         }
+    }
+}
+
+impl Queue {
+    /// The next message for the worker; wakes the poll thread when it waits
+    /// for this queue and the queue is now down to half.
+    fn next(&self) -> Option<(i64, Message)> {
+        let (next, left) = {
+            let mut items = self.items.lock().expect("poisoned");
+            let next = items.pop_front();
+            (next, items.len())
+        };
+        // SeqCst with the poll thread's: either it sees the shorter queue
+        // or this sees that it waits.
+        if left <= PARTITION_QUEUE / 2 && self.waited_on.swap(false, Ordering::SeqCst) {
+            self.poller.unpark();
+        }
+        next
+    }
+
+    /// Moves messages from `stash` into the queue while it has room; wakes
+    /// the worker once if any moved.
+    fn fill(&self, stash: &mut VecDeque<(i64, Message)>) {
+        let moved = {
+            let mut items = self.items.lock().expect("poisoned");
+            let room = PARTITION_QUEUE.saturating_sub(items.len());
+            let moved = room.min(stash.len());
+            items.extend(stash.drain(..moved));
+            moved
+        };
+        if moved > 0 {
+            self.arrived.notify_one();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items.lock().expect("poisoned").len()
+    }
+
+    /// Waits until the queue is down to half, at most until `deadline`.
+    /// Returns whether it is.
+    fn drain_to_half(&self, deadline: Instant) -> bool {
+        loop {
+            self.waited_on.store(true, Ordering::SeqCst);
+            if self.len() <= PARTITION_QUEUE / 2 {
+                self.waited_on.store(false, Ordering::SeqCst);
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.waited_on.store(false, Ordering::SeqCst);
+                return false;
+            }
+            std::thread::park_timeout(left);
+        }
+    }
+
+    /// Ends the worker after its in-flight message.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.arrived.notify_one();
     }
 }
 
@@ -437,6 +568,16 @@ impl GroupContext {
         pinned
     }
 
+    /// Adds a fetched message to its partition's stash, to be handed to the
+    /// partition's worker (started by `spawn` if there is none) after this
+    /// batch.
+    fn take(&self, partition: i32, item: (i64, Message), spawn: impl FnOnce() -> Worker) {
+        let mut partitions = self.partitions.lock().expect("poisoned");
+        let state = partitions.entry(partition).or_default();
+        state.worker.get_or_insert_with(spawn);
+        state.stash.push_back(item);
+    }
+
     /// Stops every partition worker after its in-flight message, stores the
     /// offsets of what finished and commits them.
     fn revoke_all(&self, consumer: &BaseConsumer<Self>) {
@@ -446,7 +587,7 @@ impl GroupContext {
     /// Like [`GroupContext::revoke_all`], for the partitions of `which` only
     /// (a cooperative rebalance takes some and leaves the rest running).
     fn revoke(&self, consumer: &BaseConsumer<Self>, which: Option<&TopicPartitionList>) {
-        let workers: Vec<Worker> = {
+        let workers: Vec<(i32, Worker)> = {
             let mut partitions = self.partitions.lock().expect("poisoned");
             let taken: Vec<i32> = partitions
                 .keys()
@@ -455,21 +596,22 @@ impl GroupContext {
                 .collect();
             taken
                 .iter()
-                .filter_map(|p| partitions.remove(p).and_then(|state| state.worker))
+                .filter_map(|p| {
+                    let worker = partitions.remove(p)?.worker?;
+                    Some((*p, worker))
+                })
                 .collect()
         };
-        for worker in &workers {
-            worker.revoked.store(true, Ordering::Release);
+        for (_, worker) in &workers {
+            worker.queue.close();
         }
         let deadline = Instant::now() + REVOKE_WAIT;
-        for worker in workers {
-            let Worker { queue, done, .. } = worker;
-            // Closing the queue ends a worker that waits for its next message.
-            drop(queue);
+        for (partition, mut worker) in workers {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(std_mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(left) {
+            if let Err(std_mpsc::RecvTimeoutError::Timeout) = worker.done.recv_timeout(left) {
                 tracing::warn!(topic = %self.topic, "a handler outlived the revocation; its message will be redelivered");
             }
+            self.store(consumer, partition, &mut worker);
         }
         self.store_finished(consumer);
         match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -488,43 +630,57 @@ impl GroupContext {
     /// Stores the offsets of the messages handled since the last call.
     /// Returns whether there was anything to store.
     fn store_finished(&self, consumer: &BaseConsumer<Self>) -> bool {
-        let offsets = self.offsets.lock().expect("poisoned");
+        let mut partitions = self.partitions.lock().expect("poisoned");
         let mut stored = false;
-        // librdkafka commits the stored offset + 1: the next to read.
-        while let Ok((partition, handled)) = offsets.try_recv() {
-            match consumer.store_offset(&self.topic, partition, handled) {
-                Ok(()) => stored = true,
-                Err(error) => {
-                    tracing::debug!(%error, partition, "offset not stored (partition revoked)")
-                }
+        for (partition, state) in partitions.iter_mut() {
+            if let Some(worker) = &mut state.worker {
+                stored |= self.store(consumer, *partition, worker);
             }
         }
         stored
     }
 
-    /// Moves stashed messages into their worker queues as room frees up and
-    /// resumes partitions whose stash emptied.
-    fn flush_stashes(&self, consumer: &BaseConsumer<Self>) {
+    /// Stores the offset of the last message `worker` finished, if it moved
+    /// since the last store: one store per partition, however many finished.
+    fn store(&self, consumer: &BaseConsumer<Self>, partition: i32, worker: &mut Worker) -> bool {
+        let handled = worker.queue.handled.load(Ordering::Acquire);
+        if handled <= worker.stored {
+            return false;
+        }
+        worker.stored = handled;
+        // librdkafka commits the stored offset + 1: the next to read.
+        match consumer.store_offset(&self.topic, partition, handled) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::debug!(%error, partition, "offset not stored (partition revoked)");
+                false
+            }
+        }
+    }
+
+    /// Moves stashed messages into their worker queues. A partition whose
+    /// queue is full gets a short wait for room (see [`ROOM_WAIT`]), and is
+    /// paused if that is not enough; a paused one is resumed once its stash
+    /// is empty and its queue half empty.
+    fn hand_over(&self, consumer: &BaseConsumer<Self>) {
         let mut partitions = self.partitions.lock().expect("poisoned");
+        let mut deadline = None;
         for (partition, state) in partitions.iter_mut() {
             let Some(worker) = &state.worker else {
                 continue;
             };
-            while let Some(item) = state.stash.pop_front() {
-                match worker.queue.try_send(item) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(item)) => {
-                        state.stash.push_front(item);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+            worker.queue.fill(&mut state.stash);
+            if !state.paused {
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + ROOM_WAIT);
+                while !state.stash.is_empty() && worker.queue.drain_to_half(deadline) {
+                    worker.queue.fill(&mut state.stash);
                 }
-            }
-            // Resume only once the queue is half empty: librdkafka drops what
-            // it prefetched when a partition pauses and fetches it again on
-            // resume, so pausing on every few messages costs a refetch each.
-            let drained = worker.queue.capacity() >= PARTITION_QUEUE / 2;
-            if state.stash.is_empty() && state.paused && drained {
+                if !state.stash.is_empty() {
+                    self.pause(consumer, *partition, state);
+                }
+            } else if state.stash.is_empty() && worker.queue.len() <= PARTITION_QUEUE / 2 {
+                // Only once the queue is half empty: each pause costs a
+                // refetch of what librdkafka had prefetched.
                 let mut list = TopicPartitionList::new();
                 list.add_partition(&self.topic, *partition);
                 if consumer.resume(&list).is_ok() {
@@ -548,38 +704,5 @@ impl GroupContext {
             }
             Err(error) => tracing::warn!(%error, partition, "cannot pause a full partition"),
         }
-    }
-}
-
-/// A fetched Kafka message in the form the dispatcher takes.
-pub(super) fn to_message(
-    message: &BorrowedMessage<'_>,
-    source: &Arc<str>,
-    go_envelope: bool,
-) -> Message {
-    let mut headers = Headers::new();
-    if let Some(borrowed) = message.headers() {
-        for header in borrowed.iter() {
-            headers.insert(
-                header.key.to_owned(),
-                header.value.unwrap_or_default().to_vec(),
-            );
-        }
-    }
-    let mut meta = wire::meta(
-        Cow::Owned(message.topic().to_owned()),
-        message.key().map(<[u8]>::to_vec),
-        headers,
-        source,
-    );
-    let value = message.payload().unwrap_or_default();
-    let unwrapped = if go_envelope {
-        super::envelope::unwrap(&mut meta, value).map(Bytes::from)
-    } else {
-        None
-    };
-    Message {
-        meta: Arc::new(meta),
-        payload: Payload::Bytes(unwrapped.unwrap_or_else(|| Bytes::copy_from_slice(value))),
     }
 }

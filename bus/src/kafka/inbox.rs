@@ -1,6 +1,7 @@
 //! The reply inbox of one instance: its own single-partition topic, read
 //! without a consumer group from the end offset it had at `connect`.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::consume::{to_message, POLL_INTERVAL};
+use super::consume::{Reader, POLL_INTERVAL};
 use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::error::Result;
@@ -33,6 +34,7 @@ impl Inbox {
             .create()
             .map_err(config_error)?;
         let topic = topic.to_owned();
+        let topic_name = topic.clone();
         let timeout = config.connect_timeout;
         let go_envelope = config.go_envelope;
         let consumer = tokio::task::spawn_blocking(move || -> Result<BaseConsumer> {
@@ -52,12 +54,12 @@ impl Inbox {
         let thread = std::thread::Builder::new()
             .name("topicbus-inbox".to_owned())
             .spawn(move || {
-                let source: Arc<str> = Arc::from("unknown");
+                let mut reader = Reader::new(Cow::Owned(topic_name), go_envelope);
                 while !stopping.load(Ordering::Acquire) {
                     match consumer.poll(POLL_INTERVAL) {
                         Some(Ok(reply)) => {
                             tracing::trace!(offset = rdkafka::Message::offset(&reply), "reply");
-                            pending.complete(to_message(&reply, &source, go_envelope))
+                            pending.complete(reader.read(&reply))
                         }
                         Some(Err(error)) => tracing::warn!(%error, "reply inbox"),
                         None => {}

@@ -10,7 +10,8 @@
 //!   the handler succeeded or the message was dead-lettered; stored offsets
 //!   are committed every 100 ms while busy, on partition revocation and at
 //!   shutdown.
-//!   A partition whose queue is full is paused, so memory stays bounded.
+//!   A partition whose queue stays full (its handler does not drain it to
+//!   half within a few milliseconds) is paused, so memory stays bounded.
 //! - Replies: every instance reads its own single-partition reply topic
 //!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
 //!   offset before `connect` returns, so a first reply cannot be missed and
@@ -131,12 +132,11 @@ impl KafkaTransport {
     /// Enqueues a reply and returns; its acknowledgement is awaited on a
     /// task of its own, so a responder's partition is not held up by it.
     pub fn reply(&self, reply_to: &str, message: Message) -> Result<()> {
-        let delivery =
-            produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message)?;
+        let acks = produce::reply(&self.inner.producer, &self.inner.config, reply_to, &message)?;
         let inner = Arc::clone(&self.inner);
         let topic = reply_to.to_owned();
         tokio::spawn(async move {
-            if let Err(error) = produce::settle(&inner.config, &topic, delivery.await) {
+            if let Err(error) = acks.settled(&inner.config).await {
                 tracing::warn!(%error, topic, "a reply was not delivered");
             }
         });

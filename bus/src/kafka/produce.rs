@@ -1,20 +1,103 @@
 //! Publishing to Kafka.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use tokio::sync::Notify;
 
 use super::observe::{LastError, Observer};
-use rdkafka::util::Timeout;
 
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::wire;
 
-/// The producer, with a context that keeps librdkafka's last error.
-pub(super) type KafkaProducer = FutureProducer<Observer>;
+/// The producer, with a context that keeps librdkafka's last error. Its
+/// deliveries count down the [`Acks`] of their publish, so a message costs
+/// one shared counter rather than a channel and a future of its own.
+pub(super) type KafkaProducer = ThreadedProducer<Observer>;
+
+impl ProducerContext for Observer {
+    type DeliveryOpaque = Arc<Acks>;
+
+    fn delivery(&self, delivered: &DeliveryResult<'_>, acks: Arc<Acks>) {
+        if let Err((error, message)) = delivered {
+            use rdkafka::Message as _;
+            let size = message.payload().map_or(0, <[u8]>::len);
+            let mut failure = acks.failure.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| (error.clone(), message.topic().to_owned(), size));
+        }
+        acks.settle_one();
+    }
+}
+
+/// The acknowledgements one publish (of one or many messages) waits for.
+pub(crate) struct Acks {
+    /// Messages enqueued and not yet acknowledged or failed.
+    pending: AtomicUsize,
+    /// The `pending` count at or below which the waiter wants a wake-up:
+    /// 0 (all settled) unless it waits for room in a full producer queue.
+    wake_at: AtomicUsize,
+    woken: Notify,
+    /// The first failure reported: error, topic, payload size.
+    failure: Mutex<Option<(KafkaError, String, usize)>>,
+}
+
+impl Acks {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            pending: AtomicUsize::new(0),
+            wake_at: AtomicUsize::new(0),
+            woken: Notify::new(),
+            failure: Mutex::new(None),
+        })
+    }
+
+    // SeqCst on `pending` and `wake_at` on both sides: either a delivery
+    // sees the waiter's `wake_at` and wakes it, or the waiter sees the
+    // delivery's count.
+    fn settle_one(&self) {
+        let left = self.pending.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= self.wake_at.load(Ordering::SeqCst) {
+            // Stores a permit if the waiter is not waiting yet.
+            self.woken.notify_one();
+        }
+    }
+
+    /// Waits until at most `target` messages are pending.
+    async fn settled_to(&self, target: usize) {
+        self.wake_at.store(target, Ordering::SeqCst);
+        loop {
+            let woken = self.woken.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.pending.load(Ordering::SeqCst) <= target {
+                break;
+            }
+            woken.await;
+        }
+        self.wake_at.store(0, Ordering::SeqCst);
+    }
+
+    /// The first delivery failure so far, as the error callers match on.
+    fn failed(&self, config: &KafkaConfig) -> Result<()> {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match &*failure {
+            None => Ok(()),
+            Some((error, topic, size)) => Err(delivery_error(config, topic, *size, error.clone())),
+        }
+    }
+
+    /// Waits for every delivery; fails with the first failure reported.
+    pub async fn settled(&self, config: &KafkaConfig) -> Result<()> {
+        self.settled_to(0).await;
+        self.failed(config)
+    }
+}
 
 /// The instance's producer: idempotent, `acks=all`, no linger; and a handle
 /// to the last client-level error it reported.
@@ -111,8 +194,9 @@ pub(super) async fn publish(
     config: &KafkaConfig,
     message: &Message,
 ) -> Result<()> {
-    let delivery = enqueue(producer, config, &message.meta.topic, None, message)?;
-    settle(config, &message.meta.topic, delivery.await)
+    let acks = Acks::new();
+    enqueue(producer, config, &acks, &message.meta.topic, None, message)?;
+    acks.settled(config).await
 }
 
 /// Publishes a reply to partition 0 of an inbox topic, the one partition its
@@ -122,47 +206,45 @@ pub(super) fn reply(
     config: &KafkaConfig,
     topic: &str,
     message: &Message,
-) -> Result<DeliveryFuture> {
-    enqueue(producer, config, topic, Some(0), message)
+) -> Result<Arc<Acks>> {
+    let acks = Acks::new();
+    enqueue(producer, config, &acks, topic, Some(0), message)?;
+    Ok(acks)
 }
 
 /// Enqueues every message before awaiting any acknowledgement, so the
-/// producer batches them; waits for the oldest when its queue is full.
+/// producer batches them; waits for a delivery when its queue is full.
 pub(super) async fn publish_batch(
     producer: &KafkaProducer,
     config: &KafkaConfig,
     messages: &[Message],
 ) -> Result<()> {
-    let mut waiting = std::collections::VecDeque::new();
+    let acks = Acks::new();
     for message in messages {
         let topic: &str = &message.meta.topic;
         loop {
-            match enqueue(producer, config, topic, None, message) {
-                Ok(delivery) => {
-                    waiting.push_back((topic, delivery));
-                    break;
-                }
-                Err(Error::Unavailable { .. }) if !waiting.is_empty() => {
-                    let (topic, oldest) = waiting.pop_front().expect("not empty");
-                    settle(config, topic, oldest.await)?;
+            match enqueue(producer, config, &acks, topic, None, message) {
+                Ok(()) => break,
+                Err(Error::Unavailable { .. }) if acks.pending.load(Ordering::SeqCst) > 0 => {
+                    let pending = acks.pending.load(Ordering::SeqCst);
+                    acks.settled_to(pending - 1).await;
+                    acks.failed(config)?;
                 }
                 Err(error) => return Err(error),
             }
         }
     }
-    for (topic, delivery) in waiting {
-        settle(config, topic, delivery.await)?;
-    }
-    Ok(())
+    acks.settled(config).await
 }
 
 fn enqueue(
     producer: &KafkaProducer,
     config: &KafkaConfig,
+    acks: &Arc<Acks>,
     topic: &str,
     partition: Option<i32>,
     message: &Message,
-) -> Result<DeliveryFuture> {
+) -> Result<()> {
     let payload = message
         .payload
         .to_bytes()
@@ -175,14 +257,19 @@ fn enqueue(
     // The size limit is checked before this, where a publish is made (the
     // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
-    let mut headers = OwnedHeaders::new_with_capacity(8 + message.meta.headers.len());
-    for (key, value) in wire::headers(&message.meta).iter() {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
+    let headers = wire::fold_headers(
+        &message.meta,
+        OwnedHeaders::new_with_capacity(8 + message.meta.headers.len()),
+        |headers, key, value| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    );
+    let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(acks))
+        .payload(payload)
+        .headers(headers);
     if let Some(key) = &message.meta.key {
         record = record.key(&key[..]);
     }
@@ -190,27 +277,13 @@ fn enqueue(
         record = record.partition(partition);
     }
     let size = payload.len();
-    producer
-        .send_result(record)
-        .map_err(|(error, _)| delivery_error(config, topic, size, error))
-}
-
-/// The outcome of an awaited [`DeliveryFuture`]; its error side means the
-/// producer went away.
-pub(super) fn settle<Canceled>(
-    config: &KafkaConfig,
-    topic: &str,
-    delivered: std::result::Result<OwnedDeliveryResult, Canceled>,
-) -> Result<()> {
-    match delivered {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((error, message))) => {
-            use rdkafka::Message as _;
-            let size = message.payload().map_or(0, <[u8]>::len);
-            Err(delivery_error(config, topic, size, error))
-        }
-        Err(_) => Err(Error::Closed),
-    }
+    // Counted before the send: its delivery may be reported before `send`
+    // returns.
+    acks.pending.fetch_add(1, Ordering::SeqCst);
+    producer.send(record).map_err(|(error, _)| {
+        acks.pending.fetch_sub(1, Ordering::SeqCst);
+        delivery_error(config, topic, size, error)
+    })
 }
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.

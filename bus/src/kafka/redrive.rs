@@ -6,14 +6,15 @@
 //! captured at the start. Messages are republished in batches; a batch's
 //! offsets are committed only after the broker acknowledged all of it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
+use super::consume::Reader;
 use super::produce::{self, config_error, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
@@ -55,7 +56,7 @@ fn redrive(
         .create()
         .map_err(config_error)?;
     let mut ends = assign_from_committed(&consumer, config, &dlq)?;
-    let source: Arc<str> = Arc::from("unknown");
+    let mut reader = Reader::new(Cow::Owned(dlq.clone()), config.go_envelope);
     let mut batch: Vec<Message> = Vec::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut moved = 0;
@@ -69,8 +70,7 @@ fn redrive(
                 let (partition, offset) = (message.partition(), message.offset());
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
-                        let dead =
-                            super::consume::to_message(&message, &source, config.go_envelope);
+                        let dead = reader.read(&message);
                         batch.push(revive(&dead, topic));
                         next.insert(partition, offset + 1);
                     }
