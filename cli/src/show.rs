@@ -1,6 +1,7 @@
 //! How records, headers and payloads are printed.
 
 use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
@@ -23,12 +24,21 @@ pub struct Record {
 
 impl Record {
     pub fn from_kafka(message: &BorrowedMessage<'_>) -> Self {
+        // rdkafka's header reader panics on a name that is not UTF-8 (it
+        // unwraps the conversion); such a header is shown under a stand-in
+        // name rather than ending the tool.
         let headers = message
             .headers()
             .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                (0..headers.count())
+                    .filter_map(|at| {
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(at))) {
+                            Ok(header) => {
+                                header.map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            }
+                            Err(_) => Some(("(header name not UTF-8)".to_owned(), None)),
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();

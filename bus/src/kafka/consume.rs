@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::thread::Thread;
@@ -247,20 +248,51 @@ impl Reader {
 
     /// A fetched Kafka message in the form the dispatcher takes.
     pub fn read(&mut self, message: &BorrowedMessage<'_>) -> Message {
-        let topic = match message.topic() {
-            same if same == self.topic => self.topic.clone(),
+        let own_topic = &self.topic;
+        let topic = || match message.topic() {
+            same if same == own_topic => own_topic.clone(),
             other => Cow::Owned(other.to_owned()),
         };
         let headers = message.headers();
-        let mut meta = wire::read_meta(
-            topic,
-            message.key().map(<[u8]>::to_vec),
-            headers
-                .iter()
-                .flat_map(|headers| headers.iter())
-                .map(|header| (header.key, header.value.unwrap_or_default())),
-            &mut self.recent,
-        );
+        let key = || message.key().map(<[u8]>::to_vec);
+        // rdkafka's header reader unwraps the name as UTF-8 and panics on
+        // any other bytes, which a foreign producer can send: that must not
+        // end the poll thread. Such a record is read again header by header
+        // without the unreadable ones and dead-lettered as malformed.
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            wire::read_meta(
+                topic(),
+                key(),
+                headers
+                    .iter()
+                    .flat_map(|headers| headers.iter())
+                    .map(|header| (header.key, header.value.unwrap_or_default())),
+                &mut self.recent,
+            )
+        }));
+        let mut meta = match read {
+            Ok(meta) => meta,
+            Err(_) => {
+                let readable: Vec<(&str, &[u8])> = headers
+                    .iter()
+                    .flat_map(|headers| {
+                        (0..headers.count()).filter_map(|at| {
+                            std::panic::catch_unwind(AssertUnwindSafe(|| headers.try_get(at)))
+                                .ok()
+                                .flatten()
+                                .map(|header| (header.key, header.value.unwrap_or_default()))
+                        })
+                    })
+                    .collect();
+                let mut meta = wire::read_meta(topic(), key(), readable, &mut self.recent);
+                let problem = "a header name is not UTF-8";
+                meta.malformed = Some(match meta.malformed.take() {
+                    Some(other) => Arc::from(format!("{problem}; {other}")),
+                    None => Arc::from(problem),
+                });
+                meta
+            }
+        };
         let value = message.payload().unwrap_or_default();
         let unwrapped = if self.go_envelope {
             super::envelope::unwrap(&mut meta, value).map(Bytes::from)
