@@ -115,6 +115,7 @@ conformance! {
         shutdown::shutdown_hands_queued_work_to_remaining_members,
         // start position, backpressure
         flow::start_from_earliest_replays_kept_history_to_a_new_group,
+        flow::start_from_timestamp_replays_from_that_time,
         flow::slow_consumer_makes_publishers_wait,
         flow::cancelled_waiting_publish_does_not_wedge_shutdown,
     ]

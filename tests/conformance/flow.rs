@@ -114,6 +114,68 @@ pub async fn start_from_earliest_replays_kept_history_to_a_new_group<H: Harness>
     );
 }
 
+/// Where the transport finds messages by time: a new group that starts
+/// from `StartFrom::Timestamp(t)` handles, each once, the messages
+/// published at or after `t`, and none of those published before.
+pub async fn start_from_timestamp_replays_from_that_time<H: Harness>(harness: H) {
+    if !harness.finds_messages_by_time() {
+        return skip(&harness, "the broker does not look offsets up by time");
+    }
+    const BEFORE: u64 = 4;
+    const SINCE: u64 = 6;
+    const AFTER: u64 = 3;
+    let net = Net::new(&harness, Setup::default().retain(100)).await;
+    let publisher = net.bus("historian").await;
+    let run = net.group("run");
+    let publish = |n: u64| {
+        let history = History {
+            run: run.clone(),
+            n,
+        };
+        let publisher = publisher.clone();
+        async move { publisher.publish(&history).await.expect("publish") }
+    };
+    for n in 0..BEFORE {
+        publish(n).await;
+    }
+    // The pauses keep the messages on either side of `cut` apart at the
+    // clock's resolution (Kafka's timestamps are milliseconds); nothing is
+    // measured.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cut = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for n in BEFORE..BEFORE + SINCE {
+        publish(n).await;
+    }
+
+    let reader = net.bus("reader").await;
+    let replayed = Log::new();
+    reader
+        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
+        .group(net.group("since"))
+        .start_from(StartFrom::Timestamp(cut))
+        .await
+        .expect("subscribe from a time");
+    for n in BEFORE + SINCE..BEFORE + SINCE + AFTER {
+        publish(n).await;
+    }
+    replayed
+        .wait_for(
+            (SINCE + AFTER) as usize,
+            "messages since the time, and new ones",
+        )
+        .await;
+    net.close().await;
+
+    let mut numbers: Vec<u64> = replayed.snapshot().iter().map(|h| h.n).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (BEFORE..BEFORE + SINCE + AFTER).collect::<Vec<_>>(),
+        "each message from the time on, once; none from before it"
+    );
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, Topic)]
 #[topic(name = "conformance.flow.pressure", partitions = 1)]
 pub struct Pressure {
