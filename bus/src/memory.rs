@@ -252,6 +252,21 @@ impl GroupState {
         result
     }
 
+    /// Counts `message` as outstanding and queues it on `partition` if the
+    /// queue has room; gives it back, still counted, when the queue is full.
+    fn try_queue(&self, partition: usize, message: Message) -> Option<Message> {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        match self.queues[partition].try_send(message) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(rejected)) => Some(rejected),
+            // The group was stopped with its broker; nobody will handle it.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.settle(1);
+                None
+            }
+        }
+    }
+
     /// `n` messages of this group were handled (or given up).
     fn settle(&self, n: usize) {
         if n > 0 && self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
@@ -353,19 +368,13 @@ impl MemoryBroker {
             });
             let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
             for (at, group) in groups.iter().enumerate() {
-                group.outstanding.fetch_add(1, Ordering::AcqRel);
-                match group.queues[partition].try_send(message.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(rejected)) => {
-                        return Some(Blocked {
-                            partition,
-                            groups: Arc::clone(&groups),
-                            at,
-                            rejected,
-                        });
-                    }
-                    // The group was stopped with its broker; nobody will handle it.
-                    Err(mpsc::error::TrySendError::Closed(_)) => group.settle(1),
+                if let Some(rejected) = group.try_queue(partition, message.clone()) {
+                    return Some(Blocked {
+                        partition,
+                        groups: Arc::clone(&groups),
+                        at,
+                        rejected,
+                    });
                 }
             }
             None
@@ -399,17 +408,10 @@ impl MemoryBroker {
             let waiting = match rejected.take() {
                 // Counted as outstanding by `offer`.
                 Some(rejected) => rejected,
-                None => {
-                    group.outstanding.fetch_add(1, Ordering::AcqRel);
-                    match group.queues[partition].try_send(message.clone()) {
-                        Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Full(rejected)) => rejected,
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            group.settle(1);
-                            continue;
-                        }
-                    }
-                }
+                None => match group.try_queue(partition, message.clone()) {
+                    Some(rejected) => rejected,
+                    None => continue,
+                },
             };
             // Settles the count unless the message gets queued, also when
             // this future is dropped while it waits for room.
