@@ -298,10 +298,13 @@ struct Own<'a> {
 
 /// A `content-type` value; the built-in codecs' are not copied.
 fn content_type(text: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 3] = [
-        "application/json",
-        "application/x-postcard",
-        "application/x-bincode",
+    use crate::codec::Codec as _;
+    const KNOWN: &[&str] = &[
+        crate::codec::Json::CONTENT_TYPE,
+        #[cfg(feature = "postcard")]
+        crate::codec::Postcard::CONTENT_TYPE,
+        #[cfg(feature = "bincode")]
+        crate::codec::Bincode::CONTENT_TYPE,
     ];
     match KNOWN.iter().find(|known| **known == text) {
         Some(known) => Cow::Borrowed(known),
