@@ -2,7 +2,7 @@
 # Installs (once, cached) and starts the Kafka-protocol broker tansu for the
 # Kafka tests. Prints the broker address on stdout; logs go to $TANSU_LOG.
 #
-#   scripts/tansu.sh install                    # build and install if not cached
+#   scripts/tansu.sh install                    # build and install if not cached; prints the binary's path
 #   scripts/tansu.sh start [PORT] [STORAGE]     # install if needed, start in the background, wait until it listens
 #   scripts/tansu.sh stop                       # stop the broker started by `start` (SIGTERM), wait until it is gone
 #   scripts/tansu.sh kill                       # SIGKILL it, as a crash would
@@ -10,10 +10,21 @@
 # STORAGE is `memory` (default), `sqlite` (durable, TANSU_DIR/tansu.db: it
 # survives `kill` and a new `start ... sqlite`) or any tansu storage URL
 # (also settable as TANSU_STORAGE). sqlite paths are relative to TANSU_DIR.
+#
+# tansu is built from its crates.io sources with scripts/tansu-0.6.0-fetch.patch
+# applied to tansu-storage (see README "The suite on tansu"): 0.6.0 answers a
+# fetch that starts in the middle of a record batch with the batches after it,
+# so a consumer resuming from a committed offset skips the rest of that batch;
+# and it answers a fetch for a topic it cannot find with a zero topic id and a
+# leader hint, on which librdkafka 2.12 crashes.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "$0")" && pwd)"
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
-TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/topicbus/tansu-$TANSU_VERSION}"
+TANSU_PATCH="$HERE/tansu-$TANSU_VERSION-fetch.patch"
+# The cache directory names the patch's contents, so a changed patch rebuilds.
+TANSU_PATCH_ID="$(git hash-object "$TANSU_PATCH" | cut -c1-12)"
+TANSU_ROOT="${TANSU_ROOT:-$HOME/.cache/topicbus/tansu-$TANSU_VERSION-$TANSU_PATCH_ID}"
 TANSU_DIR="${TANSU_DIR:-${TMPDIR:-/tmp}/topicbus-tansu}"
 TANSU_LOG="${TANSU_LOG:-$TANSU_DIR/tansu.log}"
 TANSU_STORAGE="${TANSU_STORAGE:-memory://tansu/}"
@@ -23,9 +34,44 @@ install() {
     if [ -x "$BIN" ]; then
         return
     fi
-    echo "building tansu $TANSU_VERSION into $TANSU_ROOT (about 10 minutes on 2 cores)" >&2
-    cargo install tansu --locked --version "$TANSU_VERSION" \
-        --features dynostore,libsql --root "$TANSU_ROOT" >&2
+    echo "building tansu $TANSU_VERSION (patched) into $TANSU_ROOT (about 10 minutes on 2 cores)" >&2
+    local work
+    work="$(mktemp -d "${TMPDIR:-/tmp}/topicbus-tansu-build.XXXXXX")"
+    # Cargo downloads the two source crates from whatever registry it is set
+    # up for; a package that only asks for them is enough.
+    mkdir -p "$work/fetch/src"
+    touch "$work/fetch/src/lib.rs"
+    cat >"$work/fetch/Cargo.toml" <<EOF
+[package]
+name = "topicbus-tansu-sources"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+tansu = "=$TANSU_VERSION"
+tansu-storage = "=$TANSU_VERSION"
+EOF
+    cargo fetch --quiet --manifest-path "$work/fetch/Cargo.toml" >&2
+    local crate file
+    for crate in tansu tansu-storage; do
+        file="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$crate-$TANSU_VERSION.crate" | head -n 1)"
+        tar -xzf "$file" -C "$work"
+    done
+    (cd "$work/tansu-storage-$TANSU_VERSION" && git apply -p1 "$TANSU_PATCH")
+    cat >>"$work/tansu-$TANSU_VERSION/Cargo.toml" <<EOF
+
+[patch.crates-io]
+tansu-storage = { path = "../tansu-storage-$TANSU_VERSION" }
+EOF
+    # The crate's own Cargo.lock pins every other dependency; only the
+    # patched tansu-storage changes source.
+    cargo build --release --manifest-path "$work/tansu-$TANSU_VERSION/Cargo.toml" \
+        --features dynostore,libsql --target-dir "$work/target" >&2
+    mkdir -p "$TANSU_ROOT/bin"
+    cp "$work/target/release/tansu" "$BIN.tmp"
+    mv "$BIN.tmp" "$BIN"
+    rm -rf "$work"
 }
 
 start() {
@@ -75,7 +121,7 @@ stop_quietly() {
 }
 
 case "${1:-}" in
-    install) install ;;
+    install) install; echo "$BIN" ;;
     start) shift; start "$@" ;;
     stop) stop_quietly ;;
     kill) stop_quietly KILL ;;

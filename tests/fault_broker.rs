@@ -438,16 +438,12 @@ struct Tansu {
 }
 
 impl Tansu {
-    /// The broker binary named by `TOPICBUS_TANSU` (`1`: the copy
-    /// `scripts/tansu.sh install` keeps in `~/.cache/topicbus`).
+    /// The broker binary named by `TOPICBUS_TANSU` (`scripts/tansu.sh
+    /// install` prints the path of the copy it builds).
     fn binary() -> Option<PathBuf> {
         let value = std::env::var("TOPICBUS_TANSU")
             .ok()
             .filter(|v| !v.is_empty())?;
-        if value == "1" {
-            let home = std::env::var("HOME").expect("HOME");
-            return Some(PathBuf::from(home).join(".cache/topicbus/tansu-0.6.0/bin/tansu"));
-        }
         Some(PathBuf::from(value))
     }
 
@@ -527,17 +523,16 @@ impl Drop for Tansu {
 /// is killed with SIGKILL mid-stream and started again on the same storage;
 /// every acknowledged message must still be read.
 ///
-/// Runs only when `TOPICBUS_TANSU` names the tansu binary (`1` for the copy
-/// `scripts/tansu.sh install` builds; `.ci/run` does so): building tansu
-/// takes about 10 minutes and it has known bugs (README, "Known issue:
-/// tansu"), so the plain test command does not need it. Without it the test
-/// prints why it did nothing and passes.
+/// Runs only when `TOPICBUS_TANSU` names the tansu binary
+/// (`TOPICBUS_TANSU=$(scripts/tansu.sh install)`; `.ci/run` does so):
+/// building tansu takes about 10 minutes, so the plain test command does not
+/// need it. Without it the test prints why it did nothing and passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
     let Some(binary) = Tansu::binary() else {
         println!(
             "fault tansu_restart: SKIPPED: set TOPICBUS_TANSU to the tansu binary \
-             (or 1 for ~/.cache/topicbus/tansu-0.6.0/bin/tansu, built by `scripts/tansu.sh install`)"
+             (TOPICBUS_TANSU=$(scripts/tansu.sh install) builds it once and prints its path)"
         );
         return;
     };

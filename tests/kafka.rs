@@ -408,8 +408,9 @@ struct Replay {
 /// empty ones clamp to their end.
 ///
 /// `StartFrom::Timestamp` is not tested here: it relies on the broker's
-/// ListOffsets-by-time, which neither the mock cluster nor tansu implements
-/// (the mock answers "end" for every partition).
+/// ListOffsets-by-time, which the mock cluster does not implement (it
+/// answers "end" for every partition); the conformance suite tests it on
+/// tansu.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_group_replays_from_an_offset() {
     let kafka = MockKafka::start(1);
