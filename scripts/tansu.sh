@@ -12,11 +12,12 @@
 # (also settable as TANSU_STORAGE). sqlite paths are relative to TANSU_DIR.
 #
 # tansu is built from its crates.io sources with scripts/tansu-0.6.0-fetch.patch
-# applied to tansu-storage (see README "The suite on tansu"): 0.6.0 answers a
-# fetch that starts in the middle of a record batch with the batches after it,
-# so a consumer resuming from a committed offset skips the rest of that batch;
-# and it answers a fetch for a topic it cannot find with a zero topic id and a
-# leader hint, on which librdkafka 2.12 crashes.
+# applied to tansu-storage (README "The suite on tansu" has the details): 0.6.0
+# answers a fetch from inside a record batch with the batches after it (a
+# consumer resuming from a committed offset skips the rest of that batch),
+# returns batches past one not stored yet, answers a fetch for a topic it
+# cannot find with a zero topic id and a leader hint (on which librdkafka 2.12
+# crashes), and answers ListOffsets "latest" and "by time" wrongly.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
