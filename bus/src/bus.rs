@@ -469,11 +469,8 @@ impl Bus {
                 &core.service,
             );
             trace::record_message(&span, &meta);
-            core.publish(Message {
-                meta: Arc::new(meta),
-                payload: Payload::Bytes(message.payload.into()),
-            })
-            .await
+            core.publish(Message::bytes(meta, message.payload.into()))
+                .await
         }
         .await;
         core.metrics.published_raw(&topic, 1, published.is_ok());
@@ -766,39 +763,43 @@ impl BusCore {
         headers: Headers,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
-        let payload = match value.__try_clone() {
-            Some(copy) if self.transport.carries_values() => Payload::Value {
-                value: Arc::new(copy),
-                encode: encode_erased::<T, T::Codec>,
-                size: if self.measure_values {
-                    <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
-                } else {
-                    0
-                },
-            },
-            _ => Payload::Bytes(
-                <T::Codec as Codec>::encode(value)
-                    .map_err(codec_error)?
-                    .into(),
-            ),
-        };
-        crate::limit::check_size(T::NAME, payload.size(), self.max_message_bytes)?;
-        let id = MessageId::new();
-        Ok(Message {
-            meta: Arc::new(Meta {
+        let meta = |key: Option<Vec<u8>>| {
+            let id = MessageId::new();
+            Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
                 id,
                 time: SystemTime::now(),
                 source: Arc::clone(&self.service),
-                key: value.key().map(Cow::into_owned),
+                key,
                 reply_to,
                 content_type: Some(Cow::Borrowed(<T::Codec as Codec>::CONTENT_TYPE)),
                 headers,
                 malformed: None,
-            }),
-            payload,
-        })
+            }
+        };
+        let key = value.key().map(Cow::into_owned);
+        match value.__try_clone() {
+            Some(copy) if self.transport.carries_values() => {
+                let size = if self.measure_values {
+                    <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
+                } else {
+                    0
+                };
+                crate::limit::check_size(T::NAME, size, self.max_message_bytes)?;
+                Ok(Message::value(
+                    meta(key),
+                    copy,
+                    encode_erased::<T, T::Codec>,
+                    size,
+                ))
+            }
+            _ => {
+                let bytes = <T::Codec as Codec>::encode(value).map_err(codec_error)?;
+                crate::limit::check_size(T::NAME, bytes.len(), self.max_message_bytes)?;
+                Ok(Message::bytes(meta(key), bytes.into()))
+            }
+        }
     }
 
     fn policy(&self, options: &HandlerOptions, serve: bool) -> Policy {
@@ -824,14 +825,12 @@ impl BusCore {
         format!("{}.{}", self.service, name)
     }
 
-    /// Answers `request` with `payload` (or an error, in `headers`) on its
-    /// `reply_to`, or on `{topic}.response` when it names none (Go bus).
-    pub(crate) async fn send_reply(
+    /// The metadata of a reply to `request`, with `headers` (an error's).
+    pub(crate) fn reply_meta(
         &self,
         request: &Message,
-        payload: Payload,
         headers: Vec<(&'static str, String)>,
-    ) {
+    ) -> Meta {
         let mut reply_headers = Headers::new();
         for (name, value) in headers {
             reply_headers.insert(name, value);
@@ -843,21 +842,23 @@ impl BusCore {
             Some(inbox) => Cow::Owned(String::from(&**inbox)),
             None => Cow::Owned(format!("{}.response", request.meta.topic)),
         };
-        let reply = Message {
-            meta: Arc::new(Meta {
-                topic: reply_topic,
-                id: MessageId::new(),
-                time: SystemTime::now(),
-                source: Arc::clone(&self.service),
-                key: request.meta.key.clone(),
-                correlation_id: request.meta.correlation_id.clone(),
-                reply_to: None,
-                content_type: request.meta.content_type.clone(),
-                headers: reply_headers,
-                malformed: None,
-            }),
-            payload,
-        };
+        Meta {
+            topic: reply_topic,
+            id: MessageId::new(),
+            time: SystemTime::now(),
+            source: Arc::clone(&self.service),
+            key: request.meta.key.clone(),
+            correlation_id: request.meta.correlation_id.clone(),
+            reply_to: None,
+            content_type: request.meta.content_type.clone(),
+            headers: reply_headers,
+            malformed: None,
+        }
+    }
+
+    /// Answers `request` with `reply` (see [`BusCore::reply_meta`]) on its
+    /// `reply_to`, or on `{topic}.response` when it names none (Go bus).
+    pub(crate) async fn send_reply(&self, request: &Message, reply: Message) {
         // Boxed: publishing to `{topic}.response` is rare, and its future
         // would make every delivery's future larger.
         let sent = match &request.meta.reply_to {
@@ -876,7 +877,7 @@ impl BusCore {
         message: &Message,
         headers: Vec<(&'static str, String)>,
     ) {
-        let mut meta = (*message.meta).clone();
+        let mut meta = message.meta.clone();
         meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
         meta.reply_to = None;
         // Routes a re-driven message on its topic only.
@@ -884,7 +885,7 @@ impl BusCore {
         for (name, value) in headers {
             meta.headers.insert(name, value);
         }
-        let payload = match message.payload.to_bytes() {
+        let payload = match message.payload().to_bytes() {
             Ok(bytes) => bytes,
             Err(error) => {
                 meta.headers.insert(
@@ -894,10 +895,7 @@ impl BusCore {
                 bytes::Bytes::new()
             }
         };
-        let mut dead = Message {
-            meta: Arc::new(meta),
-            payload: Payload::Bytes(payload),
-        };
+        let mut dead = Message::bytes(meta, payload);
         let mut delay = self.settings.backoff;
         while let Err(error) = self.transport.publish(dead.clone()).await {
             if let (Error::TooLarge { size, .. }, Some(stripped)) =
@@ -1130,12 +1128,13 @@ where
     }
 }
 
-/// The reply payload of a request topic `T`: the value itself in process,
-/// else encoded with the request topic's codec.
+/// The reply of a request topic `T` under `meta`: the value itself in
+/// process, else encoded with the request topic's codec.
 fn reply_payload<T: Request>(
     response: T::Response,
     core: &BusCore,
-) -> std::result::Result<Payload, CodecError> {
+    meta: Meta,
+) -> std::result::Result<Message, CodecError> {
     let limit = core.max_message_bytes;
     let too_large = |size: usize| {
         CodecError::new(format!(
@@ -1151,17 +1150,18 @@ fn reply_payload<T: Request>(
         if size > limit {
             return Err(too_large(size));
         }
-        Ok(Payload::Value {
-            value: Arc::new(response),
-            encode: encode_erased::<T::Response, T::Codec>,
+        Ok(Message::value(
+            meta,
+            response,
+            encode_erased::<T::Response, T::Codec>,
             size,
-        })
+        ))
     } else {
         let bytes = <T::Codec as Codec>::encode(&response)?;
         if bytes.len() > limit {
             return Err(too_large(bytes.len()));
         }
-        Ok(Payload::Bytes(bytes.into()))
+        Ok(Message::bytes(meta, bytes.into()))
     }
 }
 
@@ -1223,26 +1223,27 @@ impl<T: Request> RequestCall<'_, T> {
                 core.metrics.published(T::NAME, 1, sent)
             })
             .await?;
-        read_reply::<T>(reply.payload)
+        read_reply::<T>(reply)
     }
 }
 
-fn read_reply<T: Request>(payload: Payload) -> Result<T::Response> {
+fn read_reply<T: Request>(reply: Message) -> Result<T::Response> {
     let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
-    match payload {
-        Payload::Value { value, encode, .. } => match value.downcast::<T::Response>() {
-            Ok(value) => match Arc::try_unwrap(value) {
-                Ok(value) => Ok(value),
-                Err(shared) => {
-                    let bytes = encode(&*shared).map_err(codec_error)?;
-                    <T::Codec as Codec>::decode(&bytes).map_err(codec_error)
-                }
-            },
-            Err(_) => Err(codec_error(CodecError::new(format!(
-                "the reply is not a `{}`",
-                std::any::type_name::<T::Response>()
-            )))),
-        },
-        Payload::Bytes(bytes) => <T::Codec as Codec>::decode(&bytes).map_err(codec_error),
+    let reply = match reply.take_value::<T::Response>() {
+        Ok(value) => return Ok(value),
+        Err(shared) => shared,
+    };
+    match reply.payload() {
+        Payload::Value { value, encode, .. } => {
+            if !value.is::<Option<T::Response>>() {
+                return Err(codec_error(CodecError::new(format!(
+                    "the reply is not a `{}`",
+                    std::any::type_name::<T::Response>()
+                ))));
+            }
+            let bytes = encode(value).map_err(codec_error)?;
+            <T::Codec as Codec>::decode(&bytes).map_err(codec_error)
+        }
+        Payload::Bytes(bytes) => <T::Codec as Codec>::decode(bytes).map_err(codec_error),
     }
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use crate::bus::BusCore;
 use crate::error::Result;
-use crate::message::{Headers, MessageId, Meta};
+use crate::message::{Headers, Message, MessageId};
 use crate::telemetry::TraceContext;
 use crate::Bus;
 
@@ -27,7 +27,8 @@ use crate::Bus;
 /// ```
 #[derive(Clone)]
 pub struct Context {
-    pub(crate) meta: Arc<Meta>,
+    /// The message handled: its metadata is what this context tells.
+    pub(crate) message: Message,
     pub(crate) attempt: u32,
     pub(crate) group: Arc<str>,
     pub(crate) core: Arc<BusCore>,
@@ -37,22 +38,22 @@ pub struct Context {
 impl Context {
     /// The message's unique id (`ce_id` on Kafka).
     pub fn id(&self) -> &MessageId {
-        &self.meta.id
+        &self.message.meta.id
     }
 
     /// The request's correlation id, for requests and replies.
     pub fn correlation_id(&self) -> Option<&MessageId> {
-        self.meta.correlation_id.as_ref()
+        self.message.meta.correlation_id.as_ref()
     }
 
     /// The partition key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.meta.key.as_deref()
+        self.message.meta.key.as_deref()
     }
 
     /// Application headers.
     pub fn headers(&self) -> &Headers {
-        &self.meta.headers
+        &self.message.meta.headers
     }
 
     /// Which try this is, starting at 1.
@@ -62,12 +63,12 @@ impl Context {
 
     /// The service that published the message (`ce_source`).
     pub fn source(&self) -> &str {
-        &self.meta.source
+        &self.message.meta.source
     }
 
     /// The topic the message was published to.
     pub fn topic(&self) -> &str {
-        &self.meta.topic
+        &self.message.meta.topic
     }
 
     /// The consumer group handling it.
@@ -84,7 +85,7 @@ impl Context {
 
     /// When it was published (`ce_time`).
     pub fn time(&self) -> SystemTime {
-        self.meta.time
+        self.message.meta.time
     }
 
     /// The trace this handler runs in, when it is traced: the trace id of
@@ -100,8 +101,8 @@ impl Context {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("topic", &self.meta.topic)
-            .field("id", &self.meta.id)
+            .field("topic", &self.message.meta.topic)
+            .field("id", &self.message.meta.id)
             .field("attempt", &self.attempt)
             .field("group", &self.group)
             .finish_non_exhaustive()

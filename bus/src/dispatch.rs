@@ -82,7 +82,7 @@ impl Policy {
 }
 
 /// Turns a handler's successful output into a reply payload.
-pub(crate) type ReplyFn<O> = fn(O, &BusCore) -> Result<Payload, crate::codec::CodecError>;
+pub(crate) type ReplyFn<O> = fn(O, &BusCore, Meta) -> Result<Message, crate::codec::CodecError>;
 
 /// Why a message could not be handled.
 pub(crate) struct Failure {
@@ -161,7 +161,7 @@ where
         message: &Message,
         ctx: Context,
     ) -> Result<impl Future<Output = Result<(), E>> + Send, Failure> {
-        let payload = message.payload.to_bytes().map_err(|error| {
+        let payload = message.payload().to_bytes().map_err(|error| {
             Failure::permanent("encode", format!("could not encode the payload: {error}"))
         })?;
         let raw = RawMessage {
@@ -275,7 +275,7 @@ impl<I: Invoke> HandlerMember<I> {
 
     async fn attempt(&self, message: &Message, attempt: u32) -> Result<I::Output, Failure> {
         let ctx = Context {
-            meta: Arc::clone(&message.meta),
+            message: message.clone(),
             attempt,
             group: Arc::clone(&self.group),
             core: Arc::clone(&self.core),
@@ -310,21 +310,23 @@ impl<I: Invoke> HandlerMember<I> {
     }
 
     async fn send_reply(&self, request: &Message, result: Result<I::Output, &Failure>) {
-        let (payload, headers) = match result {
-            Ok(output) => match (self.reply.expect("requests have a reply fn"))(output, &self.core)
-            {
-                Ok(payload) => (payload, Vec::new()),
-                Err(error) => {
-                    let reason = format!("could not encode the response: {error}");
-                    (empty_payload(), error_headers("encode", &reason))
-                }
-            },
-            Err(failure) => (
-                empty_payload(),
-                error_headers(failure.kind, &failure.reason),
-            ),
+        let failed = |kind, reason: &str| {
+            let meta = self.core.reply_meta(request, error_headers(kind, reason));
+            Message::bytes(meta, bytes::Bytes::new())
         };
-        self.core.send_reply(request, payload, headers).await;
+        let reply = match result {
+            Ok(output) => {
+                let meta = self.core.reply_meta(request, Vec::new());
+                match (self.reply.expect("requests have a reply fn"))(output, &self.core, meta) {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        failed("encode", &format!("could not encode the response: {error}"))
+                    }
+                }
+            }
+            Err(failure) => failed(failure.kind, &failure.reason),
+        };
+        self.core.send_reply(request, reply).await;
     }
 
     async fn dead_letter(&self, message: &Message, failure: &Failure, attempts: u32) {
@@ -525,9 +527,10 @@ impl Drop for Waiting<'_> {
 
 /// The payload as a `T`: a copy of the in-process value, or decoded bytes.
 fn decode<T: Topic>(message: &Message) -> Result<T, Failure> {
-    match &message.payload {
+    match message.payload() {
         Payload::Value { value, .. } => value
-            .downcast_ref::<T>()
+            .downcast_ref::<Option<T>>()
+            .and_then(Option::as_ref)
             .and_then(T::__try_clone)
             .ok_or_else(|| {
                 Failure::permanent(
@@ -563,10 +566,6 @@ fn decode<T: Topic>(message: &Message) -> Result<T, Failure> {
             })
         }
     }
-}
-
-fn empty_payload() -> Payload {
-    Payload::Bytes(bytes::Bytes::new())
 }
 
 fn error_headers(kind: &'static str, reason: &str) -> Vec<(&'static str, String)> {

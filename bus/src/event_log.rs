@@ -430,7 +430,7 @@ fn encode_line(
         .key
         .as_deref()
         .map(|key| std::str::from_utf8(key).map_err(|_| BASE64.encode(key)));
-    let bytes = message.payload.to_bytes();
+    let bytes = message.payload().to_bytes();
     let json = meta.content_type.as_deref() == Some(Json::CONTENT_TYPE);
     let (payload, payload_base64, payload_error) = match &bytes {
         Ok(bytes) => match json.then(|| verbatim_json(bytes)).flatten() {

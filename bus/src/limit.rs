@@ -2,7 +2,6 @@
 //! checks a delivered message passes before a typed handler decodes it.
 
 use crate::error::{Error, Result};
-use std::sync::Arc;
 
 use crate::message::{header, Message, Payload};
 
@@ -31,7 +30,7 @@ pub(crate) fn refuse(message: &Message, limit: usize) -> Option<(&'static str, S
     if let Some(why) = &message.meta.malformed {
         return Some(("header", why.to_string()));
     }
-    let size = message.payload.size();
+    let size = message.payload().size();
     if size > limit {
         return Some((
             "too_large",
@@ -46,15 +45,12 @@ pub(crate) fn refuse(message: &Message, limit: usize) -> Option<(&'static str, S
 /// `message` without its payload, marked with the size it had, for a dead
 /// letter the broker refuses as too large; `None` if it has no payload.
 pub(crate) fn without_payload(message: &Message) -> Option<Message> {
-    let size = match &message.payload {
+    let size = match message.payload() {
         Payload::Bytes(bytes) if !bytes.is_empty() => bytes.len(),
         _ => return None,
     };
-    let mut meta = (*message.meta).clone();
+    let mut meta = message.meta.clone();
     meta.headers
         .insert(header::PAYLOAD_OMITTED, size.to_string());
-    Some(Message {
-        meta: Arc::new(meta),
-        payload: Payload::Bytes(bytes::Bytes::new()),
-    })
+    Some(Message::bytes(meta, bytes::Bytes::new()))
 }

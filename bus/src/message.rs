@@ -189,58 +189,143 @@ pub(crate) struct Meta {
     pub malformed: Option<Arc<str>>,
 }
 
-/// A payload as it travels inside the process: the typed value itself when
-/// the transport can carry it, or its encoding.
+/// A message in flight: its metadata and its payload in one shared
+/// allocation, cheap to clone for fan-out. It derefs to its [`Envelope`].
 #[derive(Clone)]
-pub(crate) enum Payload {
+pub(crate) struct Message(Arc<Envelope>);
+
+/// What a [`Message`] shares: metadata, how the payload travels, and the
+/// typed value when it travels as one.
+pub(crate) struct Envelope<V: ?Sized = dyn Any + Send + Sync> {
+    pub meta: Meta,
+    body: Body,
+    /// `Option<T>` for a payload that travels as a `T` (`None` only once
+    /// its sole owner took it); `()` for one that travels as bytes.
+    value: V,
+}
+
+/// How a payload travels.
+enum Body {
+    /// As its value (in [`Envelope::value`]).
     Value {
-        value: Arc<dyn Any + Send + Sync>,
         encode: EncodeFn,
         /// The length of its encoding, as measured for the publisher's size
         /// limit (0 when the publisher measures no values).
         size: usize,
     },
+    /// Encoded.
     Bytes(Bytes),
+}
+
+/// A message's payload, as [`Message::payload`] lends it.
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    /// The typed value: an `Option<T>`, `Some` while anybody can see it.
+    Value {
+        value: &'a (dyn Any + Send + Sync),
+        encode: EncodeFn,
+        size: usize,
+    },
+    Bytes(&'a Bytes),
 }
 
 /// Encodes a type-erased value with the codec of its topic.
 pub(crate) type EncodeFn = fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, CodecError>;
 
-/// The [`EncodeFn`] of values of type `T` in codec `C`.
+/// The [`EncodeFn`] of values of type `T` in codec `C` (kept as `Option<T>`).
 pub(crate) fn encode_erased<T: Serialize + 'static, C: Codec>(
     value: &(dyn Any + Send + Sync),
 ) -> Result<Vec<u8>, CodecError> {
-    match value.downcast_ref::<T>() {
-        Some(value) => C::encode(value),
+    match value.downcast_ref::<Option<T>>() {
+        Some(Some(value)) => C::encode(value),
+        Some(None) => Err(CodecError::new("the value was taken")),
         None => Err(CodecError::new("value of an unexpected type")),
     }
 }
 
-impl Payload {
+impl Message {
+    /// A message whose payload is `bytes`.
+    pub fn bytes(meta: Meta, bytes: Bytes) -> Self {
+        Self(Arc::new(Envelope {
+            meta,
+            body: Body::Bytes(bytes),
+            value: (),
+        }))
+    }
+
+    /// A message whose payload travels as `value`; `encode` encodes it
+    /// (see [`encode_erased`]), `size` is its measured length (or 0).
+    pub fn value<T: Send + Sync + 'static>(
+        meta: Meta,
+        value: T,
+        encode: EncodeFn,
+        size: usize,
+    ) -> Self {
+        Self(Arc::new(Envelope {
+            meta,
+            body: Body::Value { encode, size },
+            value: Some(value),
+        }))
+    }
+
+    /// The same payload under other metadata: shared when it is bytes,
+    /// encoded when it is a value (a rare path: dead letters, redrives).
+    pub fn with_meta(&self, meta: Meta) -> Result<Self, CodecError> {
+        Ok(Self::bytes(meta, self.payload().to_bytes()?))
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> Payload<'_> {
+        match &self.0.body {
+            Body::Value { encode, size } => Payload::Value {
+                value: &self.0.value,
+                encode: *encode,
+                size: *size,
+            },
+            Body::Bytes(bytes) => Payload::Bytes(bytes),
+        }
+    }
+
+    /// The value of type `T`, moved out when this is the message's only
+    /// handle; `Err(self)` when it is shared or not a `T`.
+    pub fn take_value<T: 'static>(mut self) -> Result<T, Self> {
+        let taken = Arc::get_mut(&mut self.0)
+            .and_then(|envelope| envelope.value.downcast_mut::<Option<T>>())
+            .and_then(Option::take);
+        taken.ok_or(self)
+    }
+
+    /// Whether `self` and `other` are handles to the same message.
+    pub fn same(&self, other: &Message) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = Envelope;
+
+    fn deref(&self) -> &Envelope {
+        &self.0
+    }
+}
+
+impl Payload<'_> {
     /// The payload as bytes, encoding a value when needed.
-    pub fn to_bytes(&self) -> Result<Bytes, CodecError> {
+    pub fn to_bytes(self) -> Result<Bytes, CodecError> {
         match self {
-            Payload::Value { value, encode, .. } => encode(&**value).map(Bytes::from),
+            Payload::Value { value, encode, .. } => encode(value).map(Bytes::from),
             Payload::Bytes(bytes) => Ok(bytes.clone()),
         }
     }
 
     /// The length of the encoded payload (for a value: as measured when it
     /// was published, 0 if it was not).
-    pub fn size(&self) -> usize {
+    pub fn size(self) -> usize {
         match self {
-            Payload::Value { size, .. } => *size,
+            Payload::Value { size, .. } => size,
             Payload::Bytes(bytes) => bytes.len(),
         }
     }
-}
-
-/// A message in flight: shared metadata and payload, cheap to clone for
-/// fan-out.
-#[derive(Clone)]
-pub(crate) struct Message {
-    pub meta: Arc<Meta>,
-    pub payload: Payload,
 }
 
 /// A message as bytes and headers, for topics without a Rust type (dead-letter

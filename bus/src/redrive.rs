@@ -20,7 +20,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::bus::Bus;
 use crate::error::{Error, Result};
@@ -44,8 +44,8 @@ pub(crate) fn dead_letter_topic(topic: &str) -> String {
 }
 
 /// The message to publish to `topic` for the dead letter `dead`.
-pub(crate) fn revive(dead: &Message, topic: &str) -> Message {
-    let mut meta = (*dead.meta).clone();
+pub(crate) fn revive(dead: &Message, topic: &str) -> Result<Message> {
+    let mut meta = dead.meta.clone();
     meta.topic = Cow::Owned(topic.to_owned());
     let group = meta.headers.get_str(header::GROUP).map(str::to_owned);
     let redrives = meta
@@ -64,10 +64,8 @@ pub(crate) fn revive(dead: &Message, topic: &str) -> Message {
             meta.headers.remove(header::REDRIVE_GROUP);
         }
     }
-    Message {
-        meta: Arc::new(meta),
-        payload: dead.payload.clone(),
-    }
+    dead.with_meta(meta)
+        .map_err(|e| crate::Error::codec(topic, "payload", e))
 }
 
 /// Whether a registration of `group` handles `message`: not when it was
@@ -177,10 +175,7 @@ impl DeadLetters {
     fn forget(&self, dlq: &str, message: &Message) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(queue) = kept.get_mut(dlq) {
-            if let Some(at) = queue
-                .iter()
-                .position(|m| Arc::ptr_eq(&m.meta, &message.meta))
-            {
+            if let Some(at) = queue.iter().position(|m| m.same(message)) {
                 queue.remove(at);
             }
         }
@@ -200,7 +195,7 @@ impl DeadLetters {
             let Some(dead) = self.front(&dlq) else {
                 break;
             };
-            publish(revive(&dead, topic)).await?;
+            publish(revive(&dead, topic)?).await?;
             self.forget(&dlq, &dead);
             moved += 1;
         }

@@ -338,11 +338,11 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::message::{Headers, Meta, Payload};
+    use crate::message::{Headers, Meta};
 
     fn reply_to(id: &MessageId) -> Message {
-        Message {
-            meta: Arc::new(Meta {
+        Message::bytes(
+            Meta {
                 topic: Cow::Borrowed("t"),
                 id: MessageId::new(),
                 time: SystemTime::now(),
@@ -353,9 +353,9 @@ mod tests {
                 content_type: None,
                 headers: Headers::new(),
                 malformed: None,
-            }),
-            payload: Payload::Bytes(bytes::Bytes::new()),
-        }
+            },
+            bytes::Bytes::new(),
+        )
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Bus;
 use crate::dispatch::BoxFuture;
 use crate::error::{Error, Result};
-use crate::message::{Message, MessageId, Payload, RawMessage};
+use crate::message::{Message, MessageId, RawMessage};
 use crate::topic::validate_topic_name;
 use crate::wire;
 
@@ -110,13 +110,10 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
             }
             meta.correlation_id = Some(correlation.clone());
             meta.reply_to = Some(Arc::clone(&core.inbox));
-            let message = Message {
-                meta: Arc::new(meta),
-                payload: Payload::Bytes(payload.into()),
-            };
+            let message = Message::bytes(meta, payload.into());
             let reply = core.exchange(message, limit, |_| {}).await?;
             let payload = reply
-                .payload
+                .payload()
                 .to_bytes()
                 .map_err(|e| Error::codec(&topic, "reply", e))?;
             Ok(RawMessage {

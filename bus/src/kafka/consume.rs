@@ -22,7 +22,7 @@ use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::dispatch::Member;
 use crate::error::{Error, Result};
-use crate::message::{Message, Payload};
+use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
 use crate::transport::{StartFrom, SubscriptionSpec};
 use crate::wire::{self, Recent};
@@ -299,10 +299,10 @@ impl Reader {
         } else {
             None
         };
-        Message {
-            meta: Arc::new(meta),
-            payload: Payload::Bytes(unwrapped.unwrap_or_else(|| Bytes::copy_from_slice(value))),
-        }
+        Message::bytes(
+            meta,
+            unwrapped.unwrap_or_else(|| Bytes::copy_from_slice(value)),
+        )
     }
 }
 

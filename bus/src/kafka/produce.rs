@@ -246,7 +246,7 @@ fn enqueue(
     message: &Message,
 ) -> Result<()> {
     let payload = message
-        .payload
+        .payload()
         .to_bytes()
         .map_err(|e| Error::codec(topic, "payload", e))?;
     let enveloped = if config.go_envelope {

@@ -71,7 +71,7 @@ fn redrive(
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
                         let dead = reader.read(&message);
-                        batch.push(revive(&dead, topic));
+                        batch.push(revive(&dead, topic)?);
                         next.insert(partition, offset + 1);
                     }
                     if offset + 1 >= end {
