@@ -393,6 +393,12 @@ impl MemoryBroker {
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
+        // Spends the task's cooperative budget as a bounded channel's `send`
+        // does: a task that publishes in a loop yields now and then instead
+        // of only when a queue is full, so that the handlers keep up and the
+        // queues (and the memory they hold) stay short.
+        std::future::poll_fn(|cx| tokio::task::coop::poll_proceed(cx).map(|c| c.made_progress()))
+            .await;
         self.inner.dead_letters.keep(&message);
         let Some(Blocked {
             partition,
