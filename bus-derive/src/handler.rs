@@ -290,10 +290,11 @@ impl<'a> HandlerFn<'a> {
                     fn call(
                         &self,
                         message: #payload,
-                        ctx: ::topicbus::Context,
+                        context: impl ::core::ops::FnOnce() -> ::topicbus::Context,
                     ) -> impl ::core::future::Future<
                         Output = ::core::result::Result<Self::Output, Self::Error>,
                     > + ::core::marker::Send {
+                        let #ctx = context();
                         #name::run(message, #ctx)
                     }
                 }
@@ -302,7 +303,7 @@ impl<'a> HandlerFn<'a> {
                 fn call(
                     &self,
                     message: #payload,
-                    _ctx: ::topicbus::Context,
+                    _context: impl ::core::ops::FnOnce() -> ::topicbus::Context,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<Self::Output, Self::Error>,
                 > + ::core::marker::Send {

@@ -118,10 +118,12 @@ pub(crate) trait Invoke: Send + Sync + 'static {
     /// handlers; a raw handler, e.g. on a dead-letter topic, takes anything).
     const CHECKS_INPUT: bool;
 
+    /// Starts the handler on `message`; `context` makes its [`Context`],
+    /// called only for a handler that takes one.
     fn invoke(
         &self,
         message: &Message,
-        ctx: Context,
+        context: impl FnOnce() -> Context,
     ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure>;
 }
 
@@ -136,10 +138,10 @@ impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
     fn invoke(
         &self,
         message: &Message,
-        ctx: Context,
+        context: impl FnOnce() -> Context,
     ) -> Result<impl Future<Output = Result<H::Output, H::Error>> + Send, Failure> {
         let value = decode::<H::Topic>(message)?;
-        Ok(self.0.call(value, ctx))
+        Ok(self.0.call(value, context))
     }
 }
 
@@ -159,7 +161,7 @@ where
     fn invoke(
         &self,
         message: &Message,
-        ctx: Context,
+        context: impl FnOnce() -> Context,
     ) -> Result<impl Future<Output = Result<(), E>> + Send, Failure> {
         let payload = message.payload().to_bytes().map_err(|error| {
             Failure::permanent("encode", format!("could not encode the payload: {error}"))
@@ -170,7 +172,7 @@ where
             payload: payload.to_vec(),
             headers: crate::wire::headers(&message.meta),
         };
-        Ok((self.0)(raw, ctx))
+        Ok((self.0)(raw, context()))
     }
 }
 
@@ -274,7 +276,7 @@ impl<I: Invoke> HandlerMember<I> {
     }
 
     async fn attempt(&self, message: &Message, attempt: u32) -> Result<I::Output, Failure> {
-        let ctx = Context {
+        let context = || Context {
             message: message.clone(),
             attempt,
             group: Arc::clone(&self.group),
@@ -285,7 +287,7 @@ impl<I: Invoke> HandlerMember<I> {
         // A closure handler may panic before it returns its future (and a
         // payload's `Deserialize` may panic while decoding): contain that too.
         let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.invoke.invoke(message, ctx)));
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.invoke.invoke(message, context)));
         let call = match started {
             Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
             Err(panic) => return Err(panicked(&*panic)),

@@ -50,11 +50,12 @@ pub trait Handler<M>: Send + Sync + 'static {
     /// Its error; the text travels back to requesters and into dead letters.
     type Error: fmt::Display + Send + 'static;
 
-    /// Handles one message.
+    /// Handles one message. `context` makes the message's [`Context`]: a
+    /// handler that takes one calls it, one that does not skips that work.
     fn call(
         &self,
         message: Self::Topic,
-        ctx: Context,
+        context: impl FnOnce() -> Context,
     ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
 
     /// Options set on `#[handler(...)]`.
@@ -168,7 +169,11 @@ where
     type Output = O;
     type Error = E;
 
-    fn call(&self, message: T, _ctx: Context) -> impl Future<Output = Result<O, E>> + Send {
+    fn call(
+        &self,
+        message: T,
+        _context: impl FnOnce() -> Context,
+    ) -> impl Future<Output = Result<O, E>> + Send {
         self(message)
     }
 }
@@ -185,7 +190,11 @@ where
     type Output = O;
     type Error = E;
 
-    fn call(&self, message: T, ctx: Context) -> impl Future<Output = Result<O, E>> + Send {
-        self(message, ctx)
+    fn call(
+        &self,
+        message: T,
+        context: impl FnOnce() -> Context,
+    ) -> impl Future<Output = Result<O, E>> + Send {
+        self(message, context())
     }
 }
