@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
@@ -37,6 +37,9 @@ use crate::message::Message;
 use crate::redrive::DeadLetters;
 use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
+
+mod queue;
+use queue::{Queue, Refused, Taker};
 
 /// Settings of a [`MemoryBroker`].
 ///
@@ -211,7 +214,7 @@ struct GroupState {
     name: Arc<str>,
     /// A broadcast registration's own group: removed when its member leaves.
     ephemeral: bool,
-    queues: Vec<mpsc::Sender<Message>>,
+    queues: Vec<Queue>,
     members: RwLock<Vec<Arc<dyn Member>>>,
     /// `members.len()`, for readers that need no member.
     member_count: AtomicUsize,
@@ -256,11 +259,11 @@ impl GroupState {
     /// queue has room; gives it back, still counted, when the queue is full.
     fn try_queue(&self, partition: usize, message: Message) -> Option<Message> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        match self.queues[partition].try_send(message) {
+        match self.queues[partition].try_push(message) {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(rejected)) => Some(rejected),
+            Err(Refused::Full(rejected)) => Some(rejected),
             // The group was stopped with its broker; nobody will handle it.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed(_)) => {
                 self.settle(1);
                 None
             }
@@ -275,6 +278,9 @@ impl GroupState {
     }
 
     fn stop(&self) {
+        for queue in &self.queues {
+            queue.close();
+        }
         for task in self
             .tasks
             .lock()
@@ -430,7 +436,7 @@ impl MemoryBroker {
             // make every publish future several times larger.
             let send = Box::pin(tokio::time::timeout(
                 limit,
-                group.queues[partition].send(waiting),
+                group.queues[partition].push(waiting),
             ));
             match send.await {
                 Ok(sent) => enqueuing.queued = sent.is_ok(),
@@ -470,13 +476,9 @@ impl MemoryBroker {
         for (partition, message) in retained.iter().filter(|(_, m)| replay(m)) {
             backlog[*partition].push(message.clone());
         }
-        let mut queues = Vec::with_capacity(topic.partitions);
-        let mut receivers = Vec::with_capacity(topic.partitions);
-        for _ in 0..topic.partitions {
-            let (tx, rx) = mpsc::channel(self.inner.config.queue_capacity);
-            queues.push(tx);
-            receivers.push(rx);
-        }
+        let queues = (0..topic.partitions)
+            .map(|_| Queue::new(self.inner.config.queue_capacity))
+            .collect();
         let backlog_len = backlog.iter().map(Vec::len).sum();
         let group = Arc::new(GroupState {
             name: Arc::clone(&spec.group),
@@ -490,13 +492,11 @@ impl MemoryBroker {
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
         });
-        let tasks = receivers
+        let tasks = backlog
             .into_iter()
-            .zip(backlog)
             .enumerate()
-            .map(|(partition, (queue, backlog))| {
-                tokio::spawn(run_partition(Arc::clone(&group), partition, backlog, queue))
-                    .abort_handle()
+            .map(|(partition, backlog)| {
+                tokio::spawn(run_partition(Arc::clone(&group), partition, backlog)).abort_handle()
             })
             .collect();
         *group.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
@@ -635,24 +635,29 @@ impl Drop for Enqueuing<'_> {
 
 /// Hands the messages of one partition of one group, in order, to the member
 /// that owns the partition.
-async fn run_partition(
-    group: Arc<GroupState>,
-    partition: usize,
-    backlog: Vec<Message>,
-    queue: mpsc::Receiver<Message>,
-) {
+async fn run_partition(group: Arc<GroupState>, partition: usize, backlog: Vec<Message>) {
     let mut owner = Owner::default();
     let mut source = Source {
         backlog: backlog.into(),
-        queue,
+        queue: Taker::default(),
     };
     loop {
         let first = match source.backlog.pop_front() {
             Some(message) => message,
-            None => match source.queue.recv().await {
-                Some(message) => message,
-                None => return,
-            },
+            None => {
+                let queue = &group.queues[partition];
+                let next = std::future::poll_fn(|cx| {
+                    // Spends the cooperative budget as a channel's `recv` does.
+                    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                    let next = std::task::ready!(source.queue.poll_take(queue, cx));
+                    coop.made_progress();
+                    std::task::Poll::Ready(next)
+                });
+                match next.await {
+                    Some(message) => message,
+                    None => return,
+                }
+            }
         };
         deliver(&group, partition, &mut owner, first, &mut source).await;
     }
@@ -662,7 +667,7 @@ async fn run_partition(
 /// with, then its queue.
 struct Source {
     backlog: VecDeque<Message>,
-    queue: mpsc::Receiver<Message>,
+    queue: Taker,
 }
 
 /// Hands `first` and the messages queued behind it to the owner of the
@@ -678,6 +683,7 @@ async fn deliver(
         let (generation, member) = owner.get(group, partition).await;
         let mut feed = PartitionFeed {
             group,
+            partition,
             generation,
             source: &mut *source,
             handled: 0,
@@ -699,6 +705,7 @@ async fn deliver(
 /// list (and so the partition's owner) stays as it was when the run began.
 struct PartitionFeed<'a> {
     group: &'a GroupState,
+    partition: usize,
     generation: usize,
     source: &'a mut Source,
     /// Settled together when the run ends: one atomic operation on the
@@ -715,13 +722,16 @@ impl Feed for PartitionFeed<'_> {
             return Some(message);
         }
         // A run spends the task's cooperative budget as `recv` would, so
-        // that a long one still yields to other tasks. Not `poll_recv`: on
-        // an empty queue it registers a waker, which the partition task's
-        // `recv` then does again.
+        // that a long one still yields to other tasks. Not `poll_take`: on
+        // an empty queue it registers a waker, which the partition task
+        // then does again.
         let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
             return None;
         };
-        let message = self.source.queue.try_recv().ok()?;
+        let message = self
+            .source
+            .queue
+            .try_take(&self.group.queues[self.partition])?;
         coop.made_progress();
         Some(message)
     }

@@ -1,0 +1,285 @@
+//! The queue of one partition in one consumer group: many publishers, one
+//! partition task, a bound on the messages it holds.
+//!
+//! Not a `tokio::sync::mpsc` channel: a bounded channel's receiver gives
+//! back one semaphore permit per message under a mutex, and its sender takes
+//! one; in `memory_fanout` those were a sixth of the profile. Here a
+//! publisher takes a short lock to push, and the partition task takes every
+//! queued message in one lock and then counts each off with one atomic
+//! operation as it hands it out.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+
+use tokio::sync::Notify;
+
+use crate::message::Message;
+
+pub(super) struct Queue {
+    state: Mutex<State>,
+    /// Messages pushed and not yet handed out (queued here or taken into a
+    /// [`Taker`]): what the bound limits. Raised under the lock only.
+    len: AtomicUsize,
+    capacity: usize,
+    /// Publishers waiting for room, so that the partition task wakes them
+    /// only when there are some.
+    waiting: AtomicUsize,
+    room: Notify,
+}
+
+struct State {
+    messages: VecDeque<Message>,
+    /// The partition task, while it waits for a message.
+    task: Option<Waker>,
+    closed: bool,
+}
+
+/// Why a push did not queue the message.
+pub(super) enum Refused {
+    Full(Message),
+    Closed(Message),
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                messages: VecDeque::new(),
+                task: None,
+                closed: false,
+            }),
+            len: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+            waiting: AtomicUsize::new(0),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `message` if there is room.
+    pub fn try_push(&self, message: Message) -> Result<(), Refused> {
+        let task = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(Refused::Closed(message));
+            }
+            // SeqCst: against the partition task's decrement and its read of
+            // `waiting` (see `push`).
+            if self.len.load(Ordering::SeqCst) >= self.capacity {
+                return Err(Refused::Full(message));
+            }
+            self.len.fetch_add(1, Ordering::SeqCst);
+            state.messages.push_back(message);
+            state.task.take()
+        };
+        // Outside the lock: the woken task takes it at once.
+        if let Some(task) = task {
+            task.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `message`, waiting for room; gives it back if the queue closed.
+    pub async fn push(&self, mut message: Message) -> Result<(), Message> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            // Counted before the re-check: either the check sees the room
+            // the partition task made, or the task sees this count and wakes
+            // the `room` registered above.
+            let _waiting = Waiting::new(&self.waiting);
+            match self.try_push(message) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed(message)) => return Err(message),
+                Err(Refused::Full(refused)) => {
+                    message = refused;
+                    room.await;
+                }
+            }
+        }
+    }
+
+    /// No more messages: drops the queued ones, refuses pushes, wakes
+    /// waiting publishers (which get theirs back) and the partition task.
+    pub fn close(&self) {
+        let (messages, task) = {
+            let mut state = self.lock();
+            state.closed = true;
+            (std::mem::take(&mut state.messages), state.task.take())
+        };
+        drop(messages);
+        self.room.notify_waiters();
+        if let Some(task) = task {
+            task.wake();
+        }
+    }
+
+    /// One message left the queue for good: room for another.
+    fn handed_out(&self) {
+        self.len.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// The partition task's end of a [`Queue`]: the messages it took in one go.
+#[derive(Default)]
+pub(super) struct Taker {
+    taken: VecDeque<Message>,
+}
+
+impl Taker {
+    /// The next message, if one is queued.
+    pub fn try_take(&mut self, queue: &Queue) -> Option<Message> {
+        if self.taken.is_empty() {
+            // Swapped, not drained: the two buffers change places, so that
+            // neither allocates again once both have grown.
+            std::mem::swap(&mut queue.lock().messages, &mut self.taken);
+        }
+        let message = self.taken.pop_front()?;
+        queue.handed_out();
+        Some(message)
+    }
+
+    /// The next message, waiting for one; `None` once the queue closed.
+    pub fn poll_take(
+        &mut self,
+        queue: &Queue,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Message>> {
+        if let Some(message) = self.taken.pop_front() {
+            queue.handed_out();
+            return Poll::Ready(Some(message));
+        }
+        {
+            let mut state = queue.lock();
+            if state.messages.is_empty() {
+                if state.closed {
+                    return Poll::Ready(None);
+                }
+                match &mut state.task {
+                    Some(task) if task.will_wake(cx.waker()) => {}
+                    task => *task = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut state.messages, &mut self.taken);
+        }
+        let message = self.taken.pop_front();
+        if message.is_some() {
+            queue.handed_out();
+        }
+        Poll::Ready(message)
+    }
+}
+
+/// Counts a publisher as waiting for room while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::message::{Headers, MessageId, Meta};
+
+    fn message(n: u8) -> Message {
+        let meta = Meta {
+            topic: Cow::Borrowed("t"),
+            id: MessageId::new(),
+            time: SystemTime::now(),
+            source: Arc::from("s"),
+            key: None,
+            correlation_id: None,
+            reply_to: None,
+            content_type: None,
+            headers: Headers::new(),
+            malformed: None,
+        };
+        Message::bytes(meta, vec![n].into())
+    }
+
+    fn byte(message: &Message) -> u8 {
+        match message.payload() {
+            crate::message::Payload::Bytes(bytes) => bytes[0],
+            crate::message::Payload::Value { .. } => panic!("bytes expected"),
+        }
+    }
+
+    #[tokio::test]
+    async fn holds_at_most_its_capacity_counting_taken_messages_until_handed_out() {
+        let queue = Queue::new(2);
+        let mut taker = Taker::default();
+        assert!(queue.try_push(message(0)).is_ok());
+        assert!(queue.try_push(message(1)).is_ok());
+        assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
+        // Taking moves both out of the queue; only the one handed out frees room.
+        assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
+        assert!(queue.try_push(message(2)).is_ok());
+        assert!(matches!(queue.try_push(message(3)), Err(Refused::Full(_))));
+        assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
+        assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(2));
+        assert!(taker.try_take(&queue).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_publisher_gets_in_once_a_message_is_handed_out() {
+        let queue = Arc::new(Queue::new(1));
+        queue.try_push(message(0)).ok().expect("room");
+        let waiting = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.push(message(1)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "waits while the queue is full");
+        let mut taker = Taker::default();
+        assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
+        assert!(
+            waiting.await.expect("publisher"),
+            "queued after the hand-out"
+        );
+        assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
+    }
+
+    #[tokio::test]
+    async fn closing_gives_waiting_publishers_their_message_back_and_ends_the_taker() {
+        let queue = Arc::new(Queue::new(1));
+        queue.try_push(message(0)).ok().expect("room");
+        let waiting = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.push(message(1)).await.map_err(|m| byte(&m)) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue.close();
+        assert_eq!(waiting.await.expect("publisher"), Err(1));
+        assert!(matches!(
+            queue.try_push(message(2)),
+            Err(Refused::Closed(_))
+        ));
+        let mut taker = Taker::default();
+        let next = std::future::poll_fn(|cx| taker.poll_take(&queue, cx)).await;
+        assert!(next.is_none(), "a closed queue hands out nothing");
+    }
+}
