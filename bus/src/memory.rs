@@ -356,35 +356,11 @@ impl MemoryBroker {
     }
 
     /// Queues `message` for every group of its topic, in order, while they
-    /// have room. The common case ends here: under the read locks, without
+    /// have room (the last group gets `message` itself, the others a
+    /// handle). The common case ends here: under the read locks, without
     /// taking a reference to the topic's groups. Otherwise returns where the
     /// publish has to wait.
-    fn offer(&self, message: &Message) -> Option<Blocked> {
-        let offer = |topic: &TopicState| {
-            let partition = topic.partition_of(message.meta.key.as_deref());
-            // Kept messages: held while the groups are read, so that a
-            // joining group gets each message in its backlog or its queue.
-            let _retained = (self.inner.config.retain > 0).then(|| {
-                let mut retained = topic.lock_retained();
-                if retained.len() == self.inner.config.retain {
-                    retained.pop_front();
-                }
-                retained.push_back((partition, message.clone()));
-                retained
-            });
-            let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
-            for (at, group) in groups.iter().enumerate() {
-                if let Some(rejected) = group.try_queue(partition, message.clone()) {
-                    return Some(Blocked {
-                        partition,
-                        groups: Arc::clone(&groups),
-                        at,
-                        rejected,
-                    });
-                }
-            }
-            None
-        };
+    fn offer(&self, message: Message) -> Option<Blocked> {
         // The common case, a known topic, without cloning its `Arc`.
         if let Some(topic) = self
             .inner
@@ -393,9 +369,40 @@ impl MemoryBroker {
             .unwrap_or_else(|e| e.into_inner())
             .get(&*message.meta.topic)
         {
-            return offer(topic);
+            return self.offer_to(topic, message);
         }
-        offer(&self.topic(&message.meta.topic, None))
+        let topic = self.topic(&message.meta.topic, None);
+        self.offer_to(&topic, message)
+    }
+
+    fn offer_to(&self, topic: &TopicState, message: Message) -> Option<Blocked> {
+        let partition = topic.partition_of(message.meta.key.as_deref());
+        // Kept messages: held while the groups are read, so that a joining
+        // group gets each message in its backlog or its queue.
+        let _retained = (self.inner.config.retain > 0).then(|| {
+            let mut retained = topic.lock_retained();
+            if retained.len() == self.inner.config.retain {
+                retained.pop_front();
+            }
+            retained.push_back((partition, message.clone()));
+            retained
+        });
+        let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
+        let last = groups.len().checked_sub(1)?;
+        let blocked = |at: usize, rejected: Message, rest: Option<Message>| Blocked {
+            partition,
+            groups: Arc::clone(&groups),
+            at,
+            rejected,
+            rest,
+        };
+        for (at, group) in groups[..last].iter().enumerate() {
+            if let Some(rejected) = group.try_queue(partition, message.clone()) {
+                return Some(blocked(at, rejected, Some(message)));
+            }
+        }
+        let rejected = groups[last].try_queue(partition, message)?;
+        Some(blocked(last, rejected, None))
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
@@ -411,44 +418,54 @@ impl MemoryBroker {
             groups,
             at,
             rejected,
-        }) = self.offer(&message)
+            rest,
+        }) = self.offer(message)
         else {
             return Ok(());
         };
-        let mut rejected = Some(rejected);
-        for group in &groups[at..] {
-            let waiting = match rejected.take() {
-                // Counted as outstanding by `offer`.
-                Some(rejected) => rejected,
-                None => match group.try_queue(partition, message.clone()) {
-                    Some(rejected) => rejected,
-                    None => continue,
-                },
-            };
-            // Settles the count unless the message gets queued, also when
-            // this future is dropped while it waits for room.
-            let mut enqueuing = Enqueuing {
-                group,
-                queued: false,
-            };
-            let limit = self.inner.config.publish_timeout;
-            // Boxed: waiting for room is rare, and its timer would
-            // make every publish future several times larger.
-            let send = Box::pin(tokio::time::timeout(
-                limit,
-                group.queues[partition].push(waiting),
-            ));
-            match send.await {
-                Ok(sent) => enqueuing.queued = sent.is_ok(),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        topic: message.meta.topic.to_string(),
-                        after: limit,
-                    });
+        self.wait_for_room(&groups[at], partition, rejected).await?;
+        if let Some(message) = rest {
+            for group in &groups[at + 1..] {
+                if let Some(rejected) = group.try_queue(partition, message.clone()) {
+                    self.wait_for_room(group, partition, rejected).await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Queues `waiting` (counted as outstanding already) once `group` has
+    /// room on `partition`, for at most the publish timeout.
+    async fn wait_for_room(
+        &self,
+        group: &GroupState,
+        partition: usize,
+        waiting: Message,
+    ) -> Result<()> {
+        let topic = waiting.meta.topic.clone();
+        // Settles the count unless the message gets queued, also when this
+        // future is dropped while it waits for room.
+        let mut enqueuing = Enqueuing {
+            group,
+            queued: false,
+        };
+        let limit = self.inner.config.publish_timeout;
+        // Boxed: waiting for room is rare, and its timer would make every
+        // publish future several times larger.
+        let push = Box::pin(tokio::time::timeout(
+            limit,
+            group.queues[partition].push(waiting),
+        ));
+        match push.await {
+            Ok(pushed) => {
+                enqueuing.queued = pushed.is_ok();
+                Ok(())
+            }
+            Err(_) => Err(Error::Timeout {
+                topic: topic.into_owned(),
+                after: limit,
+            }),
+        }
     }
 
     pub(crate) fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {
@@ -608,12 +625,14 @@ impl MemoryBroker {
 }
 
 /// Where a publish waits for room: the first full group of the topic's
-/// groups (counted as outstanding already) and the message it refused.
+/// groups (counted as outstanding already), the message it refused, and a
+/// handle for the groups after it (none when it was the last).
 struct Blocked {
     partition: usize,
     groups: Arc<[Arc<GroupState>]>,
     at: usize,
     rejected: Message,
+    rest: Option<Message>,
 }
 
 /// A message counted as outstanding in a group on its way into the group's
