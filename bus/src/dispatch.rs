@@ -28,13 +28,6 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A member of a consumer group: takes one message at a time per partition.
 pub(crate) trait Member: Send + Sync + 'static {
-    /// Handles `message` to the end (success, dead letter or error reply).
-    /// Gives the message back when the member has left and cannot take it.
-    // Kafka's consumer hands over one message at a time; the memory
-    // transport hands over runs.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>>;
-
     /// Handles `first`, then, one at a time and in order, the messages
     /// `feed` has ready, in one future: the future is boxed once per run of
     /// queued messages instead of once per message. Gives back the message
@@ -232,8 +225,8 @@ impl<I: Invoke> HandlerMember<I> {
             }
             // Failures are rare: their retries, error replies and dead
             // letters get a box of their own, so that the future of every
-            // delivery stays small (it is boxed per message on Kafka, per
-            // run on the memory transport).
+            // delivery stays small (it is boxed once per run of queued
+            // messages).
             Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
         }
     }
@@ -370,10 +363,6 @@ impl<I: Invoke> HandlerMember<I> {
 }
 
 impl<I: Invoke> Member for HandlerMember<I> {
-    fn deliver(self: Arc<Self>, message: Message) -> BoxFuture<'static, Result<(), Message>> {
-        Box::pin(async move { self.deliver_one(message).await })
-    }
-
     fn deliver_run<'a>(
         self: Arc<Self>,
         first: Message,

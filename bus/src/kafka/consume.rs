@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
-use crate::dispatch::Member;
+use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
@@ -377,10 +377,17 @@ impl Worker {
                     queue.arrived.notified().await;
                     continue;
                 };
-                if Arc::clone(&member).deliver(message).await.is_err() {
+                let mut feed = WorkerFeed {
+                    queue: &queue,
+                    offset,
+                };
+                if Arc::clone(&member)
+                    .deliver_run(message, &mut feed)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
-                queue.handled.store(offset, Ordering::Release);
             }
         });
         Self {
@@ -388,6 +395,36 @@ impl Worker {
             stored: -1,
             done,
         }
+    }
+}
+
+/// The [`Feed`] of one run of a partition worker: the partition's queued
+/// messages, one at a time, until the queue is empty or closed.
+struct WorkerFeed<'a> {
+    queue: &'a Queue,
+    /// The offset of the message taken last.
+    offset: i64,
+}
+
+impl Feed for WorkerFeed<'_> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+        // Closed: the run ends after its in-flight message.
+        if self.queue.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        // Spends the task's cooperative budget, so that a long run still
+        // yields to other tasks.
+        let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+            return None;
+        };
+        let (offset, message) = self.queue.next()?;
+        coop.made_progress();
+        self.offset = offset;
+        Some(message)
+    }
+
+    fn handled(&mut self) {
+        self.queue.handled.store(self.offset, Ordering::Release);
     }
 }
 
