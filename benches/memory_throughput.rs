@@ -4,13 +4,18 @@
 //! Variants: default bus (8 partitions, 3 retries), `retries(0)`, a topic
 //! with `partitions = 1`, and both; on a 2-worker multi-thread runtime and
 //! on a current-thread runtime. Target: topicbus >= 0.5x raw throughput.
+//!
+//! Diagnostics (no target): `diag_floor_vs_raw` times [`FloorRig`], the raw
+//! channel plus the copies, allocation, id and timestamp this API makes
+//! inherent to a message; `diag_topicbus_p8_default_vs_floor` times
+//! topicbus against that floor.
 
 mod common;
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{Counter, Flavor, Goal, MakeEvent};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -162,6 +167,62 @@ impl RawRig {
     }
 }
 
+/// A diagnostic baseline: the raw channel plus the work this API makes
+/// inherent to every message, whatever the bus. `publish(&T)` borrows, so
+/// the bus copies the value; the copy travels in a shared allocation with
+/// an id and a timestamp; the handler takes its own copy, because the
+/// message is kept for retries and the dead-letter topic. The rest of the
+/// distance from topicbus to this floor is the bus itself (routing,
+/// partitions, groups, backpressure, acknowledgement, slots, metrics).
+#[derive(Clone)]
+struct FloorRig {
+    tx: mpsc::Sender<Arc<Carried>>,
+    counter: Arc<Counter>,
+}
+
+struct Carried {
+    id: uuid::Uuid,
+    time: SystemTime,
+    value: common::Event,
+}
+
+impl FloorRig {
+    fn new(rt: &Runtime) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Arc<Carried>>(CAPACITY);
+        let counter = Counter::new();
+        let c = Arc::clone(&counter);
+        rt.spawn(async move {
+            while let Some(carried) = rx.recv().await {
+                let value = carried.value.clone();
+                black_box((&value, carried.id, carried.time));
+                drop(carried);
+                c.hit();
+            }
+        });
+        Self { tx, counter }
+    }
+
+    fn round(&self, rt: &Runtime, n: usize) -> Duration {
+        let rig = self.clone();
+        common::run_on(rt, async move {
+            rig.counter.arm(n);
+            let start = Instant::now();
+            for i in 0..n {
+                let event = common::Event::make(i as u64);
+                let carried = Arc::new(Carried {
+                    id: uuid::Uuid::new_v4(),
+                    time: SystemTime::now(),
+                    value: event.clone(),
+                });
+                drop(event);
+                rig.tx.send(carried).await.expect("send");
+            }
+            rig.counter.wait().await;
+            start.elapsed()
+        })
+    }
+}
+
 fn sum_rounds(iters: u64, mut round: impl FnMut() -> Duration) -> Duration {
     (0..iters).map(|_| round()).sum()
 }
@@ -199,6 +260,29 @@ fn ratios() {
     for flavor in Flavor::ALL {
         let rt = flavor.runtime();
         let raw = RawRig::new(&rt);
+        let floor = FloorRig::new(&rt);
+        results.push(common::compare(
+            &format!("memory_throughput/{}/diag_floor_vs_raw", flavor.name()),
+            N as u64,
+            Goal::Info,
+            rounds,
+            || floor.round(&rt, N),
+            || raw.round(&rt, N),
+        ));
+        let rig = TopicbusRig::new(&rt, VARIANTS[0]);
+        results.push(common::compare(
+            &format!(
+                "memory_throughput/{}/diag_{}_vs_floor",
+                flavor.name(),
+                VARIANTS[0].name
+            ),
+            N as u64,
+            Goal::Info,
+            rounds,
+            || rig.round(&rt, N),
+            || floor.round(&rt, N),
+        ));
+        rig.shutdown(&rt);
         for variant in VARIANTS {
             let rig = TopicbusRig::new(&rt, variant);
             results.push(common::compare(
