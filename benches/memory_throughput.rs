@@ -5,7 +5,7 @@
 //! with `partitions = 1`, and both; on a 2-worker multi-thread runtime and
 //! on a current-thread runtime. Target: topicbus >= 0.5x raw throughput.
 //!
-//! Diagnostics (no target): `diag_floor_vs_raw` times [`FloorRig`], the raw
+//! Diagnostics (no target): `diag_floor_vs_raw` times [`floor_rig`], the raw
 //! channel plus the copies, allocation, id and timestamp this API makes
 //! inherent to a message; `diag_topicbus_p8_default_vs_floor` times
 //! topicbus against that floor.
@@ -129,25 +129,41 @@ impl TopicbusRig {
     }
 }
 
-/// The baseline: a bounded tokio mpsc between a producer and a consumer task.
-#[derive(Clone)]
-struct RawRig {
-    tx: mpsc::Sender<common::Event>,
+/// A bounded tokio mpsc between a producer task that sends `make(i)` and a
+/// consumer task that passes each item to a `take` closure. Generic over
+/// `make` (and `take`, in `new`), so that both are inlined as in a plain loop.
+struct ChannelRig<M, F> {
+    tx: mpsc::Sender<M>,
     counter: Arc<Counter>,
+    make: F,
 }
 
-impl RawRig {
-    fn new(rt: &Runtime) -> Self {
-        let (tx, mut rx) = mpsc::channel::<common::Event>(CAPACITY);
+impl<M, F: Clone> Clone for ChannelRig<M, F> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            counter: Arc::clone(&self.counter),
+            make: self.make.clone(),
+        }
+    }
+}
+
+impl<M, F> ChannelRig<M, F>
+where
+    M: Send + 'static,
+    F: Fn(u64) -> M + Clone + Send + Sync + 'static,
+{
+    fn new(rt: &Runtime, make: F, take: impl Fn(M) + Send + 'static) -> Self {
+        let (tx, mut rx) = mpsc::channel::<M>(CAPACITY);
         let counter = Counter::new();
         let c = Arc::clone(&counter);
         rt.spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                black_box(&ev);
+            while let Some(item) = rx.recv().await {
+                take(item);
                 c.hit();
             }
         });
-        Self { tx, counter }
+        Self { tx, counter, make }
     }
 
     fn round(&self, rt: &Runtime, n: usize) -> Duration {
@@ -156,15 +172,19 @@ impl RawRig {
             rig.counter.arm(n);
             let start = Instant::now();
             for i in 0..n {
-                rig.tx
-                    .send(common::Event::make(i as u64))
-                    .await
-                    .expect("send");
+                rig.tx.send((rig.make)(i as u64)).await.expect("send");
             }
             rig.counter.wait().await;
             start.elapsed()
         })
     }
+}
+
+/// The baseline: the ~100-byte struct itself through the channel.
+fn raw_rig(rt: &Runtime) -> ChannelRig<common::Event, impl Fn(u64) -> common::Event + Clone> {
+    ChannelRig::new(rt, common::Event::make, |event| {
+        black_box(&event);
+    })
 }
 
 /// A diagnostic baseline: the raw channel plus the work this API makes
@@ -174,53 +194,31 @@ impl RawRig {
 /// message is kept for retries and the dead-letter topic. The rest of the
 /// distance from topicbus to this floor is the bus itself (routing,
 /// partitions, groups, backpressure, acknowledgement, slots, metrics).
-#[derive(Clone)]
-struct FloorRig {
-    tx: mpsc::Sender<Arc<Carried>>,
-    counter: Arc<Counter>,
+fn floor_rig(rt: &Runtime) -> ChannelRig<Arc<Carried>, impl Fn(u64) -> Arc<Carried> + Clone> {
+    ChannelRig::new(
+        rt,
+        |i| {
+            let event = common::Event::make(i);
+            let carried = Arc::new(Carried {
+                id: uuid::Uuid::new_v4(),
+                time: SystemTime::now(),
+                value: event.clone(),
+            });
+            drop(event);
+            carried
+        },
+        |carried| {
+            let value = carried.value.clone();
+            black_box((&value, carried.id, carried.time));
+        },
+    )
 }
 
+/// A message as [`floor_rig`] carries it.
 struct Carried {
     id: uuid::Uuid,
     time: SystemTime,
     value: common::Event,
-}
-
-impl FloorRig {
-    fn new(rt: &Runtime) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Arc<Carried>>(CAPACITY);
-        let counter = Counter::new();
-        let c = Arc::clone(&counter);
-        rt.spawn(async move {
-            while let Some(carried) = rx.recv().await {
-                let value = carried.value.clone();
-                black_box((&value, carried.id, carried.time));
-                drop(carried);
-                c.hit();
-            }
-        });
-        Self { tx, counter }
-    }
-
-    fn round(&self, rt: &Runtime, n: usize) -> Duration {
-        let rig = self.clone();
-        common::run_on(rt, async move {
-            rig.counter.arm(n);
-            let start = Instant::now();
-            for i in 0..n {
-                let event = common::Event::make(i as u64);
-                let carried = Arc::new(Carried {
-                    id: uuid::Uuid::new_v4(),
-                    time: SystemTime::now(),
-                    value: event.clone(),
-                });
-                drop(event);
-                rig.tx.send(carried).await.expect("send");
-            }
-            rig.counter.wait().await;
-            start.elapsed()
-        })
-    }
 }
 
 fn sum_rounds(iters: u64, mut round: impl FnMut() -> Duration) -> Duration {
@@ -230,7 +228,7 @@ fn sum_rounds(iters: u64, mut round: impl FnMut() -> Duration) -> Duration {
 fn benches(c: &mut Criterion) {
     for flavor in Flavor::ALL {
         let rt = flavor.runtime();
-        let raw = RawRig::new(&rt);
+        let raw = raw_rig(&rt);
         let rigs: Vec<(Variant, TopicbusRig)> = VARIANTS
             .iter()
             .map(|&v| (v, TopicbusRig::new(&rt, v)))
@@ -259,8 +257,8 @@ fn ratios() {
     let mut results = Vec::new();
     for flavor in Flavor::ALL {
         let rt = flavor.runtime();
-        let raw = RawRig::new(&rt);
-        let floor = FloorRig::new(&rt);
+        let raw = raw_rig(&rt);
+        let floor = floor_rig(&rt);
         results.push(common::compare(
             &format!("memory_throughput/{}/diag_floor_vs_raw", flavor.name()),
             N as u64,
