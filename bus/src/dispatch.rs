@@ -500,11 +500,13 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Counts a task in `Slots::waiters` while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Counts a waiting task in `waiters` (`Slots::waiters`, a memory queue's
+/// waiting publishers) while it lives, so that whoever frees room wakes
+/// waiters only when there are some.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn new(waiters: &'a AtomicUsize) -> Self {
+    pub(crate) fn new(waiters: &'a AtomicUsize) -> Self {
         waiters.fetch_add(1, Ordering::SeqCst);
         Self(waiters)
     }

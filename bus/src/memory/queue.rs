@@ -15,6 +15,7 @@ use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
+use crate::dispatch::Waiting;
 use crate::message::Message;
 
 pub(super) struct Queue {
@@ -180,22 +181,6 @@ impl Taker {
     }
 }
 
-/// Counts a publisher as waiting for room while it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -228,6 +213,18 @@ mod tests {
         }
     }
 
+    /// A queue of capacity 1 holding message 0, and a task pushing message
+    /// 1 into it (its result: the byte of a message given back).
+    fn full_queue_and_waiting_publisher() -> (Arc<Queue>, tokio::task::JoinHandle<Result<(), u8>>) {
+        let queue = Arc::new(Queue::new(1));
+        queue.try_push(message(0)).ok().expect("room");
+        let waiting = tokio::spawn({
+            let queue = Arc::clone(&queue);
+            async move { queue.push(message(1)).await.map_err(|m| byte(&m)) }
+        });
+        (queue, waiting)
+    }
+
     #[tokio::test]
     async fn holds_at_most_its_capacity_counting_taken_messages_until_handed_out() {
         let queue = Queue::new(2);
@@ -246,18 +243,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_publisher_gets_in_once_a_message_is_handed_out() {
-        let queue = Arc::new(Queue::new(1));
-        queue.try_push(message(0)).ok().expect("room");
-        let waiting = tokio::spawn({
-            let queue = Arc::clone(&queue);
-            async move { queue.push(message(1)).await.is_ok() }
-        });
+        let (queue, waiting) = full_queue_and_waiting_publisher();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "waits while the queue is full");
         let mut taker = Taker::default();
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
-        assert!(
+        assert_eq!(
             waiting.await.expect("publisher"),
+            Ok(()),
             "queued after the hand-out"
         );
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
@@ -265,12 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn closing_gives_waiting_publishers_their_message_back_and_ends_the_taker() {
-        let queue = Arc::new(Queue::new(1));
-        queue.try_push(message(0)).ok().expect("room");
-        let waiting = tokio::spawn({
-            let queue = Arc::clone(&queue);
-            async move { queue.push(message(1)).await.map_err(|m| byte(&m)) }
-        });
+        let (queue, waiting) = full_queue_and_waiting_publisher();
         tokio::time::sleep(Duration::from_millis(20)).await;
         queue.close();
         assert_eq!(waiting.await.expect("publisher"), Err(1));
