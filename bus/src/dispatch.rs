@@ -342,10 +342,8 @@ impl<I: Invoke> HandlerMember<I> {
 }
 
 impl<I: Invoke> HandlerMember<I> {
-    async fn deliver_one(&self, message: Message) -> Result<(), Message> {
-        let Some(_slot) = self.slots.acquire().await else {
-            return Err(message);
-        };
+    /// Handles `message` to the end; the caller holds a delivery slot.
+    async fn deliver_one(&self, message: Message) {
         if let Some(log) = self.core.event_log() {
             if let Some(wait) = log.delivered(&message, &self.group) {
                 wait.await;
@@ -358,7 +356,6 @@ impl<I: Invoke> HandlerMember<I> {
             // span and scope would make every delivery's future larger.
             Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
         }
-        Ok(())
     }
 }
 
@@ -370,12 +367,26 @@ impl<I: Invoke> Member for HandlerMember<I> {
     ) -> BoxFuture<'a, Result<(), Message>> {
         Box::pin(async move {
             let mut message = first;
+            let Some(mut slot) = self.slots.acquire().await else {
+                return Err(message);
+            };
             loop {
-                self.deliver_one(message).await?;
+                self.deliver_one(message).await;
                 feed.handled();
                 match std::future::poll_fn(|cx| std::task::Poll::Ready(feed.next(cx))).await {
                     Some(next) => message = next,
                     None => return Ok(()),
+                }
+                // The run keeps its slot from one message to the next (two
+                // atomic operations fewer per message) unless another
+                // delivery waits for one or the member closes: it then
+                // queues for a slot again, as every delivery did.
+                if self.slots.wanted() {
+                    drop(slot);
+                    slot = match self.slots.acquire().await {
+                        Some(slot) => slot,
+                        None => return Err(message),
+                    };
                 }
             }
         })
@@ -480,6 +491,12 @@ impl Slots {
             }
             freed.await;
         }
+    }
+
+    /// Whether a task waits for a slot (or for `close`), or the member closed.
+    fn wanted(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
+            || self.state.load(Ordering::SeqCst) & Self::CLOSED != 0
     }
 
     fn release(&self) {
