@@ -118,5 +118,6 @@ conformance! {
         flow::start_from_timestamp_replays_from_that_time,
         flow::slow_consumer_makes_publishers_wait,
         flow::cancelled_waiting_publish_does_not_wedge_shutdown,
+        flow::concurrency_bounds_handlers_across_partitions,
     ]
 }

@@ -2,6 +2,7 @@
 //! what a publisher does when a consumer cannot keep up.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -313,5 +314,106 @@ pub async fn cancelled_waiting_publish_does_not_wedge_shutdown<H: Harness>(harne
     assert!(
         times(2) <= 1,
         "the given-up message at most once: {handled:?}"
+    );
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.flow.bounded", key = key, partitions = 8)]
+pub struct Bounded {
+    run: String,
+    key: String,
+    n: u64,
+}
+
+/// A registration's `concurrency` bounds the messages it handles at once,
+/// across all its partitions: with a limit of 2 and handlers that hold on
+/// until released, a third never starts while two are held (and, where the
+/// topic has its 8 partitions, two do run at once); once released, every
+/// message is handled once.
+pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: H) {
+    const LIMIT: usize = 2;
+    const N: u64 = 16;
+    let net = Net::new(&harness, Setup::default()).await;
+    let consumer = net.bus("bounded").await;
+    let run = net.group("run");
+    let gate = Gate::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (started, done) = (Log::new(), Log::new());
+    let handler = {
+        let (run, gate, running, most) = (
+            run.clone(),
+            gate.clone(),
+            Arc::clone(&running),
+            Arc::clone(&most),
+        );
+        let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+        move |message: Bounded| {
+            let (run, gate, running, most) = (
+                run.clone(),
+                gate.clone(),
+                Arc::clone(&running),
+                Arc::clone(&most),
+            );
+            let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+            async move {
+                // A real broker keeps earlier runs' messages.
+                if message.run != run {
+                    return Ok::<(), Infallible>(());
+                }
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                started.push(message.n);
+                gate.wait().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.push(message.n);
+                Ok(())
+            }
+        }
+    };
+    consumer
+        .subscribe(handler)
+        .concurrency(LIMIT)
+        .await
+        .expect("subscribe");
+    let publisher = net.bus("spreader").await;
+    for n in 0..N {
+        let message = Bounded {
+            run: run.clone(),
+            key: format!("key-{n}"),
+            n,
+        };
+        guard("publish", publisher.publish(&message))
+            .await
+            .expect("publish");
+    }
+
+    let expected = if harness.partitions_as_declared() {
+        LIMIT
+    } else {
+        1
+    };
+    started
+        .wait_for(expected, "handlers hold messages up to the limit")
+        .await;
+    tokio::time::sleep(NOT_YET).await;
+    let held = started.len();
+    assert!(
+        held <= LIMIT,
+        "{held} handlers started at once with concurrency {LIMIT}"
+    );
+    if harness.partitions_as_declared() {
+        assert_eq!(held, LIMIT, "the limit, not fewer, runs at once");
+    }
+
+    gate.open();
+    let mut handled = done.wait_for(N as usize, "every message handled").await;
+    net.close().await;
+    handled.sort_unstable();
+    assert_eq!(handled, (0..N).collect::<Vec<_>>(), "each once");
+    assert!(
+        most.load(Ordering::SeqCst) <= LIMIT,
+        "at most {LIMIT} at once, saw {}",
+        most.load(Ordering::SeqCst)
     );
 }

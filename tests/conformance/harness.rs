@@ -119,6 +119,13 @@ pub trait Harness: Send + Sync + 'static {
         true
     }
 
+    /// Whether a topic gets the partitions its `partitions = N` attribute
+    /// names. librdkafka's mock cluster auto-creates topics with its own
+    /// count instead (topicbus provisions none there).
+    fn partitions_as_declared(&self) -> bool {
+        true
+    }
+
     /// A new, empty network with `setup`.
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>>;
 }
@@ -379,6 +386,10 @@ impl Harness for Kafka {
 
     fn commits_survive_rebalances(&self) -> bool {
         false
+    }
+
+    fn partitions_as_declared(&self) -> bool {
+        self.real_broker
     }
 
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
