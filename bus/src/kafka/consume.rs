@@ -367,6 +367,9 @@ impl Worker {
             let _done = done_tx;
             let queue = shared;
             loop {
+                // A run that ended on an exhausted cooperative budget (see
+                // `WorkerFeed::next`) yields here before the next one.
+                tokio::task::coop::consume_budget().await;
                 if queue.closed.load(Ordering::Acquire) {
                     break;
                 }
