@@ -325,6 +325,18 @@ pub struct Bounded {
     n: u64,
 }
 
+/// What the handlers of [`concurrency_bounds_handlers_across_partitions`]
+/// share: the run they count, their gate, how many run now and at most, and
+/// which messages started and finished.
+struct Probe {
+    run: String,
+    gate: Gate,
+    running: AtomicUsize,
+    most: AtomicUsize,
+    started: Arc<Log<u64>>,
+    done: Arc<Log<u64>>,
+}
+
 /// A registration's `concurrency` bounds the messages it handles at once,
 /// across all its partitions: with a limit of 2 and handlers that hold on
 /// until released, a third never starts while two are held (and, where the
@@ -336,37 +348,29 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
     let net = Net::new(&harness, Setup::default()).await;
     let consumer = net.bus("bounded").await;
     let run = net.group("run");
-    let gate = Gate::new();
-    let running = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let (started, done) = (Log::new(), Log::new());
+    let probe = Arc::new(Probe {
+        run: run.clone(),
+        gate: Gate::new(),
+        running: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+        started: Log::new(),
+        done: Log::new(),
+    });
     let handler = {
-        let (run, gate, running, most) = (
-            run.clone(),
-            gate.clone(),
-            Arc::clone(&running),
-            Arc::clone(&most),
-        );
-        let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+        let probe = Arc::clone(&probe);
         move |message: Bounded| {
-            let (run, gate, running, most) = (
-                run.clone(),
-                gate.clone(),
-                Arc::clone(&running),
-                Arc::clone(&most),
-            );
-            let (started, done) = (Arc::clone(&started), Arc::clone(&done));
+            let probe = Arc::clone(&probe);
             async move {
                 // A real broker keeps earlier runs' messages.
-                if message.run != run {
+                if message.run != probe.run {
                     return Ok::<(), Infallible>(());
                 }
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                started.push(message.n);
-                gate.wait().await;
-                running.fetch_sub(1, Ordering::SeqCst);
-                done.push(message.n);
+                let now = probe.running.fetch_add(1, Ordering::SeqCst) + 1;
+                probe.most.fetch_max(now, Ordering::SeqCst);
+                probe.started.push(message.n);
+                probe.gate.wait().await;
+                probe.running.fetch_sub(1, Ordering::SeqCst);
+                probe.done.push(message.n);
                 Ok(())
             }
         }
@@ -393,11 +397,12 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
     } else {
         1
     };
-    started
+    probe
+        .started
         .wait_for(expected, "handlers hold messages up to the limit")
         .await;
     tokio::time::sleep(NOT_YET).await;
-    let held = started.len();
+    let held = probe.started.len();
     assert!(
         held <= LIMIT,
         "{held} handlers started at once with concurrency {LIMIT}"
@@ -406,14 +411,17 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
         assert_eq!(held, LIMIT, "the limit, not fewer, runs at once");
     }
 
-    gate.open();
-    let mut handled = done.wait_for(N as usize, "every message handled").await;
+    probe.gate.open();
+    let mut handled = probe
+        .done
+        .wait_for(N as usize, "every message handled")
+        .await;
     net.close().await;
     handled.sort_unstable();
     assert_eq!(handled, (0..N).collect::<Vec<_>>(), "each once");
     assert!(
-        most.load(Ordering::SeqCst) <= LIMIT,
+        probe.most.load(Ordering::SeqCst) <= LIMIT,
         "at most {LIMIT} at once, saw {}",
-        most.load(Ordering::SeqCst)
+        probe.most.load(Ordering::SeqCst)
     );
 }
