@@ -463,7 +463,8 @@ impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, stats) in &topic.partitions {
-                self.lag.set(*partition, stats.consumer_lag);
+                self.lag
+                    .set(*partition, stats.consumer_lag, stats.fetchq_cnt);
             }
         }
     }
