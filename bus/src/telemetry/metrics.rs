@@ -401,8 +401,7 @@ pub(crate) fn late_replies() -> Counter {
 }
 
 /// Consumer-lag and prefetch gauges of one Kafka group member, per
-/// partition, registered when the partition first shows up in librdkafka's
-/// statistics.
+/// partition of its topic, from librdkafka's statistics.
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct ConsumerLag {
     topic: String,
@@ -410,10 +409,12 @@ pub(crate) struct ConsumerLag {
     gauges: Mutex<FastMap<i32, PartitionGauges>>,
 }
 
+/// A partition's gauges, each registered once it has a value to show.
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[derive(Default)]
 struct PartitionGauges {
-    lag: Gauge,
-    prefetched: Gauge,
+    lag: Option<Gauge>,
+    prefetched: Option<Gauge>,
 }
 
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
@@ -429,26 +430,32 @@ impl ConsumerLag {
     /// Sets the lag of `partition` and the messages prefetched for it.
     /// librdkafka reports a lag of -1 while it is unknown (a partition not
     /// assigned here, or not fetched yet), which leaves the lag gauge as it
-    /// was.
+    /// was; a partition gets its prefetch gauge once something was
+    /// prefetched for it. So partitions this member never read show neither.
     pub fn set(&self, partition: i32, lag: i64, prefetched: i64) {
         if partition < 0 {
             return;
         }
-        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        let gauges = gauges.entry(partition).or_insert_with(|| {
-            let labels = [
+        let labels = || {
+            [
                 ("topic", self.topic.clone()),
                 ("partition", partition.to_string()),
                 ("group", self.group.clone()),
-            ];
-            PartitionGauges {
-                lag: metrics::gauge!(names::KAFKA_CONSUMER_LAG, &labels),
-                prefetched: metrics::gauge!(names::KAFKA_CONSUMER_PREFETCHED, &labels),
-            }
-        });
+            ]
+        };
+        let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        let gauges = gauges.entry(partition).or_default();
         if lag >= 0 {
-            gauges.lag.set(lag as f64);
+            gauges
+                .lag
+                .get_or_insert_with(|| metrics::gauge!(names::KAFKA_CONSUMER_LAG, &labels()))
+                .set(lag as f64);
         }
-        gauges.prefetched.set(prefetched.max(0) as f64);
+        if prefetched > 0 || gauges.prefetched.is_some() {
+            gauges
+                .prefetched
+                .get_or_insert_with(|| metrics::gauge!(names::KAFKA_CONSUMER_PREFETCHED, &labels()))
+                .set(prefetched.max(0) as f64);
+        }
     }
 }
