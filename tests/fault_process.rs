@@ -445,7 +445,7 @@ async fn fault_consumer_process_killed_and_restarted() {
         "consumer_killed",
         &format!(
             "killed_had_handled={} handled_but_uncommitted_at_kill={uncommitted_at_kill} \
-             (bound; commits every 100 ms while busy, queue 256/partition, {PARTITIONS} partitions, assignor {ASSIGNOR})",
+             (bound; commits every 100 ms while busy, {PARTITIONS} partitions, assignor {ASSIGNOR})",
             killed_handled.len()
         ),
     );

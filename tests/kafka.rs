@@ -586,10 +586,10 @@ struct Backlog {
     seq: u64,
 }
 
-/// A handler that blocks while far more than a partition queue holds is
-/// published: the partition backs up (it is paused once its queue stays
-/// full) and, once the handler moves on, every message is handled exactly
-/// once, in order.
+/// A handler that blocks while 2 000 messages are published to its one
+/// partition: the partition backs up in librdkafka's queue for it (which
+/// nothing reads while the handler is busy) and, once the handler moves
+/// on, every message is handled exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_handler_backs_up_its_partition_without_loss_or_repeats() {
     const TOTAL: u64 = 2_000;
@@ -625,8 +625,8 @@ async fn a_blocked_handler_backs_up_its_partition_without_loss_or_repeats() {
         }
     })
     .await;
-    // Time for the poll thread to fill the queue and pause the partition
-    // (coverage of that path; the outcome asserted below holds either way).
+    // Time for librdkafka to fetch the backlog into the partition's queue
+    // while the handler holds the first message.
     tokio::time::sleep(Duration::from_millis(200)).await;
     open.send(true).expect("handler alive");
     guard("every message handled", async {

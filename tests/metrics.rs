@@ -470,4 +470,97 @@ mod kafka {
         eventually("lag 0 reported", || lag() == 0.0).await;
         guard("shutdown", bus.shutdown()).await.expect("shutdown");
     }
+
+    /// One key: every message goes to one partition.
+    #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+    #[topic(name = "metrics.kafka.backlog", key = key)]
+    struct Backlog {
+        key: String,
+        n: u32,
+    }
+
+    /// A handler held on its first message while 15 000 are published to
+    /// its partition: librdkafka fills the partition's queue to the bound
+    /// topicbus sets (10 000 messages, plus the rest of the fetch that
+    /// crossed it: at most `max.partition.fetch.bytes`, 256 KiB here, about
+    /// a thousand of these) and stops fetching, instead of fetching the
+    /// whole backlog into memory. Then every message is handled. (The
+    /// backlog stays under the 5 MiB the mock cluster keeps per partition,
+    /// so none of it is deleted before it is read.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_partition_prefetches_only_up_to_its_bound() {
+        const TOTAL: u32 = 15_000;
+        const GROUP: &str = "metrics.kafka.backlog.group";
+        recorder();
+        let kafka = MockKafka::start(1);
+        let config = KafkaConfig::new(&kafka.bootstrap)
+            .provision_topics(false)
+            .statistics_interval(Duration::from_millis(100))
+            .set("fetch.wait.max.ms", "5")
+            .set("max.partition.fetch.bytes", "262144")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+        let bus = guard("connect", Bus::builder().kafka(config).connect())
+            .await
+            .expect("connect");
+        let gate = Arc::new(Semaphore::new(0));
+        let handled = Arc::new(AtomicU64::new(0));
+        let (held, counted) = (Arc::clone(&gate), Arc::clone(&handled));
+        guard(
+            "subscribe",
+            bus.subscribe(move |_: Backlog| {
+                let (gate, counted) = (Arc::clone(&held), Arc::clone(&counted));
+                async move {
+                    gate.acquire().await.expect("gate open").forget();
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), Infallible>(())
+                }
+            })
+            .group(GROUP)
+            .into_future(),
+        )
+        .await
+        .expect("subscribe");
+        let backlog: Vec<Backlog> = (0..TOTAL)
+            .map(|n| Backlog {
+                key: "one".to_owned(),
+                n,
+            })
+            .collect();
+        guard("publish", bus.publish_batch(&backlog))
+            .await
+            .expect("publish");
+        // The largest value over the topic's partitions (one holds them all).
+        let prefetched = || -> f64 {
+            recorder()
+                .gauges
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|((name, labels), _)| {
+                    name == names::KAFKA_CONSUMER_PREFETCHED
+                        && labels.contains(&("topic".to_owned(), Backlog::NAME.to_owned()))
+                        && labels.contains(&("group".to_owned(), GROUP.to_owned()))
+                })
+                .map(|(_, value)| f64::from_bits(value.load(Ordering::SeqCst)))
+                .fold(0.0, f64::max)
+        };
+        eventually("the partition's queue filled to its bound", || {
+            prefetched() >= 10_000.0
+        })
+        .await;
+        // Ten more statistics reports while the handler is still held: a
+        // queue that kept filling would show more of the backlog.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = prefetched();
+            assert!(now < 12_000.0, "{now} of {TOTAL} messages prefetched");
+        }
+        gate.add_permits(TOTAL as usize);
+        eventually("every message handled", || {
+            handled.load(Ordering::SeqCst) == u64::from(TOTAL)
+        })
+        .await;
+        guard("shutdown", bus.shutdown()).await.expect("shutdown");
+    }
 }

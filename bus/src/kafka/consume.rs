@@ -1,15 +1,16 @@
-//! One registration's consumer: a group member polled on its own thread,
-//! a task per assigned partition, offsets stored after handling.
+//! One registration's consumer: a group member whose poll thread serves the
+//! group's events, a task per assigned partition that reads the partition's
+//! own librdkafka queue, offsets stored after handling.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
-use std::thread::Thread;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _};
@@ -28,22 +29,19 @@ use crate::transport::{StartFrom, SubscriptionSpec};
 use crate::wire::{self, Recent};
 
 /// How long a poll waits for a message before the thread looks at its
-/// stop flag, queues and stored offsets again.
+/// stop flag again.
 pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How often offsets of handled messages are committed while busy.
+/// How often offsets of handled messages are stored and committed while
+/// busy; also how long the group's poll thread waits for an event.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
-/// Messages queued per partition before the partition is paused.
-const PARTITION_QUEUE: usize = 256;
-/// At most this many messages are taken from librdkafka before they are
-/// handed to the partition workers, so a worker is woken once per batch
-/// rather than once per message.
-const POLL_BATCH: usize = 64;
-/// How long the poll thread waits for a full partition queue to drain to
-/// half before it pauses the partition instead. A pause discards what
-/// librdkafka prefetched for the partition and fetches it again on resume,
-/// which costs far more than this wait when the handler keeps up; a handler
-/// slower than that (under ~25 000 messages a second) is paused after it.
-const ROOM_WAIT: Duration = Duration::from_millis(5);
+/// Messages librdkafka prefetches into each partition's queue before it
+/// stops fetching for that partition (`queued.min.messages`); with a queue
+/// per partition the limit applies per partition. This is what bounds
+/// memory while a handler is slower than its partition: nothing is read
+/// from the queue until the handler is ready for it, so fetching stops.
+const PREFETCH_MESSAGES: u32 = 10_000;
+/// The same bound in bytes, per partition (`queued.max.messages.kbytes`).
+const PREFETCH_KBYTES: u32 = 8_192;
 /// How long a revocation or shutdown waits for in-flight handlers before it
 /// commits what has finished; later ones are redelivered to the next owner.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -54,6 +52,10 @@ pub(super) struct GroupConsumer {
     stop: Arc<AtomicBool>,
     finished: oneshot::Receiver<()>,
 }
+
+/// The group member's librdkafka consumer, shared by its poll thread and
+/// the partition queues of its workers.
+type GroupMember = BaseConsumer<GroupContext>;
 
 impl GroupConsumer {
     /// Joins the group and returns once partitions are assigned with their
@@ -68,10 +70,17 @@ impl GroupConsumer {
             start: spec.start,
             timeout: config.connect_timeout,
             assigned: AtomicBool::new(false),
-            partitions: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
             lag: ConsumerLag::new(&spec.topic, &spec.group),
+            reading: Reading {
+                topic: spec.topic.clone(),
+                go_envelope: config.go_envelope,
+                member: Arc::clone(&member),
+                runtime: tokio::runtime::Handle::current(),
+            },
+            consumer: OnceLock::new(),
         };
-        let consumer: BaseConsumer<GroupContext> = config
+        let consumer: GroupMember = config
             .client_config(&[
                 ("group.id", spec.group.to_string()),
                 ("enable.auto.commit", "true".to_owned()),
@@ -84,6 +93,8 @@ impl GroupConsumer {
                 ("session.timeout.ms", "10000".to_owned()),
                 ("heartbeat.interval.ms", "1000".to_owned()),
                 ("enable.partition.eof", "false".to_owned()),
+                ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
+                ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
                 (
                     "statistics.interval.ms",
                     config.statistics_interval.as_millis().to_string(),
@@ -91,6 +102,9 @@ impl GroupConsumer {
             ])
             .create_with_context(context)
             .map_err(config_error)?;
+        let consumer = Arc::new(consumer);
+        // Before the first poll, so before any rebalance needs it.
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         consumer
             .subscribe(&[&spec.topic])
             .map_err(|e| unavailable(format!("cannot subscribe to `{}`", spec.topic), e))?;
@@ -98,21 +112,11 @@ impl GroupConsumer {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (finished_tx, finished) = oneshot::channel();
-        let reader = Reader::new(spec.topic.clone(), config.go_envelope);
-        let member_of_poller = Arc::clone(&member);
-        let runtime = tokio::runtime::Handle::current();
         let stopping = Arc::clone(&stop);
         std::thread::Builder::new()
             .name(format!("topicbus-{}", spec.group))
             .spawn(move || {
-                let poller = Poller {
-                    consumer,
-                    member: member_of_poller,
-                    runtime,
-                    reader,
-                    thread: std::thread::current(),
-                };
-                poller.run(&stopping, ready_tx);
+                serve_group(consumer, &stopping, ready_tx);
                 let _ = finished_tx.send(());
             })
             .map_err(|e| Error::Unavailable {
@@ -156,77 +160,54 @@ impl GroupConsumer {
     }
 }
 
-/// What the poll thread owns.
-struct Poller {
-    consumer: BaseConsumer<GroupContext>,
-    member: Arc<dyn Member>,
-    runtime: tokio::runtime::Handle,
-    reader: Reader,
-    /// The poll thread itself, unparked by a worker it waits on.
-    thread: Thread,
-}
-
-impl Poller {
-    fn run(self, stop: &AtomicBool, ready: oneshot::Sender<()>) {
-        let Poller {
-            consumer,
-            member,
-            runtime,
-            mut reader,
-            thread,
-        } = self;
-        let context = consumer.context();
-        let mut ready = Some(ready);
-        let mut uncommitted = false;
-        let mut last_commit = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            // Committing what finished soon (asynchronously, at most every
-            // COMMIT_INTERVAL) rather than on the auto-commit timer keeps the
-            // redelivery window small when a rebalance's own commit is refused.
-            uncommitted |= context.store_finished(&consumer);
-            if uncommitted && last_commit.elapsed() >= COMMIT_INTERVAL {
-                if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
-                    tracing::debug!(%error, "commit after handling failed");
-                }
-                uncommitted = false;
-                last_commit = Instant::now();
+/// The group's poll thread: serves librdkafka's events for the group
+/// (rebalances, which start and stop the partition workers; statistics;
+/// errors), and stores and commits the offsets the workers finished. The
+/// messages themselves are read by the workers, each from its partition's
+/// own queue, so that reading (librdkafka's header parsing, then ours) runs
+/// on as many threads as partitions are busy.
+fn serve_group(consumer: Arc<GroupMember>, stop: &AtomicBool, ready: oneshot::Sender<()>) {
+    let context = consumer.context();
+    let mut ready = Some(ready);
+    let mut uncommitted = false;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        // Committing what finished soon (asynchronously, at most every
+        // COMMIT_INTERVAL) rather than on the auto-commit timer keeps the
+        // redelivery window small when a rebalance's own commit is refused.
+        uncommitted |= context.store_finished(&consumer);
+        if uncommitted && last_commit.elapsed() >= COMMIT_INTERVAL {
+            if let Err(error) = consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::debug!(%error, "commit after handling failed");
             }
-            let mut wait = POLL_INTERVAL;
-            for _ in 0..POLL_BATCH {
-                match consumer.poll(wait) {
-                    Some(Ok(message)) => {
-                        let partition = message.partition();
-                        tracing::trace!(
-                            topic = message.topic(),
-                            partition,
-                            offset = message.offset(),
-                            "fetched"
-                        );
-                        let item = (message.offset(), reader.read(&message));
-                        context.take(partition, item, || {
-                            Worker::spawn(&runtime, Arc::clone(&member), &thread)
-                        });
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, topic = %context.topic, "consumer")
-                    }
-                    None => break,
-                }
-                // The rest of a batch is what librdkafka already holds.
-                wait = Duration::ZERO;
-            }
-            context.hand_over(&consumer);
-            if context.assigned.load(Ordering::Acquire) {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(());
-                }
+            uncommitted = false;
+            last_commit = Instant::now();
+        }
+        match consumer.poll(COMMIT_INTERVAL) {
+            // Every partition is read from its own queue from before it is
+            // assigned (see `GroupContext::start_workers`), so none of its
+            // messages reaches this one. Left unstored, such a message would
+            // be read again by the partition's next owner.
+            Some(Ok(message)) => tracing::error!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                "a message reached the group's queue instead of its partition's; not handled"
+            ),
+            Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
+            None => {}
+        }
+        if context.assigned.load(Ordering::Acquire) {
+            if let Some(ready) = ready.take() {
+                let _ = ready.send(());
             }
         }
-        context.revoke_all(&consumer);
-        consumer.unsubscribe();
-        // Dropping the consumer closes it: it leaves the group.
-        drop(consumer);
     }
+    context.revoke_all(&consumer);
+    consumer.unsubscribe();
+    // Dropping the last handle closes the consumer: it leaves the group. The
+    // workers' partition queues were dropped by `revoke_all`.
+    drop(consumer);
 }
 
 /// Turns fetched records into messages, reusing what repeats between them.
@@ -257,8 +238,9 @@ impl Reader {
         let key = || message.key().map(<[u8]>::to_vec);
         // rdkafka's header reader unwraps the name as UTF-8 and panics on
         // any other bytes, which a foreign producer can send: that must not
-        // end the poll thread. Such a record is read again header by header
-        // without the unreadable ones and dead-lettered as malformed.
+        // end the task or thread that reads. Such a record is read again
+        // header by header without the unreadable ones and dead-lettered as
+        // malformed.
         let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
             wire::read_meta(
                 topic(),
@@ -306,39 +288,45 @@ impl Reader {
     }
 }
 
-/// The consumer's callbacks and the partitions' state, shared by the poll
+/// The consumer's callbacks and the partitions' workers, shared by the poll
 /// thread and the rebalance callback (which runs inside `poll`).
 struct GroupContext {
     topic: String,
     start: StartFrom,
     timeout: Duration,
     assigned: AtomicBool,
-    partitions: Mutex<HashMap<i32, PartitionState>>,
+    workers: Mutex<HashMap<i32, Worker>>,
     lag: ConsumerLag,
+    reading: Reading,
+    /// The consumer itself, whose partition queues the rebalance callback
+    /// splits off. Weak: the consumer owns this context.
+    consumer: OnceLock<Weak<GroupMember>>,
 }
 
-#[derive(Default)]
-struct PartitionState {
-    worker: Option<Worker>,
-    /// Messages fetched but not yet in the worker's queue, in order.
-    stash: VecDeque<(i64, Message)>,
-    paused: bool,
+/// What every partition worker of a group needs.
+struct Reading {
+    topic: Cow<'static, str>,
+    go_envelope: bool,
+    member: Arc<dyn Member>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// The poll thread's handle on a partition's worker task.
 struct Worker {
-    queue: Arc<Queue>,
+    shared: Arc<WorkerState>,
     /// The last offset stored for the partition.
     stored: i64,
     /// Disconnects when the worker task has ended.
     done: std_mpsc::Receiver<()>,
 }
 
-/// A partition's messages on their way from the poll thread to its worker,
-/// and what the worker has finished.
-struct Queue {
-    items: Mutex<VecDeque<(i64, Message)>>,
-    /// Wakes the worker when messages arrive or the queue closes.
+/// What a partition's worker and the poll thread share.
+struct WorkerState {
+    /// The partition's own librdkafka queue; taken away when the partition
+    /// is revoked, even from a worker whose handler outlived the wait.
+    queue: Mutex<Option<PartitionQueue<GroupContext>>>,
+    /// Notified by librdkafka when the queue gets a message while empty,
+    /// and when the partition is revoked.
     arrived: Notify,
     /// Set when the partition is revoked or the consumer stops: the worker
     /// ends after its in-flight message, leaving the rest unstored.
@@ -346,42 +334,48 @@ struct Queue {
     /// The offset of the last message handled (or dead-lettered), -1 before
     /// the first. Messages are handled in order, so all before it are too.
     handled: AtomicI64,
-    /// Set while the poll thread waits for this queue to drain to half.
-    waited_on: AtomicBool,
-    poller: Thread,
 }
 
 impl Worker {
-    fn spawn(runtime: &tokio::runtime::Handle, member: Arc<dyn Member>, poller: &Thread) -> Self {
-        let queue = Arc::new(Queue {
-            items: Mutex::new(VecDeque::with_capacity(PARTITION_QUEUE)),
+    /// Starts the worker of a partition read from `queue`.
+    fn spawn(reading: &Reading, mut queue: PartitionQueue<GroupContext>) -> Self {
+        let shared = Arc::new(WorkerState {
+            queue: Mutex::new(None),
             arrived: Notify::new(),
             closed: AtomicBool::new(false),
             handled: AtomicI64::new(-1),
-            waited_on: AtomicBool::new(false),
-            poller: poller.clone(),
         });
+        let wake = Arc::downgrade(&shared);
+        // Runs on a librdkafka thread, with the queue locked: it only wakes.
+        queue.set_nonempty_callback(move || {
+            if let Some(shared) = wake.upgrade() {
+                shared.arrived.notify_one();
+            }
+        });
+        *shared.lock_queue() = Some(queue);
         let (done_tx, done) = std_mpsc::channel::<()>();
-        let shared = Arc::clone(&queue);
-        runtime.spawn(async move {
+        let mut reader = Reader::new(reading.topic.clone(), reading.go_envelope);
+        let member = Arc::clone(&reading.member);
+        let state = Arc::clone(&shared);
+        reading.runtime.spawn(async move {
             let _done = done_tx;
-            let queue = shared;
             loop {
                 // A run that ended on an exhausted cooperative budget (see
                 // `WorkerFeed::next`) yields here before the next one.
                 tokio::task::coop::consume_budget().await;
-                if queue.closed.load(Ordering::Acquire) {
+                if state.closed.load(Ordering::Acquire) {
                     break;
                 }
-                let next = queue.next();
-                let Some((offset, message)) = next else {
-                    // A permit left by `notify_one` makes this return at once
-                    // if messages (or the close) came after the check above.
-                    queue.arrived.notified().await;
+                let Some((offset, message)) = state.next(&mut reader) else {
+                    // librdkafka notifies when the empty queue gets a
+                    // message; a permit left by `notify_one` makes this
+                    // return at once if one came after the poll above.
+                    state.arrived.notified().await;
                     continue;
                 };
                 let mut feed = WorkerFeed {
-                    queue: &queue,
+                    state: &state,
+                    reader: &mut reader,
                     offset,
                 };
                 if Arc::clone(&member)
@@ -394,94 +388,34 @@ impl Worker {
             }
         });
         Self {
-            queue,
+            shared,
             stored: -1,
             done,
         }
     }
 }
 
-/// The [`Feed`] of one run of a partition worker: the partition's queued
-/// messages, one at a time, until the queue is empty or closed.
-struct WorkerFeed<'a> {
-    queue: &'a Queue,
-    /// The offset of the message taken last.
-    offset: i64,
-}
-
-impl Feed for WorkerFeed<'_> {
-    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
-        // Closed: the run ends after its in-flight message.
-        if self.queue.closed.load(Ordering::Acquire) {
-            return None;
-        }
-        // Spends the task's cooperative budget, so that a long run still
-        // yields to other tasks.
-        let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
-            return None;
-        };
-        let (offset, message) = self.queue.next()?;
-        coop.made_progress();
-        self.offset = offset;
-        Some(message)
+impl WorkerState {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Option<PartitionQueue<GroupContext>>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn handled(&mut self) {
-        self.queue.handled.store(self.offset, Ordering::Release);
-    }
-}
-
-impl Queue {
-    /// The next message for the worker; wakes the poll thread when it waits
-    /// for this queue and the queue is now down to half.
-    fn next(&self) -> Option<(i64, Message)> {
-        let (next, left) = {
-            let mut items = self.items.lock().expect("poisoned");
-            let next = items.pop_front();
-            (next, items.len())
-        };
-        // SeqCst with the poll thread's: either it sees the shorter queue
-        // or this sees that it waits.
-        if left <= PARTITION_QUEUE / 2 && self.waited_on.swap(false, Ordering::SeqCst) {
-            self.poller.unpark();
-        }
-        next
-    }
-
-    /// Moves messages from `stash` into the queue while it has room; wakes
-    /// the worker once if any moved.
-    fn fill(&self, stash: &mut VecDeque<(i64, Message)>) {
-        let moved = {
-            let mut items = self.items.lock().expect("poisoned");
-            let room = PARTITION_QUEUE.saturating_sub(items.len());
-            let moved = room.min(stash.len());
-            items.extend(stash.drain(..moved));
-            moved
-        };
-        if moved > 0 {
-            self.arrived.notify_one();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.items.lock().expect("poisoned").len()
-    }
-
-    /// Waits until the queue is down to half, at most until `deadline`.
-    /// Returns whether it is.
-    fn drain_to_half(&self, deadline: Instant) -> bool {
+    /// The partition's next message, with its offset, if one is there now.
+    fn next(&self, reader: &mut Reader) -> Option<(i64, Message)> {
+        let queue = self.lock_queue();
         loop {
-            self.waited_on.store(true, Ordering::SeqCst);
-            if self.len() <= PARTITION_QUEUE / 2 {
-                self.waited_on.store(false, Ordering::SeqCst);
-                return true;
+            match queue.as_ref()?.poll(Duration::ZERO)? {
+                Ok(record) => {
+                    tracing::trace!(
+                        topic = record.topic(),
+                        partition = record.partition(),
+                        offset = record.offset(),
+                        "fetched"
+                    );
+                    return Some((record.offset(), reader.read(&record)));
+                }
+                Err(error) => tracing::warn!(%error, "consumer"),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.waited_on.store(false, Ordering::SeqCst);
-                return false;
-            }
-            std::thread::park_timeout(left);
         }
     }
 
@@ -492,13 +426,45 @@ impl Queue {
     }
 }
 
+/// The [`Feed`] of one run of a partition worker: the partition's messages,
+/// one at a time, until its queue is empty or the partition revoked.
+struct WorkerFeed<'a> {
+    state: &'a WorkerState,
+    reader: &'a mut Reader,
+    /// The offset of the message taken last.
+    offset: i64,
+}
+
+impl Feed for WorkerFeed<'_> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+        // Closed: the run ends after its in-flight message.
+        if self.state.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        // Spends the task's cooperative budget, so that a long run still
+        // yields to other tasks.
+        let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
+            return None;
+        };
+        let (offset, message) = self.state.next(self.reader)?;
+        coop.made_progress();
+        self.offset = offset;
+        Some(message)
+    }
+
+    fn handled(&mut self) {
+        self.state.handled.store(self.offset, Ordering::Release);
+    }
+}
+
 impl ClientContext for GroupContext {
     /// librdkafka's statistics (every `statistics.interval.ms`, on the poll
     /// thread): the consumer lag of each partition of the topic.
     fn stats(&self, statistics: Statistics) {
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, stats) in &topic.partitions {
-                self.lag.set(*partition, stats.consumer_lag);
+                self.lag
+                    .set(*partition, stats.consumer_lag, stats.fetchq_cnt);
             }
         }
     }
@@ -523,6 +489,9 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let pinned = self.resolve_start(consumer, partitions);
                 tracing::debug!(topic = %self.topic, assignment = ?partitions, cooperative, "assigned");
+                // Before the assignment, so that no message of these
+                // partitions is fetched into the group's queue.
+                let unread = self.start_workers(partitions);
                 let assigned = if cooperative {
                     consumer.incremental_assign(partitions)
                 } else {
@@ -536,10 +505,18 @@ impl ConsumerContext for GroupContext {
                         tracing::warn!(%error, topic = %self.topic, "cannot commit the group's start offsets");
                     }
                 }
-                // A partition paused for backpressure before a rebalance must
-                // not stay paused: its queue state was dropped on revocation.
+                // A partition paused before (see below) is read again once it
+                // has a worker.
                 if let Err(error) = consumer.resume(partitions) {
                     tracing::warn!(%error, topic = %self.topic, "cannot resume assigned partitions");
+                }
+                if unread.count() > 0 {
+                    // Not read, so not stored: the group's next owner of
+                    // these partitions reads them from the committed offset.
+                    tracing::error!(topic = %self.topic, partitions = ?unread, "no queue of their own for these partitions; paused until the next rebalance");
+                    if let Err(error) = consumer.pause(&unread) {
+                        tracing::error!(%error, topic = %self.topic, "cannot pause the unread partitions");
+                    }
                 }
                 self.assigned.store(true, Ordering::Release);
             }
@@ -640,42 +617,60 @@ impl GroupContext {
         pinned
     }
 
-    /// Adds a fetched message to its partition's stash, to be handed to the
-    /// partition's worker (started by `spawn` if there is none) after this
-    /// batch.
-    fn take(&self, partition: i32, item: (i64, Message), spawn: impl FnOnce() -> Worker) {
-        let mut partitions = self.partitions.lock().expect("poisoned");
-        let state = partitions.entry(partition).or_default();
-        state.worker.get_or_insert_with(spawn);
-        state.stash.push_back(item);
+    /// Splits each partition of `partitions` that has no worker yet off the
+    /// group's queue and starts its worker. Returns the partitions that
+    /// could not be split (librdkafka found no such partition to read).
+    fn start_workers(&self, partitions: &TopicPartitionList) -> TopicPartitionList {
+        let mut unread = TopicPartitionList::new();
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        let mut workers = self.lock_workers();
+        for elem in partitions.elements() {
+            let partition = elem.partition();
+            if workers.contains_key(&partition) {
+                continue;
+            }
+            match consumer
+                .as_ref()
+                .and_then(|c| c.split_partition_queue(&self.topic, partition))
+            {
+                Some(queue) => {
+                    workers.insert(partition, Worker::spawn(&self.reading, queue));
+                }
+                None => {
+                    unread.add_partition(&self.topic, partition);
+                }
+            }
+        }
+        unread
+    }
+
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Worker>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops every partition worker after its in-flight message, stores the
     /// offsets of what finished and commits them.
-    fn revoke_all(&self, consumer: &BaseConsumer<Self>) {
+    fn revoke_all(&self, consumer: &GroupMember) {
         self.revoke(consumer, None);
     }
 
     /// Like [`GroupContext::revoke_all`], for the partitions of `which` only
     /// (a cooperative rebalance takes some and leaves the rest running).
-    fn revoke(&self, consumer: &BaseConsumer<Self>, which: Option<&TopicPartitionList>) {
+    fn revoke(&self, consumer: &GroupMember, which: Option<&TopicPartitionList>) {
         let workers: Vec<(i32, Worker)> = {
-            let mut partitions = self.partitions.lock().expect("poisoned");
-            let taken: Vec<i32> = partitions
+            let mut workers = self.lock_workers();
+            let taken: Vec<i32> = workers
                 .keys()
                 .copied()
                 .filter(|p| which.is_none_or(|list| list.find_partition(&self.topic, *p).is_some()))
                 .collect();
             taken
                 .iter()
-                .filter_map(|p| {
-                    let worker = partitions.remove(p)?.worker?;
-                    Some((*p, worker))
-                })
+                .filter_map(|p| Some((*p, workers.remove(p)?)))
                 .collect()
         };
         for (_, worker) in &workers {
-            worker.queue.close();
+            worker.shared.close();
         }
         let deadline = Instant::now() + REVOKE_WAIT;
         for (partition, mut worker) in workers {
@@ -683,6 +678,9 @@ impl GroupContext {
             if let Err(std_mpsc::RecvTimeoutError::Timeout) = worker.done.recv_timeout(left) {
                 tracing::warn!(topic = %self.topic, "a handler outlived the revocation; its message will be redelivered");
             }
+            // The queue goes now, also from a worker still in its handler:
+            // it holds the consumer, which must close when the thread ends.
+            drop(worker.shared.lock_queue().take());
             self.store(consumer, partition, &mut worker);
         }
         self.store_finished(consumer);
@@ -701,21 +699,19 @@ impl GroupContext {
 
     /// Stores the offsets of the messages handled since the last call.
     /// Returns whether there was anything to store.
-    fn store_finished(&self, consumer: &BaseConsumer<Self>) -> bool {
-        let mut partitions = self.partitions.lock().expect("poisoned");
+    fn store_finished(&self, consumer: &GroupMember) -> bool {
+        let mut workers = self.lock_workers();
         let mut stored = false;
-        for (partition, state) in partitions.iter_mut() {
-            if let Some(worker) = &mut state.worker {
-                stored |= self.store(consumer, *partition, worker);
-            }
+        for (partition, worker) in workers.iter_mut() {
+            stored |= self.store(consumer, *partition, worker);
         }
         stored
     }
 
     /// Stores the offset of the last message `worker` finished, if it moved
     /// since the last store: one store per partition, however many finished.
-    fn store(&self, consumer: &BaseConsumer<Self>, partition: i32, worker: &mut Worker) -> bool {
-        let handled = worker.queue.handled.load(Ordering::Acquire);
+    fn store(&self, consumer: &GroupMember, partition: i32, worker: &mut Worker) -> bool {
+        let handled = worker.shared.handled.load(Ordering::Acquire);
         if handled <= worker.stored {
             return false;
         }
@@ -727,54 +723,6 @@ impl GroupContext {
                 tracing::debug!(%error, partition, "offset not stored (partition revoked)");
                 false
             }
-        }
-    }
-
-    /// Moves stashed messages into their worker queues. A partition whose
-    /// queue is full gets a short wait for room (see [`ROOM_WAIT`]), and is
-    /// paused if that is not enough; a paused one is resumed once its stash
-    /// is empty and its queue half empty.
-    fn hand_over(&self, consumer: &BaseConsumer<Self>) {
-        let mut partitions = self.partitions.lock().expect("poisoned");
-        let mut deadline = None;
-        for (partition, state) in partitions.iter_mut() {
-            let Some(worker) = &state.worker else {
-                continue;
-            };
-            worker.queue.fill(&mut state.stash);
-            if !state.paused {
-                let deadline = *deadline.get_or_insert_with(|| Instant::now() + ROOM_WAIT);
-                while !state.stash.is_empty() && worker.queue.drain_to_half(deadline) {
-                    worker.queue.fill(&mut state.stash);
-                }
-                if !state.stash.is_empty() {
-                    self.pause(consumer, *partition, state);
-                }
-            } else if state.stash.is_empty() && worker.queue.len() <= PARTITION_QUEUE / 2 {
-                // Only once the queue is half empty: each pause costs a
-                // refetch of what librdkafka had prefetched.
-                let mut list = TopicPartitionList::new();
-                list.add_partition(&self.topic, *partition);
-                if consumer.resume(&list).is_ok() {
-                    tracing::debug!(partition, "resumed");
-                    state.paused = false;
-                }
-            }
-        }
-    }
-
-    fn pause(&self, consumer: &BaseConsumer<Self>, partition: i32, state: &mut PartitionState) {
-        if state.paused {
-            return;
-        }
-        let mut list = TopicPartitionList::new();
-        list.add_partition(&self.topic, partition);
-        match consumer.pause(&list) {
-            Ok(()) => {
-                tracing::debug!(partition, "paused");
-                state.paused = true
-            }
-            Err(error) => tracing::warn!(%error, partition, "cannot pause a full partition"),
         }
     }
 }

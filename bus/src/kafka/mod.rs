@@ -4,14 +4,15 @@
 //!   `enable.idempotence=true`, `linger.ms=0` so an awaited publish never
 //!   waits for a batch timer; batches pipeline their sends instead). A
 //!   publish returns once the broker acknowledged it.
-//! - Consuming: one consumer per registration, in its consumer group, polled
-//!   on a thread of its own. Each assigned partition gets a task that hands
-//!   its messages in order to the handler and stores the offset only after
-//!   the handler succeeded or the message was dead-lettered; stored offsets
-//!   are committed every 100 ms while busy, on partition revocation and at
-//!   shutdown.
-//!   A partition whose queue stays full (its handler does not drain it to
-//!   half within a few milliseconds) is paused, so memory stays bounded.
+//! - Consuming: one consumer per registration, in its consumer group, whose
+//!   group events are polled on a thread of its own. Each assigned
+//!   partition is split off onto its own librdkafka queue and gets a task
+//!   that reads it, hands its messages in order to the handler and has the
+//!   offset stored only after the handler succeeded or the message was
+//!   dead-lettered; stored offsets are committed every 100 ms while busy,
+//!   on partition revocation and at shutdown. A task reads only when its
+//!   handler is ready, and librdkafka stops fetching for a partition whose
+//!   queue holds 10 000 messages or 8 MiB, so memory stays bounded.
 //! - Replies: every instance reads its own single-partition reply topic
 //!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
 //!   offset before `connect` returns, so a first reply cannot be missed and

@@ -48,6 +48,10 @@ pub mod names {
     /// Gauge: Kafka consumer lag (messages) of a partition, from
     /// librdkafka's statistics. Labels `topic`, `partition`, `group`.
     pub const KAFKA_CONSUMER_LAG: &str = "topicbus_kafka_consumer_lag";
+    /// Gauge: messages librdkafka has fetched into a partition's queue and
+    /// the partition's worker has not read yet, from librdkafka's
+    /// statistics (`fetchq_cnt`). Labels `topic`, `partition`, `group`.
+    pub const KAFKA_CONSUMER_PREFETCHED: &str = "topicbus_kafka_consumer_prefetched";
 }
 
 /// Gives the recorder the unit and help text of every metric (once per bus:
@@ -98,6 +102,11 @@ pub(crate) fn describe() {
         names::KAFKA_CONSUMER_LAG,
         Unit::Count,
         "Kafka consumer lag of a partition (librdkafka statistics)"
+    );
+    describe_gauge!(
+        names::KAFKA_CONSUMER_PREFETCHED,
+        Unit::Count,
+        "Messages fetched into a Kafka partition's queue, not read yet (librdkafka statistics)"
     );
 }
 
@@ -391,13 +400,21 @@ pub(crate) fn late_replies() -> Counter {
     metrics::counter!(names::LATE_REPLIES)
 }
 
-/// Consumer-lag gauges of one Kafka group member, one per partition,
-/// registered when the partition first shows up in librdkafka's statistics.
+/// Consumer-lag and prefetch gauges of one Kafka group member, per
+/// partition of its topic, from librdkafka's statistics.
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct ConsumerLag {
     topic: String,
     group: String,
-    gauges: Mutex<FastMap<i32, Gauge>>,
+    gauges: Mutex<FastMap<i32, PartitionGauges>>,
+}
+
+/// A partition's gauges, each registered once it has a value to show.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[derive(Default)]
+struct PartitionGauges {
+    lag: Option<Gauge>,
+    prefetched: Option<Gauge>,
 }
 
 #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
@@ -410,22 +427,35 @@ impl ConsumerLag {
         }
     }
 
-    /// Sets the lag of `partition`; librdkafka reports -1 while it is
-    /// unknown (a partition not assigned here, or not fetched yet), which
-    /// leaves the gauge as it was.
-    pub fn set(&self, partition: i32, lag: i64) {
-        if partition < 0 || lag < 0 {
+    /// Sets the lag of `partition` and the messages prefetched for it.
+    /// librdkafka reports a lag of -1 while it is unknown (a partition not
+    /// assigned here, or not fetched yet), which leaves the lag gauge as it
+    /// was; a partition gets its prefetch gauge once something was
+    /// prefetched for it. So partitions this member never read show neither.
+    pub fn set(&self, partition: i32, lag: i64, prefetched: i64) {
+        if partition < 0 {
             return;
         }
+        let labels = || {
+            [
+                ("topic", self.topic.clone()),
+                ("partition", partition.to_string()),
+                ("group", self.group.clone()),
+            ]
+        };
         let mut gauges = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        let gauge = gauges.entry(partition).or_insert_with(|| {
-            metrics::gauge!(
-                names::KAFKA_CONSUMER_LAG,
-                "topic" => self.topic.clone(),
-                "partition" => partition.to_string(),
-                "group" => self.group.clone(),
-            )
-        });
-        gauge.set(lag as f64);
+        let gauges = gauges.entry(partition).or_default();
+        if lag >= 0 {
+            gauges
+                .lag
+                .get_or_insert_with(|| metrics::gauge!(names::KAFKA_CONSUMER_LAG, &labels()))
+                .set(lag as f64);
+        }
+        if prefetched > 0 || gauges.prefetched.is_some() {
+            gauges
+                .prefetched
+                .get_or_insert_with(|| metrics::gauge!(names::KAFKA_CONSUMER_PREFETCHED, &labels()))
+                .set(prefetched.max(0) as f64);
+        }
     }
 }
