@@ -138,6 +138,15 @@ impl KafkaConfig {
 
     /// The librdkafka configuration of a client: `defaults`, then the
     /// user's properties on top.
+    /// Whether consumer groups rebalance cooperatively: with the
+    /// `cooperative-sticky` assignor (librdkafka refuses to mix it with
+    /// eager ones) or the KIP-848 group protocol.
+    pub(crate) fn cooperative(&self) -> bool {
+        let property = |key: &str| self.properties.get(key).map(String::as_str);
+        property("partition.assignment.strategy").is_some_and(|s| s.contains("cooperative"))
+            || property("group.protocol") == Some("consumer")
+    }
+
     pub(crate) fn client_config(&self, defaults: &[(&str, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::statistics::Statistics;
@@ -42,6 +42,14 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const PREFETCH_MESSAGES: u32 = 10_000;
 /// The same bound in bytes, per partition (`queued.max.messages.kbytes`).
 const PREFETCH_KBYTES: u32 = 8_192;
+/// How long an idle partition worker waits for librdkafka's wake-up before
+/// it looks at its queue again anyway.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// How long a stopping consumer waits for the group to take back its
+/// partitions before it closes anyway (see [`hand_back`]).
+const HAND_BACK_WAIT: Duration = Duration::from_secs(10);
+/// How long each poll of that wait waits for the revocation.
+const HAND_BACK_POLL: Duration = Duration::from_millis(10);
 /// How long a revocation or shutdown waits for in-flight handlers before it
 /// commits what has finished; later ones are redelivered to the next owner.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -70,6 +78,9 @@ impl GroupConsumer {
             start: spec.start,
             timeout: config.connect_timeout,
             assigned: AtomicBool::new(false),
+            outstanding: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            cooperative: config.cooperative(),
             workers: Mutex::new(HashMap::new()),
             lag: ConsumerLag::new(&spec.topic, &spec.group),
             reading: Reading {
@@ -184,16 +195,7 @@ fn serve_group(consumer: Arc<GroupMember>, stop: &AtomicBool, ready: oneshot::Se
             last_commit = Instant::now();
         }
         match consumer.poll(COMMIT_INTERVAL) {
-            // Every partition is read from its own queue from before it is
-            // assigned (see `GroupContext::start_workers`), so none of its
-            // messages reaches this one. Left unstored, such a message would
-            // be read again by the partition's next owner.
-            Some(Ok(message)) => tracing::error!(
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                "a message reached the group's queue instead of its partition's; not handled"
-            ),
+            Some(Ok(message)) => stray(&message),
             Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
             None => {}
         }
@@ -205,9 +207,51 @@ fn serve_group(consumer: Arc<GroupMember>, stop: &AtomicBool, ready: oneshot::Se
     }
     context.revoke_all(&consumer);
     consumer.unsubscribe();
+    hand_back(&consumer);
+    context.closing.store(true, Ordering::Release);
     // Dropping the last handle closes the consumer: it leaves the group. The
     // workers' partition queues were dropped by `revoke_all`.
     drop(consumer);
+}
+
+/// Serves the revocation that unsubscribing causes (or one the group asked
+/// for just before), so that the consumer's close finds none waiting.
+///
+/// librdkafka 2.12's close resets the group's join state when a revocation
+/// is still waiting for the application, then finishes without it and stops
+/// serving the group's requests: a commit or `unassign` made from that
+/// revocation's callback, which the close itself delivers, then waits
+/// forever. Served here, while the group still waits for it, it completes.
+fn hand_back(consumer: &GroupMember) {
+    let context = consumer.context();
+    let deadline = Instant::now() + HAND_BACK_WAIT;
+    loop {
+        match consumer.poll(HAND_BACK_POLL) {
+            Some(Ok(message)) => stray(&message),
+            Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
+            None => {}
+        }
+        if !context.outstanding.load(Ordering::Acquire) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(topic = %context.topic, "the group did not take back its partitions within {HAND_BACK_WAIT:?}; closing anyway");
+            return;
+        }
+    }
+}
+
+/// A message read from the group's queue rather than its partition's. Every
+/// partition is read from its own queue from before it is assigned (see
+/// `GroupContext::start_workers`), so none should. Left unstored, it is read
+/// again by the partition's next owner.
+fn stray(message: &BorrowedMessage<'_>) {
+    tracing::error!(
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        "a message reached the group's queue instead of its partition's; not handled"
+    );
 }
 
 /// Turns fetched records into messages, reusing what repeats between them.
@@ -295,6 +339,16 @@ struct GroupContext {
     start: StartFrom,
     timeout: Duration,
     assigned: AtomicBool,
+    /// Whether librdkafka holds an assignment it will revoke through this
+    /// context: set by an assignment, cleared by the revocation that gives
+    /// it back (under the cooperative protocol, the one leaving nothing).
+    outstanding: AtomicBool,
+    /// Set while the consumer closes (see [`serve_group`]): rebalances are
+    /// then only acknowledged.
+    closing: AtomicBool,
+    /// The group's rebalance protocol is cooperative (from the configured
+    /// assignors, so that no callback has to ask librdkafka for it).
+    cooperative: bool,
     workers: Mutex<HashMap<i32, Worker>>,
     lag: ConsumerLag,
     reading: Reading,
@@ -370,7 +424,10 @@ impl Worker {
                     // librdkafka notifies when the empty queue gets a
                     // message; a permit left by `notify_one` makes this
                     // return at once if one came after the poll above.
-                    state.arrived.notified().await;
+                    // The notification is edge-triggered, so the worker
+                    // looks again after IDLE_RECHECK anyway: were one ever
+                    // missed, the partition would stall until a rebalance.
+                    let _ = tokio::time::timeout(IDLE_RECHECK, state.arrived.notified()).await;
                     continue;
                 };
                 let mut feed = WorkerFeed {
@@ -481,10 +538,29 @@ impl ConsumerContext for GroupContext {
         err: RDKafkaRespErr,
         partitions: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
+        let cooperative = self.cooperative;
+        if self.closing.load(Ordering::Acquire) {
+            // Inside the consumer's close, after `hand_back`: the workers are
+            // gone and their offsets committed; only acknowledge, as
+            // librdkafka requires (a terminating group treats an assignment
+            // as a revocation).
+            let acknowledged = match (err, cooperative) {
+                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => {
+                    consumer.incremental_assign(partitions)
+                }
+                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => {
+                    consumer.assign(partitions)
+                }
+                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, true) => {
+                    consumer.incremental_unassign(partitions)
+                }
+                _ => consumer.unassign(),
+            };
+            if let Err(error) = acknowledged {
+                tracing::debug!(%error, topic = %self.topic, "rebalance while closing");
+            }
+            return;
+        }
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let pinned = self.resolve_start(consumer, partitions);
@@ -519,6 +595,10 @@ impl ConsumerContext for GroupContext {
                     }
                 }
                 self.assigned.store(true, Ordering::Release);
+                self.outstanding.store(
+                    !cooperative || self.holds_partitions(consumer),
+                    Ordering::Release,
+                );
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::debug!(topic = %self.topic, revoked = ?partitions, cooperative, "revoked");
@@ -532,17 +612,29 @@ impl ConsumerContext for GroupContext {
                 if let Err(error) = given_up {
                     tracing::error!(%error, topic = %self.topic, "cannot give up partitions");
                 }
+                self.outstanding.store(
+                    cooperative && self.holds_partitions(consumer),
+                    Ordering::Release,
+                );
             }
             other => {
                 tracing::error!(error = ?other, topic = %self.topic, "rebalance failed");
                 self.revoke_all(consumer);
                 let _ = consumer.unassign();
+                self.outstanding.store(false, Ordering::Release);
             }
         }
     }
 }
 
 impl GroupContext {
+    /// Whether librdkafka's assignment of this consumer has partitions
+    /// (asked only under the cooperative protocol, where a revocation may
+    /// leave some).
+    fn holds_partitions(&self, consumer: &GroupMember) -> bool {
+        consumer.assignment().map_or(true, |held| held.count() > 0)
+    }
+
     /// Sets an explicit start offset on each partition without a committed
     /// one, so reading starts exactly where `start` says, not wherever the
     /// log ends when the first fetch happens to run. Returns those offsets:
