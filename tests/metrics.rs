@@ -415,16 +415,41 @@ mod kafka {
         n: u32,
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_consumer_lag_gauge_follows_librdkafka_statistics() {
-        recorder();
-        let kafka = MockKafka::start(1);
-        let config = KafkaConfig::new(&kafka.bootstrap)
+    /// The values of gauge `name` for the partitions of `topic` read by
+    /// `group`.
+    fn partition_gauges(name: &str, topic: &str, group: &str) -> Vec<f64> {
+        let labelled = |labels: &Vec<(String, String)>, key: &str, value: &str| {
+            labels.contains(&(key.to_owned(), value.to_owned()))
+        };
+        recorder()
+            .gauges
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((gauge, labels), _)| {
+                gauge == name
+                    && labelled(labels, "topic", topic)
+                    && labelled(labels, "group", group)
+            })
+            .map(|(_, value)| f64::from_bits(value.load(Ordering::SeqCst)))
+            .collect()
+    }
+
+    /// The mock cluster's test settings, with statistics every 100 ms.
+    fn statistics_config(kafka: &MockKafka) -> KafkaConfig {
+        KafkaConfig::new(&kafka.bootstrap)
             .provision_topics(false)
             .statistics_interval(Duration::from_millis(100))
             .set("fetch.wait.max.ms", "5")
             .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
+            .set("heartbeat.interval.ms", "500")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_consumer_lag_gauge_follows_librdkafka_statistics() {
+        recorder();
+        let kafka = MockKafka::start(1);
+        let config = statistics_config(&kafka);
         let bus = guard("connect", Bus::builder().kafka(config).connect())
             .await
             .expect("connect");
@@ -450,19 +475,13 @@ mod kafka {
         // The sum over the topic's partitions (the mock cluster creates it
         // with its own partition count).
         let lag = || -> f64 {
-            recorder()
-                .gauges
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|((name, labels), _)| {
-                    name == names::KAFKA_CONSUMER_LAG
-                        && labels.contains(&("topic".to_owned(), Lagging::NAME.to_owned()))
-                        && labels
-                            .contains(&("group".to_owned(), "metrics.kafka.lag.group".to_owned()))
-                })
-                .map(|(_, value)| f64::from_bits(value.load(Ordering::SeqCst)))
-                .sum()
+            partition_gauges(
+                names::KAFKA_CONSUMER_LAG,
+                Lagging::NAME,
+                "metrics.kafka.lag.group",
+            )
+            .into_iter()
+            .sum()
         };
         // Nothing is committed while the handlers are held.
         eventually("lag 5 reported", || lag() == 5.0).await;
@@ -493,13 +512,7 @@ mod kafka {
         const GROUP: &str = "metrics.kafka.backlog.group";
         recorder();
         let kafka = MockKafka::start(1);
-        let config = KafkaConfig::new(&kafka.bootstrap)
-            .provision_topics(false)
-            .statistics_interval(Duration::from_millis(100))
-            .set("fetch.wait.max.ms", "5")
-            .set("max.partition.fetch.bytes", "262144")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500");
+        let config = statistics_config(&kafka).set("max.partition.fetch.bytes", "262144");
         let bus = guard("connect", Bus::builder().kafka(config).connect())
             .await
             .expect("connect");
@@ -532,17 +545,8 @@ mod kafka {
             .expect("publish");
         // The largest value over the topic's partitions (one holds them all).
         let prefetched = || -> f64 {
-            recorder()
-                .gauges
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|((name, labels), _)| {
-                    name == names::KAFKA_CONSUMER_PREFETCHED
-                        && labels.contains(&("topic".to_owned(), Backlog::NAME.to_owned()))
-                        && labels.contains(&("group".to_owned(), GROUP.to_owned()))
-                })
-                .map(|(_, value)| f64::from_bits(value.load(Ordering::SeqCst)))
+            partition_gauges(names::KAFKA_CONSUMER_PREFETCHED, Backlog::NAME, GROUP)
+                .into_iter()
                 .fold(0.0, f64::max)
         };
         eventually("the partition's queue filled to its bound", || {
