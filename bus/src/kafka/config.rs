@@ -136,8 +136,6 @@ impl KafkaConfig {
         self
     }
 
-    /// The librdkafka configuration of a client: `defaults`, then the
-    /// user's properties on top.
     /// Whether consumer groups rebalance cooperatively: with the
     /// `cooperative-sticky` assignor (librdkafka refuses to mix it with
     /// eager ones) or the KIP-848 group protocol.
@@ -147,6 +145,8 @@ impl KafkaConfig {
             || property("group.protocol") == Some("consumer")
     }
 
+    /// The librdkafka configuration of a client: `defaults`, then the
+    /// user's properties on top.
     pub(crate) fn client_config(&self, defaults: &[(&str, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
