@@ -392,11 +392,8 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
             .expect("publish");
     }
 
-    let expected = if harness.partitions_as_declared() {
-        LIMIT
-    } else {
-        1
-    };
+    let declared = harness.partitions_as_declared();
+    let expected = if declared { LIMIT } else { 1 };
     probe
         .started
         .wait_for(expected, "handlers hold messages up to the limit")
@@ -407,7 +404,7 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
         held <= LIMIT,
         "{held} handlers started at once with concurrency {LIMIT}"
     );
-    if harness.partitions_as_declared() {
+    if declared {
         assert_eq!(held, LIMIT, "the limit, not fewer, runs at once");
     }
 
