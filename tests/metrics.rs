@@ -406,7 +406,7 @@ mod kafka {
     use std::future::IntoFuture;
 
     use super::*;
-    use crate::mock_kafka::MockKafka;
+    use crate::mock_kafka::{test_settings, MockKafka};
     use topicbus::kafka::KafkaConfig;
 
     #[derive(Debug, Clone, Serialize, Deserialize, Topic)]
@@ -437,12 +437,11 @@ mod kafka {
 
     /// The mock cluster's test settings, with statistics every 100 ms.
     fn statistics_config(kafka: &MockKafka) -> KafkaConfig {
-        KafkaConfig::new(&kafka.bootstrap)
-            .provision_topics(false)
-            .statistics_interval(Duration::from_millis(100))
-            .set("fetch.wait.max.ms", "5")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
+        test_settings(
+            KafkaConfig::new(&kafka.bootstrap)
+                .provision_topics(false)
+                .statistics_interval(Duration::from_millis(100)),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
