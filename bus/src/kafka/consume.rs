@@ -194,11 +194,7 @@ fn serve_group(consumer: Arc<GroupMember>, stop: &AtomicBool, ready: oneshot::Se
             uncommitted = false;
             last_commit = Instant::now();
         }
-        match consumer.poll(COMMIT_INTERVAL) {
-            Some(Ok(message)) => stray(&message),
-            Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
-            None => {}
-        }
+        serve_events(&consumer, COMMIT_INTERVAL);
         if context.assigned.load(Ordering::Acquire) {
             if let Some(ready) = ready.take() {
                 let _ = ready.send(());
@@ -226,11 +222,7 @@ fn hand_back(consumer: &GroupMember) {
     let context = consumer.context();
     let deadline = Instant::now() + HAND_BACK_WAIT;
     loop {
-        match consumer.poll(HAND_BACK_POLL) {
-            Some(Ok(message)) => stray(&message),
-            Some(Err(error)) => tracing::warn!(%error, topic = %context.topic, "consumer"),
-            None => {}
-        }
+        serve_events(consumer, HAND_BACK_POLL);
         if !context.outstanding.load(Ordering::Acquire) {
             return;
         }
@@ -241,17 +233,24 @@ fn hand_back(consumer: &GroupMember) {
     }
 }
 
-/// A message read from the group's queue rather than its partition's. Every
-/// partition is read from its own queue from before it is assigned (see
-/// `GroupContext::start_workers`), so none should. Left unstored, it is read
-/// again by the partition's next owner.
-fn stray(message: &BorrowedMessage<'_>) {
-    tracing::error!(
-        topic = message.topic(),
-        partition = message.partition(),
-        offset = message.offset(),
-        "a message reached the group's queue instead of its partition's; not handled"
-    );
+/// Polls the group's queue for up to `wait`: serves its events (rebalances,
+/// statistics) and logs errors. Every partition is read from its own queue
+/// from before it is assigned (see `GroupContext::start_workers`), so no
+/// message should arrive here; one that does is logged and left unstored,
+/// to be read again by the partition's next owner.
+fn serve_events(consumer: &GroupMember, wait: Duration) {
+    match consumer.poll(wait) {
+        Some(Ok(message)) => tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            "a message reached the group's queue instead of its partition's; not handled"
+        ),
+        Some(Err(error)) => {
+            tracing::warn!(%error, topic = %consumer.context().topic, "consumer")
+        }
+        None => {}
+    }
 }
 
 /// Turns fetched records into messages, reusing what repeats between them.
@@ -544,15 +543,12 @@ impl ConsumerContext for GroupContext {
             // gone and their offsets committed; only acknowledge, as
             // librdkafka requires (a terminating group treats an assignment
             // as a revocation).
-            let acknowledged = match (err, cooperative) {
-                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, true) => {
-                    consumer.incremental_assign(partitions)
+            let acknowledged = match err {
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                    self.take(consumer, partitions)
                 }
-                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, false) => {
-                    consumer.assign(partitions)
-                }
-                (RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, true) => {
-                    consumer.incremental_unassign(partitions)
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                    self.give_up(consumer, partitions)
                 }
                 _ => consumer.unassign(),
             };
@@ -568,11 +564,7 @@ impl ConsumerContext for GroupContext {
                 // Before the assignment, so that no message of these
                 // partitions is fetched into the group's queue.
                 let unread = self.start_workers(partitions);
-                let assigned = if cooperative {
-                    consumer.incremental_assign(partitions)
-                } else {
-                    consumer.assign(partitions)
-                };
+                let assigned = self.take(consumer, partitions);
                 if let Err(error) = assigned {
                     tracing::error!(%error, topic = %self.topic, "cannot take the assigned partitions");
                 }
@@ -602,13 +594,8 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::debug!(topic = %self.topic, revoked = ?partitions, cooperative, "revoked");
-                let given_up = if cooperative {
-                    self.revoke(consumer, Some(partitions));
-                    consumer.incremental_unassign(partitions)
-                } else {
-                    self.revoke_all(consumer);
-                    consumer.unassign()
-                };
+                self.revoke(consumer, cooperative.then_some(&*partitions));
+                let given_up = self.give_up(consumer, partitions);
                 if let Err(error) = given_up {
                     tracing::error!(%error, topic = %self.topic, "cannot give up partitions");
                 }
@@ -628,6 +615,35 @@ impl ConsumerContext for GroupContext {
 }
 
 impl GroupContext {
+    /// Hands librdkafka the assigned `partitions`, as the group's protocol
+    /// requires: added to what is held (cooperative), or as the whole
+    /// assignment (eager).
+    fn take(
+        &self,
+        consumer: &GroupMember,
+        partitions: &TopicPartitionList,
+    ) -> rdkafka::error::KafkaResult<()> {
+        if self.cooperative {
+            consumer.incremental_assign(partitions)
+        } else {
+            consumer.assign(partitions)
+        }
+    }
+
+    /// Gives the revoked `partitions` back to librdkafka: only those
+    /// (cooperative), or the whole assignment (eager).
+    fn give_up(
+        &self,
+        consumer: &GroupMember,
+        partitions: &TopicPartitionList,
+    ) -> rdkafka::error::KafkaResult<()> {
+        if self.cooperative {
+            consumer.incremental_unassign(partitions)
+        } else {
+            consumer.unassign()
+        }
+    }
+
     /// Whether librdkafka's assignment of this consumer has partitions
     /// (asked only under the cooperative protocol, where a revocation may
     /// leave some).
