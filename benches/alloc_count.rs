@@ -87,14 +87,14 @@ fn counting_bus<T: Topic>(rt: &Runtime, retries: u32, groups: usize) -> (Bus, Ar
     rt.block_on(async {
         for g in 0..groups {
             let c = Arc::clone(&counter);
-            bus.subscribe(move |ev: T| {
-                black_box(&ev);
-                c.hit();
-                std::future::ready(Ok::<(), Infallible>(()))
-            })
-            .group(format!("bench.g{g}"))
-            .await
-            .expect("subscribe");
+            bus.group(format!("bench.g{g}"))
+                .subscribe(move |ev: T| {
+                    black_box(&ev);
+                    c.hit();
+                    std::future::ready(Ok::<(), Infallible>(()))
+                })
+                .await
+                .expect("subscribe");
         }
     });
     (bus, counter)
@@ -244,12 +244,12 @@ fn main() {
 
         let bus = Bus::builder().service("bench").build();
         rt.block_on(async {
-            bus.serve(|req: RpcRequest| {
-                std::future::ready(Ok::<_, Infallible>(RpcReply::answer(&req)))
-            })
-            .group("bench.rpc")
-            .await
-            .expect("serve");
+            bus.group("bench.rpc")
+                .serve(|req: RpcRequest| {
+                    std::future::ready(Ok::<_, Infallible>(RpcReply::answer(&req)))
+                })
+                .await
+                .expect("serve");
         });
         let trips = |n: u64| {
             rt.block_on(async {

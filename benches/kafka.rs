@@ -814,13 +814,13 @@ impl ConsumeRig {
             let start = Instant::now();
             guard(
                 "subscribe",
-                bus.subscribe(move |ev: ConsEvent| {
-                    black_box(&ev);
-                    counting.hit();
-                    std::future::ready(Ok::<(), Infallible>(()))
-                })
-                .group(group)
-                .start_from(StartFrom::Earliest),
+                bus.group(group)
+                    .subscribe(move |ev: ConsEvent| {
+                        black_box(&ev);
+                        counting.hit();
+                        std::future::ready(Ok::<(), Infallible>(()))
+                    })
+                    .start_from(StartFrom::Earliest),
             )
             .await
             .expect("subscribe");
@@ -910,6 +910,7 @@ impl TopicbusRpc {
             guard(
                 "serve",
                 server
+                    .group("kafka.rpc-request")
                     .serve(|req: RpcRequest| {
                         std::future::ready(Ok::<_, Infallible>(RpcReply::answer(&req)))
                     })

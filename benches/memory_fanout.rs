@@ -37,14 +37,14 @@ struct TopicbusRig {
 async fn subscribe_groups<T: Topic>(bus: &Bus, counter: &Arc<Counter>) {
     for g in 0..GROUPS {
         let c = Arc::clone(counter);
-        bus.subscribe(move |ev: T| {
-            black_box(&ev);
-            c.hit();
-            std::future::ready(Ok::<(), Infallible>(()))
-        })
-        .group(format!("bench.fanout.g{g}"))
-        .await
-        .expect("subscribe");
+        bus.group(format!("bench.fanout.g{g}"))
+            .subscribe(move |ev: T| {
+                black_box(&ev);
+                c.hit();
+                std::future::ready(Ok::<(), Infallible>(()))
+            })
+            .await
+            .expect("subscribe");
     }
 }
 

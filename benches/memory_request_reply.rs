@@ -33,12 +33,12 @@ const CAPACITY: usize = 1024;
 fn topicbus_rig(rt: &Runtime) -> Bus {
     let bus = Bus::builder().service("bench").build();
     rt.block_on(async {
-        bus.serve(|req: RpcRequest| {
-            std::future::ready(Ok::<_, Infallible>(RpcReply::answer(&req)))
-        })
-        .group("bench.rpc")
-        .await
-        .expect("serve");
+        bus.group("bench.rpc")
+            .serve(|req: RpcRequest| {
+                std::future::ready(Ok::<_, Infallible>(RpcReply::answer(&req)))
+            })
+            .await
+            .expect("serve");
     });
     bus
 }

@@ -69,14 +69,14 @@ struct TopicbusRig {
 
 async fn subscribe_counting<T: Topic + MakeEvent>(bus: &Bus, counter: &Arc<Counter>) {
     let c = Arc::clone(counter);
-    bus.subscribe(move |ev: T| {
-        black_box(&ev);
-        c.hit();
-        std::future::ready(Ok::<(), Infallible>(()))
-    })
-    .group("bench.count")
-    .await
-    .expect("subscribe");
+    bus.group("bench.count")
+        .subscribe(move |ev: T| {
+            black_box(&ev);
+            c.hit();
+            std::future::ready(Ok::<(), Infallible>(()))
+        })
+        .await
+        .expect("subscribe");
 }
 
 impl TopicbusRig {

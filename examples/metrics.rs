@@ -107,26 +107,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("serving metrics at http://{address}/metrics for {run_for:?} (Ctrl-C stops)");
 
     let bus = Bus::builder().service("search").build();
-    bus.serve(|request: SearchRequest| async move {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Ok::<_, std::convert::Infallible>(SearchResponse {
-            hits: request.query.len(),
+    bus.group("search.engine")
+        .serve(|request: SearchRequest| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, std::convert::Infallible>(SearchResponse {
+                hits: request.query.len(),
+            })
         })
-    })
-    .group("search.engine")
-    .await?;
+        .await?;
     // Every tenth chunk is refused: retried, then dead-lettered.
-    bus.subscribe(|chunk: ChunkCreated| async move {
-        if chunk.text.is_empty() {
-            Err(format!("chunk {} has no text", chunk.chunk_id))
-        } else {
-            Ok(())
-        }
-    })
-    .group("search.indexer")
-    .retries(1)
-    .backoff(Duration::from_millis(10))
-    .await?;
+    bus.group("search.indexer")
+        .subscribe(|chunk: ChunkCreated| async move {
+            if chunk.text.is_empty() {
+                Err(format!("chunk {} has no text", chunk.chunk_id))
+            } else {
+                Ok(())
+            }
+        })
+        .retries(1)
+        .backoff(Duration::from_millis(10))
+        .await?;
 
     tokio::select! {
         result = workload(&bus) => result?,

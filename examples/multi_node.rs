@@ -82,23 +82,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn node(brokers: &str, name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let bus = connect(brokers, "search").await?;
     let me = name.to_owned();
-    bus.serve(move |req: EmbedRequest| {
-        let me = me.clone();
-        async move {
-            println!("embed {}", req.texts.len());
-            let embeddings = req.texts.iter().map(|t| vec![t.len() as f32]).collect();
-            Ok::<_, std::convert::Infallible>(EmbedResponse {
-                node: me,
-                embeddings,
-            })
-        }
-    })
-    .await?;
-    bus.subscribe(|chunk: ChunkCreated, ctx: Context| async move {
-        println!("chunk {} {}", chunk.chunk_id, ctx.group());
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .await?;
+    bus.group("search.embedder")
+        .serve(move |req: EmbedRequest| {
+            let me = me.clone();
+            async move {
+                println!("embed {}", req.texts.len());
+                let embeddings = req.texts.iter().map(|t| vec![t.len() as f32]).collect();
+                Ok::<_, std::convert::Infallible>(EmbedResponse {
+                    node: me,
+                    embeddings,
+                })
+            }
+        })
+        .await?;
+    bus.group("search.indexer")
+        .subscribe(|chunk: ChunkCreated, ctx: Context| async move {
+            println!("chunk {} {}", chunk.chunk_id, ctx.group());
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await?;
     println!("ready");
     // The coordinator closes our stdin when the run is over.
     tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await?;

@@ -118,19 +118,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dead = Arc::new(Notify::new());
     let dead_seen = Arc::clone(&dead);
-    bus.subscribe_raw("index.chunk.created.dlq", move |msg: RawMessage, _ctx| {
-        let dead = Arc::clone(&dead_seen);
-        async move {
-            println!(
-                "dead letter: after {} attempts: {}",
-                msg.headers.get_str(header::ATTEMPTS).unwrap_or("?"),
-                msg.headers.get_str(header::ERROR).unwrap_or("?")
-            );
-            dead.notify_one();
-            Ok::<_, std::convert::Infallible>(())
-        }
-    })
-    .await?;
+    bus.group("quickstart.dead-letters")
+        .subscribe_raw("index.chunk.created.dlq", move |msg: RawMessage, _ctx| {
+            let dead = Arc::clone(&dead_seen);
+            async move {
+                println!(
+                    "dead letter: after {} attempts: {}",
+                    msg.headers.get_str(header::ATTEMPTS).unwrap_or("?"),
+                    msg.headers.get_str(header::ERROR).unwrap_or("?")
+                );
+                dead.notify_one();
+                Ok::<_, std::convert::Infallible>(())
+            }
+        })
+        .await?;
 
     let reply = bus
         .request(&EmbedRequest {

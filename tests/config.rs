@@ -494,15 +494,16 @@ async fn connect_builds_a_memory_bus_from_the_config() {
 /// A subscriber on `bus` receives a published `Ping`.
 async fn assert_ping_round_trip(bus: &Bus) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    bus.subscribe(move |ping: Ping, ctx: Context| {
-        let tx = tx.clone();
-        async move {
-            tx.send((ping.n, ctx.group().to_owned()))
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await
-    .expect("subscribe");
+    bus.group("config.ping")
+        .subscribe(move |ping: Ping, ctx: Context| {
+            let tx = tx.clone();
+            async move {
+                tx.send((ping.n, ctx.group().to_owned()))
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .expect("subscribe");
     bus.publish(&Ping { n: 7 }).await.expect("publish");
     let (n, group) = tokio::time::timeout(HANG, rx.recv())
         .await

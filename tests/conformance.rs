@@ -39,6 +39,8 @@ mod raw_request;
 mod request_reply;
 #[path = "conformance/shutdown.rs"]
 mod shutdown;
+#[path = "conformance/wire.rs"]
+mod wire;
 
 /// Instantiates every case of `[module::case, ...]` as a test in a module
 /// named after the harness.
@@ -119,5 +121,10 @@ conformance! {
         flow::slow_consumer_makes_publishers_wait,
         flow::cancelled_waiting_publish_does_not_wedge_shutdown,
         flow::concurrency_bounds_handlers_across_partitions,
+        // records as other clients write them; groups that stay put
+        wire::times_in_every_rfc3339_form_are_read_as_instants,
+        wire::media_type_parameters_and_case_are_understood,
+        wire::two_closure_handlers_each_see_every_message,
+        wire::a_restarted_instance_joins_the_same_groups,
     ]
 }

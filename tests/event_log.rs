@@ -48,20 +48,21 @@ async fn recording<T: Topic + Clone + Send + Sync + 'static>(
     bus: &Bus,
 ) -> mpsc::UnboundedReceiver<Seen<T>> {
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.subscribe(move |value: T, ctx: Context| {
-        let tx = tx.clone();
-        async move {
-            tx.send(Seen {
-                value,
-                id: ctx.id().to_string(),
-                group: ctx.group().to_owned(),
-                tenant: ctx.headers().get_str("tenant").map(str::to_owned),
-            })
-            .map_err(|e| e.to_string())
-        }
-    })
-    .await
-    .expect("subscribe");
+    bus.group("event_log.t")
+        .subscribe(move |value: T, ctx: Context| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Seen {
+                    value,
+                    id: ctx.id().to_string(),
+                    group: ctx.group().to_owned(),
+                    tenant: ctx.headers().get_str("tenant").map(str::to_owned),
+                })
+                .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .expect("subscribe");
     rx
 }
 

@@ -55,6 +55,7 @@ async fn size_limit(net: Net) {
     let handled = Seen::new();
     let sink = Arc::clone(&handled);
     worker
+        .group("fault.sized")
         .subscribe(move |m: Sized| {
             sink.push(m.n);
             futures::future::ready(Ok::<(), Infallible>(()))
@@ -105,6 +106,7 @@ async fn size_limit(net: Net) {
     let error = publisher.publish_raw(raw).await.expect_err("over 2048");
     assert_eq!(error.kind(), ErrorKind::TooLarge, "{error}");
     worker
+        .group("sized-responder")
         .serve(|ask: SizedAsk| async move {
             Ok::<_, Infallible>(SizedAnswer {
                 pad: "a".repeat(ask.len),
@@ -112,7 +114,6 @@ async fn size_limit(net: Net) {
         })
         // Its own group: two closures of one fn share a default group name,
         // and one Kafka group across two topics rebalances both.
-        .group("sized-responder")
         .await
         .expect("serve");
     let small_answer = publisher
@@ -163,23 +164,24 @@ async fn dead_letters<T: Topic>(
     let dead = Seen::new();
     let kinds: Arc<Mutex<BTreeMap<u64, (String, String)>>> = Arc::default();
     let (sink, reasons) = (Arc::clone(&dead), Arc::clone(&kinds));
-    bus.subscribe_raw(
-        format!("{}.dlq", T::NAME),
-        move |raw: RawMessage, _ctx: Context| {
-            let value: serde_json::Value =
-                serde_json::from_slice(&raw.payload).expect("JSON payload");
-            let n = value["n"].as_u64().expect("numbered");
-            let text = |name| raw.headers.get_str(name).unwrap_or_default().to_owned();
-            reasons
-                .lock()
-                .unwrap()
-                .insert(n, (text(header::ERROR_KIND), text(header::ERROR)));
-            sink.push(n);
-            futures::future::ready(Ok::<(), Infallible>(()))
-        },
-    )
-    .await
-    .expect("subscribe to the dead letters");
+    bus.group("fault.handler")
+        .subscribe_raw(
+            format!("{}.dlq", T::NAME),
+            move |raw: RawMessage, _ctx: Context| {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&raw.payload).expect("JSON payload");
+                let n = value["n"].as_u64().expect("numbered");
+                let text = |name| raw.headers.get_str(name).unwrap_or_default().to_owned();
+                reasons
+                    .lock()
+                    .unwrap()
+                    .insert(n, (text(header::ERROR_KIND), text(header::ERROR)));
+                sink.push(n);
+                futures::future::ready(Ok::<(), Infallible>(()))
+            },
+        )
+        .await
+        .expect("subscribe to the dead letters");
     (dead, kinds)
 }
 
@@ -254,6 +256,7 @@ async fn other_partitions_keep_flowing(net: Net) {
     );
     let others_set = Arc::new(others.clone());
     worker
+        .group("fault.flow")
         .subscribe(move |m: Flow, ctx: Context| {
             let (log, sink, done, others) = (
                 Arc::clone(&log),
@@ -402,6 +405,7 @@ async fn redrive(net: Net) {
     let worker = net.bus("redrive-worker", |b| b).await;
     let (bug, log, sink) = (Arc::clone(&broken), Arc::clone(&seen), Arc::clone(&handled));
     worker
+        .group("redrive-worker")
         .subscribe(move |m: Redo, ctx: Context| {
             let failing = match bug.load(Ordering::SeqCst) {
                 2 => true,
@@ -421,18 +425,17 @@ async fn redrive(net: Net) {
             sink.push(m.n);
             futures::future::ready(Ok(()))
         })
-        .group("redrive-worker")
         .retries(1)
         .await
         .expect("subscribe");
     let audit = Seen::new();
     let audit_sink = Arc::clone(&audit);
     worker
+        .group("redrive-audit")
         .subscribe(move |m: Redo| {
             audit_sink.push(m.n);
             futures::future::ready(Ok::<(), Infallible>(()))
         })
-        .group("redrive-audit")
         .await
         .expect("subscribe the audit group");
     let ops = net.bus("redrive-ops", |b| b).await;
@@ -577,6 +580,7 @@ async fn pending_requests_bounded(net: Net) {
     let open = Arc::new(AtomicBool::new(false));
     let (wait, is_open) = (Arc::clone(&gate), Arc::clone(&open));
     server
+        .group("fault.ask")
         .serve(move |ask: Ask| {
             let (wait, is_open) = (Arc::clone(&wait), Arc::clone(&is_open));
             async move {

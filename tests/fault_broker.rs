@@ -113,14 +113,14 @@ async fn reader<T: Numbered>(config: KafkaConfig, group: &str) -> (Bus, Arc<Tall
     let bus = connect(config, "fault-reader").await;
     let tally = Tally::new();
     let sink = Arc::clone(&tally);
-    bus.subscribe(move |message: T| {
-        sink.record(message.seq());
-        async { Ok::<_, String>(()) }
-    })
-    .group(group.to_owned())
-    .start_from(StartFrom::Earliest)
-    .await
-    .expect("subscribe");
+    bus.group(group.to_owned())
+        .subscribe(move |message: T| {
+            sink.record(message.seq());
+            async { Ok::<_, String>(()) }
+        })
+        .start_from(StartFrom::Earliest)
+        .await
+        .expect("subscribe");
     (bus, tally)
 }
 

@@ -38,11 +38,11 @@ async fn fault_memory_graceful_shutdown_of_one_of_three_members() {
             .build();
         let sink = Arc::clone(&tally);
         member
+            .group("fault.leave.group")
             .subscribe(move |work: Work| {
                 sink.record(work.seq);
                 async { Ok::<_, String>(()) }
             })
-            .group("fault.leave.group")
             .await
             .expect("subscribe");
         members.push(member);

@@ -215,6 +215,7 @@ async fn run(net: Net) {
     let handled = Seen::new();
     let sink = Arc::clone(&handled);
     worker
+        .group("fault_poison.order")
         .subscribe(move |order: Order, _ctx: Context| {
             sink.push(order.n);
             futures::future::ready(Ok::<(), Infallible>(()))
@@ -225,28 +226,29 @@ async fn run(net: Net) {
     let dead = Seen::new();
     let letters: Arc<Mutex<Vec<Letter>>> = Arc::default();
     let (dead_sink, letters_sink) = (Arc::clone(&dead), Arc::clone(&letters));
-    ops.subscribe_raw(
-        format!("{}.dlq", Order::NAME),
-        move |raw: RawMessage, _ctx: Context| {
-            let text = |name: &str| raw.headers.get_str(name).unwrap_or_default().to_owned();
-            let n: u64 = text("n").parse().expect("every record carries `n`");
-            letters_sink.lock().unwrap().push(Letter {
-                n,
-                kind: text(header::ERROR_KIND),
-                reason: text(header::ERROR),
-                payload_len: raw.payload.len(),
-                omitted: raw
-                    .headers
-                    .get_str(header::PAYLOAD_OMITTED)
-                    .map(str::to_owned),
-                attempts: text(header::ATTEMPTS),
-            });
-            dead_sink.push(n);
-            futures::future::ready(Ok::<(), Infallible>(()))
-        },
-    )
-    .await
-    .expect("subscribe to the dead letters");
+    ops.group("fault_poison.handler")
+        .subscribe_raw(
+            format!("{}.dlq", Order::NAME),
+            move |raw: RawMessage, _ctx: Context| {
+                let text = |name: &str| raw.headers.get_str(name).unwrap_or_default().to_owned();
+                let n: u64 = text("n").parse().expect("every record carries `n`");
+                letters_sink.lock().unwrap().push(Letter {
+                    n,
+                    kind: text(header::ERROR_KIND),
+                    reason: text(header::ERROR),
+                    payload_len: raw.payload.len(),
+                    omitted: raw
+                        .headers
+                        .get_str(header::PAYLOAD_OMITTED)
+                        .map(str::to_owned),
+                    attempts: text(header::ATTEMPTS),
+                });
+                dead_sink.push(n);
+                futures::future::ready(Ok::<(), Infallible>(()))
+            },
+        )
+        .await
+        .expect("subscribe to the dead letters");
 
     let records: Vec<Record> = records()
         .into_iter()

@@ -195,22 +195,22 @@ async fn fault_child() {
                     .expect("out file"),
             ));
             let bus = connect(config, "fault-worker").await;
-            bus.subscribe(move |work: Work| {
-                let file = Arc::clone(&file);
-                async move {
-                    // Some work per message, so that the kill finds
-                    // messages in flight and queued.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    let line = format!("{}\n", work.seq);
-                    file.lock()
-                        .unwrap()
-                        .write_all(line.as_bytes())
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .group(var("TOPICBUS_FAULT_GROUP"))
-            .await
-            .expect("subscribe");
+            bus.group(var("TOPICBUS_FAULT_GROUP"))
+                .subscribe(move |work: Work| {
+                    let file = Arc::clone(&file);
+                    async move {
+                        // Some work per message, so that the kill finds
+                        // messages in flight and queued.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let line = format!("{}\n", work.seq);
+                        file.lock()
+                            .unwrap()
+                            .write_all(line.as_bytes())
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .await
+                .expect("subscribe");
             std::fs::write(out.with_extension("ready"), b"").expect("ready file");
             let stop = PathBuf::from(var("TOPICBUS_FAULT_STOP"));
             while !stop.exists() {
@@ -222,26 +222,27 @@ async fn fault_child() {
             let answer: u64 = var("TOPICBUS_FAULT_ANSWER").parse().expect("a number");
             let bus = connect(config, "fault-responder").await;
             let file = Arc::new(Mutex::new(std::fs::File::create(&out).expect("out file")));
-            bus.serve(move |ask: Ask| {
-                let file = Arc::clone(&file);
-                async move {
-                    if ask.n >= answer {
-                        let line = format!("{}\n", ask.n);
-                        file.lock()
-                            .unwrap()
-                            .write_all(line.as_bytes())
-                            .map_err(|e| e.to_string())?;
-                        std::future::pending::<()>().await;
+            bus.group("fault_process.ask")
+                .serve(move |ask: Ask| {
+                    let file = Arc::clone(&file);
+                    async move {
+                        if ask.n >= answer {
+                            let line = format!("{}\n", ask.n);
+                            file.lock()
+                                .unwrap()
+                                .write_all(line.as_bytes())
+                                .map_err(|e| e.to_string())?;
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, String>(Reply {
+                            asker: ask.asker,
+                            n: ask.n,
+                        })
                     }
-                    Ok::<_, String>(Reply {
-                        asker: ask.asker,
-                        n: ask.n,
-                    })
-                }
-            })
-            .concurrency(1024)
-            .await
-            .expect("serve");
+                })
+                .concurrency(1024)
+                .await
+                .expect("serve");
             std::fs::write(out.with_extension("ready"), b"").expect("ready file");
             std::future::pending::<()>().await;
         }
@@ -490,6 +491,7 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
     let joins = members.iter().enumerate().map(|(index, member)| {
         let (sink, busy) = (Arc::clone(&tally), Arc::clone(&busy));
         member
+            .group("fault.leave.group")
             .subscribe(move |work: Work| {
                 let sink = Arc::clone(&sink);
                 busy[index].store(true, Ordering::Release);
@@ -499,7 +501,6 @@ async fn fault_graceful_shutdown_of_one_of_three_members() {
                     Ok::<_, String>(())
                 }
             })
-            .group("fault.leave.group")
             .into_future()
     });
     for joined in guard("members joined", futures::future::join_all(joins)).await {
@@ -571,6 +572,7 @@ async fn fault_ten_thousand_requests_from_three_instances() {
     let kafka = MockKafka::start(1);
     let responder = connect(config(&kafka.bootstrap), "fault-answers").await;
     responder
+        .group("fault_process.ask")
         .serve(|ask: Ask| async move {
             Ok::<_, String>(Reply {
                 asker: ask.asker,
@@ -584,8 +586,8 @@ async fn fault_ten_thousand_requests_from_three_instances() {
     for _ in 0..3 {
         let asker = connect(config(&kafka.bootstrap), "fault-frontend").await;
         asker
-            .subscribe(|_: Work| async { Ok::<_, String>(()) })
             .group("fault.frontend.group")
+            .subscribe(|_: Work| async { Ok::<_, String>(()) })
             .await
             .expect("subscribe");
         askers.push(asker);

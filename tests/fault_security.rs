@@ -124,12 +124,13 @@ async fn fault_secrets_stay_out_of_debug_errors_and_logs_kafka() {
     assert!(!format!("{bus:?}").contains(SECRET));
     let handled = Seen::new();
     let sink = Arc::clone(&handled);
-    bus.subscribe(move |m: Secure| {
-        sink.push(m.n);
-        futures::future::ready(Ok::<(), Infallible>(()))
-    })
-    .await
-    .expect("subscribe");
+    bus.group("fault_security.secure")
+        .subscribe(move |m: Secure| {
+            sink.push(m.n);
+            futures::future::ready(Ok::<(), Infallible>(()))
+        })
+        .await
+        .expect("subscribe");
     let mut acknowledged = Vec::new();
     for n in 0..N {
         bus.publish(&Secure { n }).await.expect("publish");

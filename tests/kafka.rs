@@ -58,16 +58,16 @@ type Seen = Arc<Mutex<Vec<(String, u64)>>>;
 
 async fn subscribe_recording(bus: &Bus, group: &str, seen: &Seen) {
     let seen = Arc::clone(seen);
-    bus.subscribe(move |work: Work, _ctx: Context| {
-        let seen = Arc::clone(&seen);
-        async move {
-            seen.lock().unwrap().push((work.key, work.seq));
-            Ok::<_, String>(())
-        }
-    })
-    .group(group.to_owned())
-    .await
-    .expect("subscribe");
+    bus.group(group.to_owned())
+        .subscribe(move |work: Work, _ctx: Context| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().unwrap().push((work.key, work.seq));
+                Ok::<_, String>(())
+            }
+        })
+        .await
+        .expect("subscribe");
 }
 
 fn work(n: u64, keys: u64) -> Vec<Work> {
@@ -284,15 +284,16 @@ async fn child_group_member() {
     let file = Arc::new(Mutex::new(std::fs::File::create(&out).expect("out file")));
     let bus = bus(&brokers, "worker").await;
     let sink = Arc::clone(&file);
-    bus.subscribe(move |work: Work| {
-        let sink = Arc::clone(&sink);
-        async move {
-            writeln!(sink.lock().unwrap(), "{} {}", work.key, work.seq).map_err(|e| e.to_string())
-        }
-    })
-    .group("processes.group")
-    .await
-    .expect("subscribe");
+    bus.group("processes.group")
+        .subscribe(move |work: Work| {
+            let sink = Arc::clone(&sink);
+            async move {
+                writeln!(sink.lock().unwrap(), "{} {}", work.key, work.seq)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .expect("subscribe");
     std::fs::write(out.with_extension("ready"), b"").expect("ready file");
     while !stop.exists() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -425,19 +426,19 @@ async fn a_new_group_replays_from_an_offset() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    bus.subscribe(move |msg: Replay| {
-        let sink = Arc::clone(&sink);
-        async move {
-            sink.lock().unwrap().push(msg.seq);
-            Ok::<_, String>(())
-        }
-    })
-    .group("replay.group")
-    .start_from(topicbus::StartFrom::Offsets(
-        (0..64).map(|p| (p, 5)).collect(),
-    ))
-    .await
-    .expect("subscribe");
+    bus.group("replay.group")
+        .subscribe(move |msg: Replay| {
+            let sink = Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(msg.seq);
+                Ok::<_, String>(())
+            }
+        })
+        .start_from(topicbus::StartFrom::Offsets(
+            (0..64).map(|p| (p, 5)).collect(),
+        ))
+        .await
+        .expect("subscribe");
     guard("5 replayed", async {
         while seen.lock().unwrap().len() < 5 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -466,6 +467,7 @@ struct Answer {
 async fn answering(brokers: &str, service: &str) -> Bus {
     let responder = bus(brokers, service).await;
     responder
+        .group("kafka.ask")
         .serve(|ask: Ask| async move {
             Ok::<_, String>(Answer {
                 asker: ask.asker,
@@ -599,6 +601,7 @@ async fn a_blocked_handler_backs_up_its_partition_without_loss_or_repeats() {
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let recording = Arc::clone(&seen);
     consumer
+        .group("kafka.backlog")
         .subscribe(move |message: Backlog| {
             let (mut gate, seen) = (gate.clone(), Arc::clone(&recording));
             async move {

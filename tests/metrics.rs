@@ -143,8 +143,8 @@ async fn publishes_deliveries_and_handled_messages_are_counted_per_topic_and_gro
     recorder();
     let bus = Bus::memory();
     for group in ["metrics.flow.a", "metrics.flow.b"] {
-        bus.subscribe(|_: FlowEvent| async { Ok::<(), Infallible>(()) })
-            .group(group)
+        bus.group(group)
+            .subscribe(|_: FlowEvent| async { Ok::<(), Infallible>(()) })
             .await
             .expect("subscribe");
     }
@@ -201,8 +201,8 @@ async fn failed_attempts_count_as_retried_and_the_given_up_message_as_dead_lette
     let bus = Bus::builder()
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
         .build();
-    bus.subscribe(|_: FailingEvent| async { Err::<(), _>("always fails") })
-        .group("metrics.failing")
+    bus.group("metrics.failing")
+        .subscribe(|_: FailingEvent| async { Err::<(), _>("always fails") })
         .retries(2)
         .await
         .expect("subscribe");
@@ -244,19 +244,19 @@ async fn the_in_flight_gauge_counts_messages_being_handled() {
     let gate = Arc::new(Semaphore::new(0));
     let (started_tx, mut started) = mpsc::unbounded_channel();
     let held = Arc::clone(&gate);
-    bus.subscribe(move |ev: BlockingEvent| {
-        let gate = Arc::clone(&held);
-        let started = started_tx.clone();
-        async move {
-            let _ = started.send(ev.n);
-            gate.acquire().await.expect("gate open").forget();
-            Ok::<(), Infallible>(())
-        }
-    })
-    .group("metrics.blocking")
-    .concurrency(4)
-    .await
-    .expect("subscribe");
+    bus.group("metrics.blocking")
+        .subscribe(move |ev: BlockingEvent| {
+            let gate = Arc::clone(&held);
+            let started = started_tx.clone();
+            async move {
+                let _ = started.send(ev.n);
+                gate.acquire().await.expect("gate open").forget();
+                Ok::<(), Infallible>(())
+            }
+        })
+        .concurrency(4)
+        .await
+        .expect("subscribe");
     // Without a key, messages go round the partitions: two partitions, two
     // handlers at once.
     for n in 0..2 {
@@ -307,28 +307,28 @@ fn requests(topic: &str, outcome: &str) -> u64 {
 async fn request_outcomes_latency_and_late_replies_are_counted() {
     recorder();
     let bus = Bus::memory();
-    bus.serve(|ask: Ask| async move {
-        if ask.fail {
-            Err("refused")
-        } else {
-            Ok(Answer { ok: true })
-        }
-    })
-    .group("metrics.ask.server")
-    .await
-    .expect("serve");
+    bus.group("metrics.ask.server")
+        .serve(|ask: Ask| async move {
+            if ask.fail {
+                Err("refused")
+            } else {
+                Ok(Answer { ok: true })
+            }
+        })
+        .await
+        .expect("serve");
     let gate = Arc::new(Semaphore::new(0));
     let held = Arc::clone(&gate);
-    bus.serve(move |_: AskSlow| {
-        let gate = Arc::clone(&held);
-        async move {
-            gate.acquire().await.expect("gate open").forget();
-            Ok::<_, Infallible>(Answer { ok: true })
-        }
-    })
-    .group("metrics.ask.slow.server")
-    .await
-    .expect("serve slow");
+    bus.group("metrics.ask.slow.server")
+        .serve(move |_: AskSlow| {
+            let gate = Arc::clone(&held);
+            async move {
+                gate.acquire().await.expect("gate open").forget();
+                Ok::<_, Infallible>(Answer { ok: true })
+            }
+        })
+        .await
+        .expect("serve slow");
 
     bus.request(&Ask { fail: false }).await.expect("answered");
     bus.request(&Ask { fail: false }).await.expect("answered");
@@ -456,15 +456,15 @@ mod kafka {
         let held = Arc::clone(&gate);
         guard(
             "subscribe",
-            bus.subscribe(move |_: Lagging| {
-                let gate = Arc::clone(&held);
-                async move {
-                    gate.acquire().await.expect("gate open").forget();
-                    Ok::<(), Infallible>(())
-                }
-            })
-            .group("metrics.kafka.lag.group")
-            .into_future(),
+            bus.group("metrics.kafka.lag.group")
+                .subscribe(move |_: Lagging| {
+                    let gate = Arc::clone(&held);
+                    async move {
+                        gate.acquire().await.expect("gate open").forget();
+                        Ok::<(), Infallible>(())
+                    }
+                })
+                .into_future(),
         )
         .await
         .expect("subscribe");
@@ -520,16 +520,16 @@ mod kafka {
         let (held, counted) = (Arc::clone(&gate), Arc::clone(&handled));
         guard(
             "subscribe",
-            bus.subscribe(move |_: Backlog| {
-                let (gate, counted) = (Arc::clone(&held), Arc::clone(&counted));
-                async move {
-                    gate.acquire().await.expect("gate open").forget();
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    Ok::<(), Infallible>(())
-                }
-            })
-            .group(GROUP)
-            .into_future(),
+            bus.group(GROUP)
+                .subscribe(move |_: Backlog| {
+                    let (gate, counted) = (Arc::clone(&held), Arc::clone(&counted));
+                    async move {
+                        gate.acquire().await.expect("gate open").forget();
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        Ok::<(), Infallible>(())
+                    }
+                })
+                .into_future(),
         )
         .await
         .expect("subscribe");

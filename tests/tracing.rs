@@ -156,17 +156,17 @@ struct LookupResult {
 /// Serves `Lookup`, sending what each handler call saw to `seen`.
 async fn serve_lookup(bus: &Bus) -> mpsc::UnboundedReceiver<Seen> {
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.serve(move |lookup: Lookup, ctx: Context| {
-        let _ = tx.send(Seen::of(&ctx));
-        async move {
-            Ok::<_, Infallible>(LookupResult {
-                found: !lookup.word.is_empty(),
-            })
-        }
-    })
-    .group("trace.lookup.server")
-    .await
-    .expect("serve");
+    bus.group("trace.lookup.server")
+        .serve(move |lookup: Lookup, ctx: Context| {
+            let _ = tx.send(Seen::of(&ctx));
+            async move {
+                Ok::<_, Infallible>(LookupResult {
+                    found: !lookup.word.is_empty(),
+                })
+            }
+        })
+        .await
+        .expect("serve");
     rx
 }
 
@@ -227,15 +227,16 @@ async fn the_reply_carries_the_handlers_trace_back() {
     // A request without `reply_to` is answered on `{topic}.response` (as the
     // Go bus did), where a raw subscriber sees the reply's headers.
     let (replies_tx, mut replies) = mpsc::unbounded_channel();
-    bus.subscribe_raw(
-        format!("{}.response", Lookup::NAME),
-        move |reply: RawMessage, _| {
-            let _ = replies_tx.send(reply);
-            async { Ok::<(), Infallible>(()) }
-        },
-    )
-    .await
-    .expect("subscribe to replies");
+    bus.group("tracing.handler")
+        .subscribe_raw(
+            format!("{}.response", Lookup::NAME),
+            move |reply: RawMessage, _| {
+                let _ = replies_tx.send(reply);
+                async { Ok::<(), Infallible>(()) }
+            },
+        )
+        .await
+        .expect("subscribe to replies");
 
     let caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let mut request = RawMessage::new(Lookup::NAME, br#"{"word":"hi"}"#.to_vec());
@@ -283,20 +284,20 @@ struct ChunkIndexed {
 /// Subscribes a handler that publishes `ChunkIndexed` for each
 /// `ChunkCreated`, and one that reports what it saw of each `ChunkIndexed`.
 async fn chain(bus: &Bus) -> mpsc::UnboundedReceiver<Seen> {
-    bus.subscribe(|ev: ChunkCreated, ctx: Context| async move {
-        ctx.bus()?.publish(&ChunkIndexed { id: ev.id }).await
-    })
-    .group("trace.indexer")
-    .await
-    .expect("subscribe indexer");
+    bus.group("trace.indexer")
+        .subscribe(|ev: ChunkCreated, ctx: Context| async move {
+            ctx.bus()?.publish(&ChunkIndexed { id: ev.id }).await
+        })
+        .await
+        .expect("subscribe indexer");
     let (tx, rx) = mpsc::unbounded_channel();
-    bus.subscribe(move |_: ChunkIndexed, ctx: Context| {
-        let _ = tx.send(Seen::of(&ctx));
-        async { Ok::<(), Infallible>(()) }
-    })
-    .group("trace.audit")
-    .await
-    .expect("subscribe audit");
+    bus.group("trace.audit")
+        .subscribe(move |_: ChunkIndexed, ctx: Context| {
+            let _ = tx.send(Seen::of(&ctx));
+            async { Ok::<(), Infallible>(()) }
+        })
+        .await
+        .expect("subscribe audit");
     rx
 }
 

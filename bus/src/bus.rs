@@ -15,7 +15,7 @@ use crate::dispatch::{
     self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed,
 };
 use crate::error::{Error, Result};
-use crate::handler::{Handler, HandlerOptions};
+use crate::handler::{Handler, HandlerOptions, NamedHandler};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, Payload, RawMessage};
 use crate::request::{Outcome, Pending};
@@ -41,11 +41,12 @@ pub use raw_request::RawRequestCall;
 /// # async fn demo() -> topicbus::Result<()> {
 /// let bus = Bus::memory();
 /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-/// bus.subscribe(move |ev: ChunkCreated| {
-///     let tx = tx.clone();
-///     async move { tx.send(ev.chunk_id).map_err(|e| e.to_string()) }
-/// })
-/// .await?;
+/// bus.group("indexer")
+///     .subscribe(move |ev: ChunkCreated| {
+///         let tx = tx.clone();
+///         async move { tx.send(ev.chunk_id).map_err(|e| e.to_string()) }
+///     })
+///     .await?;
 /// bus.publish(&ChunkCreated { chunk_id: "c-1".into(), text: "hello".into() }).await?;
 /// assert_eq!(rx.recv().await.as_deref(), Some("c-1"));
 /// bus.shutdown().await?;
@@ -479,45 +480,55 @@ impl Bus {
 
     /// Registers an event handler in its consumer group.
     ///
-    /// The default group is `{service}.{handler name}`: instances of one
-    /// service share the work, different handlers each see every message.
-    /// Set another with `.group(..)`, or `.broadcast()` so that every
-    /// instance sees every message.
+    /// The default group of an `async fn` marked `#[handler]` is
+    /// `{service}.{function path}`: instances of one service share the
+    /// work, different handlers each see every message. Set another with
+    /// `.group(..)`, or `.broadcast()` so that every instance sees every
+    /// message. A closure has no name to derive a group from: register it
+    /// in a named group with [`Bus::group`].
     pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Event>
     where
         H: Handler<M, Output = ()>,
+        M: NamedHandler,
     {
         Subscribe::new(self, handler)
     }
 
-    /// Registers a request handler: its result is the reply.
+    /// Registers a request handler: its result is the reply. Groups work as
+    /// for [`Bus::subscribe`].
     pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve>
     where
         H: Handler<M>,
         H::Topic: Request<Response = H::Output>,
+        M: NamedHandler,
     {
         Subscribe::new(self, handler)
     }
 
-    /// Registers a handler of raw messages (bytes and all headers) on any
-    /// topic, such as a dead-letter topic `{topic}.dlq`.
-    pub fn subscribe_raw<F, Fut, E>(
-        &self,
-        topic: impl Into<String>,
-        handler: F,
-    ) -> Subscribe<'_, RawHandler<F>, (), Event>
-    where
-        F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), E>> + Send,
-        E: std::fmt::Display + Send + 'static,
-    {
-        Subscribe::new(
-            self,
-            RawHandler {
-                topic: topic.into(),
-                handler,
-            },
-        )
+    /// Registrations in the consumer group `group`: the way to register a
+    /// closure handler, and a raw handler.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use topicbus::{Bus, Topic};
+    /// # #[derive(Clone, Serialize, Deserialize, Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo() -> topicbus::Result<()> {
+    /// let bus = Bus::memory();
+    /// bus.group("indexer.audit")
+    ///     .subscribe(|ev: ChunkCreated| async move {
+    ///         println!("chunk {}", ev.chunk_id);
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn group(&self, group: impl Into<Cow<'static, str>>) -> Group<'_> {
+        Group {
+            bus: self,
+            name: group.into(),
+        }
     }
 
     /// Sends a request and waits for its reply (default timeout 30 s; set
@@ -830,6 +841,7 @@ impl BusCore {
         &self,
         request: &Message,
         headers: Vec<(&'static str, String)>,
+        content_type: Option<&'static str>,
     ) -> Meta {
         let mut reply_headers = Headers::new();
         for (name, value) in headers {
@@ -850,7 +862,9 @@ impl BusCore {
             key: request.meta.key.clone(),
             correlation_id: request.meta.correlation_id.clone(),
             reply_to: None,
-            content_type: request.meta.content_type.clone(),
+            content_type: content_type
+                .map(Cow::Borrowed)
+                .or_else(|| request.meta.content_type.clone()),
             headers: reply_headers,
             malformed: None,
         }
@@ -878,6 +892,11 @@ impl BusCore {
         headers: Vec<(&'static str, String)>,
     ) {
         let mut meta = message.meta.clone();
+        if meta.headers.get(wire::ce::TYPE).is_none() {
+            // The dead letter keeps the type it had, not its new topic's.
+            meta.headers
+                .insert(wire::ce::TYPE, message.meta.topic.clone().into_owned());
+        }
         meta.topic = Cow::Owned(format!("{}.dlq", message.meta.topic));
         meta.reply_to = None;
         // Routes a re-driven message on its topic only.
@@ -895,6 +914,13 @@ impl BusCore {
                 bytes::Bytes::new()
             }
         };
+        if crate::topic::is_dead_letter_topic(&message.meta.topic) {
+            // A dead-letter topic has no dead-letter topic until something
+            // fails there.
+            if let Err(error) = self.transport.ensure_dead_letter_topic(&meta.topic).await {
+                tracing::warn!(topic = %meta.topic, %error, "could not create the dead-letter topic");
+            }
+        }
         let mut dead = Message::bytes(meta, payload);
         let mut delay = self.settings.backoff;
         while let Err(error) = self.transport.publish(dead.clone()).await {
@@ -921,10 +947,65 @@ pub struct Event;
 /// Marker: the registration answers requests.
 #[doc(hidden)]
 pub struct Serve;
+/// Marker: the registration handles raw messages.
+#[doc(hidden)]
+pub struct RawEvent;
+
+/// Registrations in one named consumer group; made by [`Bus::group`].
+///
+/// Its registrations can be given any handler: a closure as well as an
+/// `async fn` marked `#[handler]`.
+#[derive(Clone)]
+pub struct Group<'a> {
+    bus: &'a Bus,
+    name: Cow<'static, str>,
+}
+
+impl<'a> Group<'a> {
+    /// Registers an event handler in this group (see [`Bus::subscribe`]).
+    pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Event>
+    where
+        H: Handler<M, Output = ()>,
+    {
+        Subscribe::new(self.bus, handler).group(self.name.clone())
+    }
+
+    /// Registers a request handler in this group (see [`Bus::serve`]).
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve>
+    where
+        H: Handler<M>,
+        H::Topic: Request<Response = H::Output>,
+    {
+        Subscribe::new(self.bus, handler).group(self.name.clone())
+    }
+
+    /// Registers a handler of raw messages (bytes and all headers) on any
+    /// topic, such as a dead-letter topic `{topic}.dlq`, in this group.
+    pub fn subscribe_raw<F, Fut, E>(
+        &self,
+        topic: impl Into<String>,
+        handler: F,
+    ) -> Subscribe<'a, RawHandler<F>, (), RawEvent>
+    where
+        F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+        E: std::fmt::Display + Send + 'static,
+    {
+        Subscribe::new(
+            self.bus,
+            RawHandler {
+                topic: topic.into(),
+                handler,
+            },
+        )
+        .group(self.name.clone())
+    }
+}
 
 /// A handler registration being set up; `.await` it to register.
 ///
-/// Made by [`Bus::subscribe`], [`Bus::serve`] and [`Bus::subscribe_raw`].
+/// Made by [`Bus::subscribe`], [`Bus::serve`] and the same methods of
+/// [`Bus::group`].
 #[must_use = "a registration does nothing until it is awaited"]
 pub struct Subscribe<'a, H, M, K> {
     bus: &'a Bus,
@@ -947,7 +1028,9 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         }
     }
 
-    /// Joins this consumer group instead of the default one.
+    /// Joins this consumer group instead of the default one. Instances
+    /// registering in the same group share its messages; each group sees
+    /// every message.
     pub fn group(mut self, group: impl Into<Cow<'static, str>>) -> Self {
         self.options = self.options.group(group);
         self
@@ -1016,6 +1099,11 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             group = format!("{group}.{}", uuid::Uuid::new_v4().simple());
         }
         let group: Arc<str> = group.into();
+        if reply.is_some() {
+            core.transport
+                .ensure_response_topic(&topic, partitions)
+                .await?;
+        }
         let policy = core.policy(&options, reply.is_some());
         let member: Arc<dyn Member> = Arc::new(HandlerMember::new(
             make(self.handler),
@@ -1045,85 +1133,99 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
     }
 }
 
-impl<'a, H, M> IntoFuture for Subscribe<'a, H, M, Event>
+/// How a registration of kind `Self` (events, requests, raw messages) with
+/// handler `H` is made. One `IntoFuture` impl covers every kind, so that an
+/// unmet bound is reported as itself rather than as "not a future".
+#[doc(hidden)]
+pub trait Registers<H, M>: Sized + 'static {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>>;
+}
+
+impl<'a, H, M, K> IntoFuture for Subscribe<'a, H, M, K>
 where
-    H: Handler<M, Output = ()>,
-    M: 'static,
+    K: Registers<H, M>,
 {
     type Output = Result<()>;
     type IntoFuture = BoxFuture<'a, Result<()>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let options = self.handler.options();
-        let name = self.handler.name();
+        K::start(self)
+    }
+}
+
+impl<H, M> Registers<H, M> for Event
+where
+    H: Handler<M, Output = ()>,
+    M: 'static,
+{
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+        let options = registration.handler.options();
+        let name = registration.handler.name();
         Box::pin(async move {
-            self.register(
-                Cow::Borrowed(<H::Topic as Topic>::NAME),
-                <H::Topic as Topic>::PARTITIONS,
-                options,
-                name,
-                |h| Typed(h, PhantomData),
-                None,
-            )
-            .await
+            registration
+                .register(
+                    Cow::Borrowed(<H::Topic as Topic>::NAME),
+                    <H::Topic as Topic>::PARTITIONS,
+                    options,
+                    name,
+                    |h| Typed(h, PhantomData),
+                    None,
+                )
+                .await
         })
     }
 }
 
-impl<'a, H, M> IntoFuture for Subscribe<'a, H, M, Serve>
+impl<H, M> Registers<H, M> for Serve
 where
     H: Handler<M>,
     H::Topic: Request<Response = H::Output>,
     M: 'static,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        let options = self.handler.options();
-        let name = self.handler.name();
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+        let options = registration.handler.options();
+        let name = registration.handler.name();
         Box::pin(async move {
-            self.register(
-                Cow::Borrowed(<H::Topic as Topic>::NAME),
-                <H::Topic as Topic>::PARTITIONS,
-                options,
-                name,
-                |h| Typed(h, PhantomData),
-                Some(reply_payload::<H::Topic> as ReplyFn<H::Output>),
-            )
-            .await
+            registration
+                .register(
+                    Cow::Borrowed(<H::Topic as Topic>::NAME),
+                    <H::Topic as Topic>::PARTITIONS,
+                    options,
+                    name,
+                    |h| Typed(h, PhantomData),
+                    Some(reply_payload::<H::Topic> as ReplyFn<H::Output>),
+                )
+                .await
         })
     }
 }
 
-/// A raw-message handler on a named topic; made by [`Bus::subscribe_raw`].
+/// A raw-message handler on a named topic; made by [`Group::subscribe_raw`].
 pub struct RawHandler<F> {
     topic: String,
     handler: F,
 }
 
-impl<'a, F, Fut, E> IntoFuture for Subscribe<'a, RawHandler<F>, (), Event>
+impl<F, Fut, E> Registers<RawHandler<F>, ()> for RawEvent
 where
     F: Fn(RawMessage, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: std::fmt::Display + Send + 'static,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        let topic = self.handler.topic.clone();
+    fn start(registration: Subscribe<'_, RawHandler<F>, (), Self>) -> BoxFuture<'_, Result<()>> {
+        let topic = registration.handler.topic.clone();
         let name = format!("raw.{topic}");
         Box::pin(async move {
-            self.register(
-                Cow::Owned(topic),
-                None,
-                HandlerOptions::new(),
-                &name,
-                |raw| Raw(raw.handler),
-                None,
-            )
-            .await
+            registration
+                .register(
+                    Cow::Owned(topic),
+                    None,
+                    HandlerOptions::new(),
+                    &name,
+                    |raw| Raw(raw.handler),
+                    None,
+                )
+                .await
         })
     }
 }

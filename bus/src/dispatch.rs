@@ -110,6 +110,8 @@ pub(crate) trait Invoke: Send + Sync + 'static {
     /// Whether messages must pass [`crate::limit::refuse`] first (typed
     /// handlers; a raw handler, e.g. on a dead-letter topic, takes anything).
     const CHECKS_INPUT: bool;
+    /// The media type of the topic's codec, which replies are written in.
+    const CONTENT_TYPE: Option<&'static str>;
 
     /// Starts the handler on `message`; `context` makes its [`Context`],
     /// called only for a handler that takes one.
@@ -127,6 +129,8 @@ impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
     type Output = H::Output;
     type Error = H::Error;
     const CHECKS_INPUT: bool = true;
+    const CONTENT_TYPE: Option<&'static str> =
+        Some(<<H::Topic as Topic>::Codec as Codec>::CONTENT_TYPE);
 
     fn invoke(
         &self,
@@ -150,6 +154,7 @@ where
     type Output = ();
     type Error = E;
     const CHECKS_INPUT: bool = false;
+    const CONTENT_TYPE: Option<&'static str> = None;
 
     fn invoke(
         &self,
@@ -306,12 +311,14 @@ impl<I: Invoke> HandlerMember<I> {
 
     async fn send_reply(&self, request: &Message, result: Result<I::Output, &Failure>) {
         let failed = |kind, reason: &str| {
-            let meta = self.core.reply_meta(request, error_headers(kind, reason));
+            let meta = self
+                .core
+                .reply_meta(request, error_headers(kind, reason), I::CONTENT_TYPE);
             Message::bytes(meta, bytes::Bytes::new())
         };
         let reply = match result {
             Ok(output) => {
-                let meta = self.core.reply_meta(request, Vec::new());
+                let meta = self.core.reply_meta(request, Vec::new(), I::CONTENT_TYPE);
                 match (self.reply.expect("requests have a reply fn"))(output, &self.core, meta) {
                     Ok(reply) => reply,
                     Err(error) => {
@@ -553,16 +560,12 @@ fn decode<T: Topic>(message: &Message) -> Result<T, Failure> {
             }),
         Payload::Bytes(bytes) => {
             if let Some(content_type) = &message.meta.content_type {
-                if content_type != <T::Codec as Codec>::CONTENT_TYPE {
-                    return Err(Failure::permanent(
-                        "decode",
-                        format!(
-                            "content-type `{content_type}` does not match the topic's codec `{}` ({})",
-                            <T::Codec as Codec>::NAME,
-                            <T::Codec as Codec>::CONTENT_TYPE
-                        ),
-                    ));
-                }
+                crate::wire::check_content_type(
+                    content_type,
+                    <T::Codec as Codec>::NAME,
+                    <T::Codec as Codec>::CONTENT_TYPE,
+                )
+                .map_err(|why| Failure::permanent("decode", why))?;
             }
             <T::Codec as Codec>::decode(bytes).map_err(|error| {
                 Failure::permanent(

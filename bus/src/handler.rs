@@ -12,7 +12,9 @@ use crate::topic::Topic;
 ///
 /// You do not implement this trait by hand: mark an `async fn` with
 /// [`#[handler]`](crate::handler), or pass a closure taking the payload (and
-/// optionally a [`Context`]) and returning a future of `Result<_, E>`.
+/// optionally a [`Context`]) and returning a future of `Result<_, E>`. A
+/// closure is registered in a named consumer group ([`Bus::group`](crate::Bus::group));
+/// see [`NamedHandler`].
 ///
 /// The marker `M` only tells the two closure shapes and the attribute apart.
 ///
@@ -24,17 +26,18 @@ use crate::topic::Topic;
 /// # struct ChunkCreated { chunk_id: String }
 /// # async fn demo() -> topicbus::Result<()> {
 /// let bus = Bus::memory();
-/// bus.subscribe(|ev: ChunkCreated| async move {
-///     println!("chunk {}", ev.chunk_id);
-///     Ok::<_, std::io::Error>(())
-/// })
-/// .await?;
-/// bus.subscribe(|ev: ChunkCreated, ctx: Context| async move {
-///     println!("chunk {} try {}", ev.chunk_id, ctx.attempt());
-///     Ok::<_, std::io::Error>(())
-/// })
-/// .group("audit")
-/// .await?;
+/// bus.group("indexer")
+///     .subscribe(|ev: ChunkCreated| async move {
+///         println!("chunk {}", ev.chunk_id);
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await?;
+/// bus.group("audit")
+///     .subscribe(|ev: ChunkCreated, ctx: Context| async move {
+///         println!("chunk {} try {}", ev.chunk_id, ctx.attempt());
+///         Ok::<_, std::io::Error>(())
+///     })
+///     .await?;
 /// # Ok(()) }
 /// ```
 #[diagnostic::on_unimplemented(
@@ -149,6 +152,24 @@ impl HandlerOptions {
         }
     }
 }
+
+/// Holds for the handlers whose default consumer group can be derived from
+/// a name of their own: `async fn`s marked `#[handler]`.
+///
+/// A closure's only name is its type's, which every closure of one function
+/// shares and which changes when the code is edited: as a default group it
+/// would make two closures on one topic share the work instead of each
+/// seeing every message, and an edit would move the group's committed
+/// offsets. So a closure is registered in a named group, with
+/// [`Bus::group`](crate::Bus::group).
+#[diagnostic::on_unimplemented(
+    message = "a closure handler needs a consumer group name",
+    label = "a closure has no name of its own to derive its group from",
+    note = "register it in a named group: `bus.group(\"billing.audit\").subscribe(..)` (or `.serve(..)`), or write it as an `async fn` marked `#[topicbus::handler]`"
+)]
+pub trait NamedHandler {}
+
+impl NamedHandler for crate::__private::Macro {}
 
 /// Marker for closures taking only the payload.
 #[doc(hidden)]

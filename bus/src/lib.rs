@@ -58,13 +58,13 @@ mod wire;
 pub mod __private;
 
 pub use crate::bus::{
-    Bus, BusBuilder, BusStats, RawHandler, RawRequestCall, RequestCall, Subscribe,
+    Bus, BusBuilder, BusStats, Group, RawHandler, RawRequestCall, RequestCall, Subscribe,
 };
 pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};
-pub use crate::handler::{Handler, HandlerOptions};
+pub use crate::handler::{Handler, HandlerOptions, NamedHandler};
 pub use crate::message::{header, Headers, MessageId, RawMessage};
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};

@@ -179,6 +179,11 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `name` is a dead-letter topic (`{topic}.dlq`).
+pub(crate) fn is_dead_letter_topic(name: &str) -> bool {
+    name.ends_with(".dlq")
+}
+
 /// Whether `c` may appear in a Kafka topic name.
 fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')

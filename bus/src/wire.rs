@@ -100,22 +100,34 @@ impl Rfc3339Millis {
     fn new(time: SystemTime) -> Self {
         thread_local! {
             // Messages published together mostly share their millisecond.
-            static LAST: Cell<Option<(u128, [u8; 24])>> = const { Cell::new(None) };
+            static LAST: Cell<Option<(i64, [u8; 24])>> = const { Cell::new(None) };
         }
-        // Times come from the clock or from RFC 3339 text, so they lie in
-        // the years humantime formats (1970 to 9999): exactly 24 bytes.
-        let millis = time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("a time after 1970")
-            .as_millis();
+        // Times come from the clock, from RFC 3339 text or from a bounded
+        // envelope timestamp, so they lie in the years 0000 to 9999 that
+        // RFC 3339 writes, in exactly 24 bytes; one outside is clamped.
+        let at = jiff::Timestamp::try_from(time)
+            .unwrap_or(jiff::Timestamp::MIN)
+            .clamp(first_rfc3339_instant(), jiff::Timestamp::MAX);
+        let millis = at.as_millisecond();
         if let Some((last, text)) = LAST.get() {
             if last == millis {
                 return Self { text };
             }
         }
+        let utc = jiff::tz::Offset::UTC.to_datetime(at);
         let mut text = [0; 24];
-        write!(&mut text[..], "{}", humantime::format_rfc3339_millis(time))
-            .expect("a time between the years 1970 and 9999");
+        let written = write!(
+            &mut text[..],
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            utc.year(),
+            utc.month(),
+            utc.day(),
+            utc.hour(),
+            utc.minute(),
+            utc.second(),
+            utc.millisecond()
+        );
+        debug_assert!(written.is_ok(), "24 bytes hold every year 0000 to 9999");
         LAST.set(Some((millis, text)));
         Self { text }
     }
@@ -123,6 +135,21 @@ impl Rfc3339Millis {
     fn as_bytes(&self) -> &[u8] {
         &self.text
     }
+}
+
+/// 0000-01-01T00:00:00Z, the first instant RFC 3339 can write.
+fn first_rfc3339_instant() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(-62_167_219_200).expect("in jiff's range")
+}
+
+/// Reads an RFC 3339 time with any offset (`Z`, `z`, `+02:00`, `-05:00`),
+/// `T`, `t` or a space between date and time, and 0 to 9 digits of a
+/// second's fraction. The offset is applied: the result is the instant.
+pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
+    let at: jiff::Timestamp = text
+        .parse()
+        .map_err(|error: jiff::Error| error.to_string())?;
+    SystemTime::try_from(at).map_err(|error| error.to_string())
 }
 
 /// Metadata from wire headers; what is missing is filled in (a new id, now,
@@ -199,7 +226,16 @@ pub(crate) fn read_meta<'a>(
     let mut own = Own::default();
     for (name, value) in headers {
         let slot = match name {
-            ce::SPECVERSION | ce::TYPE => continue,
+            ce::SPECVERSION => continue,
+            // The type is the topic unless the writer said otherwise (another
+            // client's own type, or a dead letter's original topic): that is
+            // kept, so it is written on as received.
+            ce::TYPE => {
+                if value != topic.as_bytes() {
+                    app.insert(ce::TYPE, value);
+                }
+                continue;
+            }
             ce::ID => &mut own.id,
             ce::SOURCE => &mut own.source,
             ce::TIME => &mut own.time,
@@ -244,7 +280,7 @@ pub(crate) fn read_meta<'a>(
     let time = match time {
         Ok(same) => same,
         Err(None) => SystemTime::now(),
-        Err(Some(text)) => match humantime::parse_rfc3339_weak(text) {
+        Err(Some(text)) => match parse_time(text) {
             Ok(time) => {
                 recent.remember_time(text, time);
                 time
@@ -294,6 +330,42 @@ struct Own<'a> {
     content_type: Option<&'a [u8]>,
     correlation_id: Option<&'a [u8]>,
     reply_to: Option<&'a [u8]>,
+}
+
+/// Checks that a `content-type` value names the media type `expected` (a
+/// codec's). Media types compare without their parameters and ignoring
+/// case (RFC 9110, section 8.3.1), so `application/json; charset=utf-8`
+/// names `application/json`; a `charset` other than UTF-8 is refused, since
+/// the codecs read UTF-8 only.
+pub(crate) fn check_content_type(value: &str, codec: &str, expected: &str) -> Result<(), String> {
+    if value == expected {
+        return Ok(());
+    }
+    let mut parts = value.split(';');
+    let media_type = parts.next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case(expected) {
+        return Err(format!(
+            "content-type `{}` does not match the topic's codec `{codec}` ({expected})",
+            value.escape_debug()
+        ));
+    }
+    for parameter in parts {
+        let Some((name, charset)) = parameter.split_once('=') else {
+            continue;
+        };
+        let charset = charset.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("charset")
+            && !charset.eq_ignore_ascii_case("utf-8")
+            && !charset.eq_ignore_ascii_case("utf8")
+        {
+            return Err(format!(
+                "content-type `{}` names the charset `{}`; the topic's codec `{codec}` reads UTF-8 only",
+                value.escape_debug(),
+                charset.escape_debug()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A `content-type` value; the built-in codecs' are not copied.
@@ -440,5 +512,74 @@ mod tests {
         let out = headers(&meta);
         assert_eq!(out.get(ce::ID), Some(&[0xff, 0xfe][..]));
         assert_eq!(out.get_str(ce::TIME), Some("yesterday"));
+    }
+
+    fn millis(text: &str) -> i128 {
+        let time = parse_time(text).unwrap_or_else(|e| panic!("`{text}`: {e}"));
+        jiff::Timestamp::try_from(time).unwrap().as_nanosecond() / 1_000_000
+    }
+
+    #[test]
+    fn rfc3339_times_are_read_with_their_offset_and_any_fraction() {
+        let utc = 1_796_464_820_000; // 2026-12-05T10:00:20Z
+        assert_eq!(millis("2026-12-05T10:00:20Z"), utc);
+        assert_eq!(millis("2026-12-05T12:00:20+02:00"), utc);
+        assert_eq!(millis("2026-12-05T05:00:20-05:00"), utc);
+        assert_eq!(millis("2026-12-05t10:00:20z"), utc);
+        assert_eq!(
+            millis("2026-12-05T10:00:20.617+02:00"),
+            utc - 7_200_000 + 617
+        );
+        for digits in 0..=9 {
+            let fraction = if digits == 0 {
+                String::new()
+            } else {
+                format!(".{}", "1".repeat(digits))
+            };
+            let text = format!("2026-12-05T10:00:20{fraction}Z");
+            let nanos = jiff::Timestamp::try_from(parse_time(&text).unwrap())
+                .unwrap()
+                .subsec_nanosecond();
+            let expected: i32 = format!("{:0<9}", "1".repeat(digits)).parse().unwrap();
+            assert_eq!(nanos, expected, "{text}");
+        }
+        for bad in ["yesterday", "2026-12-05", "2026-12-05T10:00:20", ""] {
+            assert!(parse_time(bad).is_err(), "`{bad}` read as a time");
+        }
+    }
+
+    #[test]
+    fn a_time_before_1970_is_written_not_panicked_on() {
+        let old = parse_time("1960-01-01T00:00:00.250Z").unwrap();
+        assert_eq!(
+            Rfc3339Millis::new(old).as_bytes(),
+            b"1960-01-01T00:00:00.250Z"
+        );
+        let ancient =
+            SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(400 * 365 * 86_400 * 100);
+        assert_eq!(
+            Rfc3339Millis::new(ancient).as_bytes(),
+            b"0000-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn media_types_compare_without_parameters_and_case() {
+        let json = "application/json";
+        for same in [
+            json,
+            "application/json; charset=utf-8",
+            "APPLICATION/Json;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json;version=2",
+            " application/json ",
+        ] {
+            assert_eq!(check_content_type(same, "json", json), Ok(()), "{same}");
+        }
+        let other = check_content_type("text/plain", "json", json).unwrap_err();
+        assert!(other.contains("`json` (application/json)"), "{other}");
+        let latin =
+            check_content_type("application/json; charset=latin1", "json", json).unwrap_err();
+        assert!(latin.contains("charset `latin1`"), "{latin}");
     }
 }

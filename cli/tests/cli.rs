@@ -280,6 +280,7 @@ async fn request_is_answered_by_a_topicbus_responder_and_its_errors_are_shown() 
     let kafka = MockKafka::start();
     let responder = service(&kafka, "math").await;
     responder
+        .group("cli.square")
         .serve(|request: Square| async move {
             if request.n < 0 {
                 Err(format!("will not square {}", request.n))
@@ -358,19 +359,19 @@ async fn dlq_list_shows_a_dead_lettered_message_with_its_reason() {
     let kafka = MockKafka::start();
     let worker = service(&kafka, "worker").await;
     worker
-        .subscribe(|job: Job| async move { Err::<(), _>(format!("job {} is cursed", job.id)) })
         .group("cli.workers")
+        .subscribe(|job: Job| async move { Err::<(), _>(format!("job {} is cursed", job.id)) })
         .retries(1)
         .backoff(Duration::from_millis(10))
         .await
         .expect("subscribe");
     let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
     worker
+        .group("cli.dlq-watch")
         .subscribe_raw("cli.jobs.dlq", move |_, _| {
             let dead_tx = dead_tx.clone();
             async move { dead_tx.send(()).map_err(|e| e.to_string()) }
         })
-        .group("cli.dlq-watch")
         .start_from(topicbus::StartFrom::Earliest)
         .await
         .expect("watch the dead-letter topic");
@@ -513,6 +514,7 @@ async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
     let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
     let is_fixed = Arc::clone(&fixed);
     worker
+        .group("cli.redo-workers")
         .subscribe(move |job: Redo| {
             let (is_fixed, handled_tx) = (Arc::clone(&is_fixed), handled_tx.clone());
             async move {
@@ -522,17 +524,16 @@ async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
                 handled_tx.send(job.id).map_err(|e| e.to_string())
             }
         })
-        .group("cli.redo-workers")
         .retries(0)
         .await
         .expect("subscribe");
     let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
     worker
+        .group("cli.redo-dlq-watch")
         .subscribe_raw("cli.redo.dlq", move |_, _| {
             let dead_tx = dead_tx.clone();
             async move { dead_tx.send(()).map_err(|e| e.to_string()) }
         })
-        .group("cli.redo-dlq-watch")
         .start_from(topicbus::StartFrom::Earliest)
         .await
         .expect("watch the dead-letter topic");

@@ -18,15 +18,16 @@ use crate::harness::{unique, Harness, Log, Net, Setup};
 async fn dead_letters_of(bus: &Bus, topic: &str) -> Arc<Log<RawMessage>> {
     let log = Log::new();
     let sink = Arc::clone(&log);
-    bus.subscribe_raw(
-        format!("{topic}.dlq"),
-        move |raw: RawMessage, _ctx: Context| {
-            sink.push(raw);
-            futures::future::ready(Ok::<(), Infallible>(()))
-        },
-    )
-    .await
-    .expect("subscribe to the dead-letter topic");
+    bus.group(format!("{}.dead-letters", bus.service()))
+        .subscribe_raw(
+            format!("{topic}.dlq"),
+            move |raw: RawMessage, _ctx: Context| {
+                sink.push(raw);
+                futures::future::ready(Ok::<(), Infallible>(()))
+            },
+        )
+        .await
+        .expect("subscribe to the dead-letter topic");
     log
 }
 
@@ -148,11 +149,11 @@ pub async fn exhausted_retries_dead_letter_with_the_reason<H: Harness>(harness: 
     let calls = Log::new();
     let sink = Arc::clone(&calls);
     worker
+        .group(group.clone())
         .subscribe(move |message: Doomed, ctx: Context| {
             sink.push((message.id.clone(), ctx.attempt()));
             futures::future::ready(Err::<(), _>(format!("boom on {}", message.id)))
         })
-        .group(group.clone())
         .retries(2)
         .backoff(Duration::from_millis(1))
         .await
@@ -253,7 +254,7 @@ pub async fn panicking_handler_is_contained_and_dead_lettered<H: Harness>(harnes
     let calls = Log::new();
     let sink = Arc::clone(&calls);
     worker
-        .subscribe(move |message: Volatile| {
+        .group(net.group("failures.volatile")).subscribe(move |message: Volatile| {
             sink.push((message.n, message.poison));
             if message.poison == Poison::BeforeFuture {
                 panic!(
@@ -377,6 +378,7 @@ pub async fn undecodable_message_is_dead_lettered_at_once<H: Harness>(harness: H
     let handled = Log::new();
     let sink = Arc::clone(&handled);
     worker
+        .group(net.group("failures.strict"))
         .subscribe(move |message: Strict| {
             sink.push(message);
             futures::future::ready(Ok::<(), Infallible>(()))
@@ -464,6 +466,7 @@ pub async fn hanging_handler_times_out_and_is_dead_lettered<H: Harness>(harness:
     let calls = Log::new();
     let sink = Arc::clone(&calls);
     worker
+        .group(net.group("failures.stuck"))
         .subscribe(move |message: Stuck, ctx: Context| {
             let sink = Arc::clone(&sink);
             async move {

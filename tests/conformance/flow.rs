@@ -78,15 +78,15 @@ pub async fn start_from_earliest_replays_kept_history_to_a_new_group<H: Harness>
     let reader = net.bus("reader").await;
     let replayed = Log::new();
     reader
-        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
         .group(net.group("replay"))
+        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
         .start_from(StartFrom::Earliest)
         .await
         .expect("subscribe from earliest");
     let latest = Log::new();
     reader
-        .subscribe(this_run(&run, member::<History>(1, Arc::clone(&latest))))
         .group(net.group("latest"))
+        .subscribe(this_run(&run, member::<History>(1, Arc::clone(&latest))))
         .await
         .expect("subscribe from latest");
 
@@ -152,8 +152,8 @@ pub async fn start_from_timestamp_replays_from_that_time<H: Harness>(harness: H)
     let reader = net.bus("reader").await;
     let replayed = Log::new();
     reader
-        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
         .group(net.group("since"))
+        .subscribe(this_run(&run, member::<History>(0, Arc::clone(&replayed))))
         .start_from(StartFrom::Timestamp(cut))
         .await
         .expect("subscribe from a time");
@@ -208,6 +208,7 @@ async fn blocked_consumer<T: Numbered>(net: &Net, gate: &Gate) -> (Arc<Log<u64>>
     let done = Log::new();
     let (gate, started_in, done_in) = (gate.clone(), Arc::clone(&started), Arc::clone(&done));
     consumer
+        .group(net.group("flow.t"))
         .subscribe(move |message: T| {
             let (gate, started, done) =
                 (gate.clone(), Arc::clone(&started_in), Arc::clone(&done_in));
@@ -376,6 +377,7 @@ pub async fn concurrency_bounds_handlers_across_partitions<H: Harness>(harness: 
         }
     };
     consumer
+        .group(net.group("flow.handler"))
         .subscribe(handler)
         .concurrency(LIMIT)
         .await

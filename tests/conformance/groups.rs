@@ -36,12 +36,14 @@ pub async fn two_groups_each_receive_everything<H: Harness>(harness: H) {
 
     let first = Log::new();
     indexer
+        .group(net.group("groups.member-fanout"))
         .subscribe(member::<Fanout>(0, Arc::clone(&first)))
         .await
         .expect("subscribe first handler");
     let second = Log::new();
     let sink = Arc::clone(&second);
     indexer
+        .group(net.group("groups.fanout"))
         .subscribe(move |message: Fanout, ctx: Context| {
             sink.push(Handled {
                 member: 1,
@@ -56,8 +58,8 @@ pub async fn two_groups_each_receive_everything<H: Harness>(harness: H) {
     let explicit = Log::new();
     let audit_group = net.group("audit-trail");
     auditor
-        .subscribe(member::<Fanout>(2, Arc::clone(&explicit)))
         .group(audit_group.clone())
+        .subscribe(member::<Fanout>(2, Arc::clone(&explicit)))
         .await
         .expect("subscribe explicit group");
 
@@ -111,6 +113,7 @@ pub async fn instances_of_one_service_share_the_work<H: Harness>(harness: H) {
     let log = Log::new();
     for (i, worker) in net.buses("worker", 3).await.iter().enumerate() {
         worker
+            .group(net.group("groups.member-shared"))
             .subscribe(member::<Shared>(i, Arc::clone(&log)))
             .await
             .expect("subscribe");
@@ -154,24 +157,24 @@ pub async fn members_of_an_explicit_group_share_the_work<H: Harness>(harness: H)
     let log = Log::new();
     let alpha = net.bus("alpha").await;
     alpha
-        .subscribe(member::<Explicit>(0, Arc::clone(&log)))
         .group(group.clone())
+        .subscribe(member::<Explicit>(0, Arc::clone(&log)))
         .await
         .expect("subscribe alpha");
     let beta = net.bus("beta").await;
     let sink = Arc::clone(&log);
-    beta.subscribe(move |message: Explicit, ctx: Context| {
-        sink.push(Handled {
-            member: 1,
-            n: message.n,
-            group: ctx.group().to_owned(),
-            attempt: ctx.attempt(),
-        });
-        futures::future::ready(Ok::<(), Infallible>(()))
-    })
-    .group(group.clone())
-    .await
-    .expect("subscribe beta");
+    beta.group(group.clone())
+        .subscribe(move |message: Explicit, ctx: Context| {
+            sink.push(Handled {
+                member: 1,
+                n: message.n,
+                group: ctx.group().to_owned(),
+                attempt: ctx.attempt(),
+            });
+            futures::future::ready(Ok::<(), Infallible>(()))
+        })
+        .await
+        .expect("subscribe beta");
 
     let publisher = net.bus("explicit-source").await;
     for n in 0..N {
@@ -208,6 +211,7 @@ pub async fn broadcast_reaches_every_instance<H: Harness>(harness: H) {
     let logs: Vec<_> = (0..INSTANCES).map(|_| Log::new()).collect();
     for (i, instance) in net.buses("cache", INSTANCES).await.iter().enumerate() {
         instance
+            .group(net.group("groups.member-announcement"))
             .subscribe(member::<Announcement>(i, Arc::clone(&logs[i])))
             .broadcast()
             .await
@@ -249,6 +253,7 @@ pub async fn departed_broadcast_subscriber_does_not_block_publishers<H: Harness>
     let net = Net::new(&harness, Setup::default().queue_capacity(2)).await;
     let departed = net.bus("listener").await;
     departed
+        .group(net.group("groups.member-ephemeral"))
         .subscribe(member::<Ephemeral>(0, Log::new()))
         .broadcast()
         .await
@@ -259,6 +264,7 @@ pub async fn departed_broadcast_subscriber_does_not_block_publishers<H: Harness>
     let staying = net.bus("listener").await;
     let log = Log::new();
     staying
+        .group(net.group("groups.member-ephemeral"))
         .subscribe(member::<Ephemeral>(1, Arc::clone(&log)))
         .broadcast()
         .await

@@ -51,6 +51,7 @@ pub async fn per_key_order_holds_with_competing_members<H: Harness>(harness: H) 
     let log = Log::new();
     for (i, member) in net.buses("orderer", 4).await.iter().enumerate() {
         member
+            .group(net.group("order.orderer"))
             .subscribe(orderer(i, Arc::clone(&log)))
             .await
             .expect("subscribe");

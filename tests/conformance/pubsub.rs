@@ -99,6 +99,7 @@ pub async fn payload_and_metadata_arrive_intact<H: Harness>(harness: H) {
     let seen = Log::new();
     let log = Arc::clone(&seen);
     subscriber
+        .group(group.clone())
         .subscribe(move |message: Intact, ctx: Context| {
             let log = Arc::clone(&log);
             async move {
@@ -119,7 +120,6 @@ pub async fn payload_and_metadata_arrive_intact<H: Harness>(harness: H) {
                 Ok::<(), Infallible>(())
             }
         })
-        .group(group.clone())
         .await
         .expect("subscribe");
 
@@ -245,12 +245,13 @@ where
     let bus = net.bus("codec-reader").await;
     let log = Log::new();
     let sink = Arc::clone(&log);
-    bus.subscribe(move |message: T| {
-        sink.push((message == sample(), format!("{message:?}")));
-        futures::future::ready(Ok::<(), Infallible>(()))
-    })
-    .await
-    .expect("subscribe");
+    bus.group(net.group("pubsub.t"))
+        .subscribe(move |message: T| {
+            sink.push((message == sample(), format!("{message:?}")));
+            futures::future::ready(Ok::<(), Infallible>(()))
+        })
+        .await
+        .expect("subscribe");
     log
 }
 
@@ -316,6 +317,7 @@ pub async fn concurrent_publishers_lose_and_duplicate_nothing<H: Harness>(harnes
     let log = Log::new();
     for consumer in net.buses("flood-sink", 2).await {
         consumer
+            .group(net.group("pubsub.record_flood"))
             .subscribe(record_flood(Arc::clone(&log)))
             .await
             .expect("subscribe");
@@ -395,6 +397,7 @@ pub async fn publish_batch_delivers_each_message_once<H: Harness>(harness: H) {
     let log = Log::new();
     let sink = Arc::clone(&log);
     consumer
+        .group(net.group("pubsub.batched"))
         .subscribe(move |message: Batched| {
             sink.push((message.key, message.seq));
             futures::future::ready(Ok::<(), Infallible>(()))

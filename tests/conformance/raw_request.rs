@@ -33,6 +33,7 @@ pub async fn raw_request_gets_the_raw_reply_and_remote_errors<H: Harness>(harnes
     let net = Net::new(&harness, Setup::default()).await;
     let responder = net.bus("halver").await;
     responder
+        .group(net.group("raw_request.halve"))
         .serve(|request: Halve, ctx: topicbus::Context| async move {
             assert!(ctx.correlation_id().is_some(), "requests are correlated");
             assert_eq!(ctx.headers().get_str("tenant"), Some("acme"));

@@ -118,10 +118,12 @@ pub async fn request_reply_round_trip_is_typed<H: Harness>(harness: H) {
     let responder = net.bus("math").await;
     let asked = Log::new();
     responder
+        .group(net.group("request_reply.squarer-square"))
         .serve(squarer::<Square>(0, Arc::clone(&asked)))
         .await
         .expect("serve square");
     responder
+        .group(net.group("request_reply.sum"))
         .serve(|request: Sum| async move {
             Ok::<_, Infallible>(SumReply {
                 total: request.terms.iter().map(|&t| i64::from(t)).sum(),
@@ -185,6 +187,7 @@ pub async fn thousand_concurrent_requests_each_get_their_own_reply<H: Harness>(h
     let asked = Log::new();
     for (i, responder) in net.buses("math", 2).await.iter().enumerate() {
         responder
+            .group(net.group("request_reply.squarer-bulksquare"))
             .serve(squarer::<BulkSquare>(i, Arc::clone(&asked)))
             .await
             .expect("serve");
@@ -262,6 +265,7 @@ pub async fn handler_error_comes_back_as_remote_error<H: Harness>(harness: H) {
     let calls = Log::new();
     let sink = Arc::clone(&calls);
     responder
+        .group(net.group("request_reply.divide"))
         .serve(move |request: Divide| {
             sink.push((request.a, request.b));
             futures::future::ready(if request.b == 0 {
@@ -314,6 +318,7 @@ pub async fn panicking_responder_comes_back_as_remote_error<H: Harness>(harness:
     let net = Net::new(&harness, Setup::default()).await;
     let responder = net.bus("fragile").await;
     responder
+        .group(net.group("request_reply.fragile"))
         .serve(|request: Fragile| async move {
             if request.explode {
                 panic!("deliberate responder panic (expected by the conformance suite)");
@@ -359,6 +364,7 @@ pub async fn slow_responder_times_out_and_late_reply_is_dropped<H: Harness>(harn
     let started = Log::new();
     let (gate_in, started_in) = (gate.clone(), Arc::clone(&started));
     responder
+        .group(net.group("request_reply.slow"))
         .serve(move |request: Slow| {
             let (gate, started) = (gate_in.clone(), Arc::clone(&started_in));
             async move {
@@ -446,6 +452,7 @@ pub async fn request_without_responders_fails_with_no_responders<H: Harness>(har
     let net = Net::new(&harness, setup).await;
     let other = net.bus("bystander").await;
     other
+        .group(net.group("request_reply.bystander"))
         .subscribe(|_: Bystander| async { Ok::<(), Infallible>(()) })
         .await
         .expect("subscribe elsewhere");

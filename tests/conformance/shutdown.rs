@@ -45,6 +45,7 @@ pub async fn shutdown_drains_in_flight_handlers_then_rejects_work<H: Harness>(ha
     let finished = Arc::new(AtomicBool::new(false));
     let (started_in, finished_in) = (Arc::clone(&started), Arc::clone(&finished));
     worker
+        .group(net.group("shutdown.chore"))
         .subscribe(move |chore: Chore| {
             let (started, finished) = (Arc::clone(&started_in), Arc::clone(&finished_in));
             async move {
@@ -64,6 +65,7 @@ pub async fn shutdown_drains_in_flight_handlers_then_rejects_work<H: Harness>(ha
     let asked = Log::new();
     let (gate_in, asked_in) = (gate.clone(), Arc::clone(&asked));
     responder
+        .group(net.group("shutdown.ask"))
         .serve(move |ask: Ask| {
             let (gate, asked) = (gate_in.clone(), Arc::clone(&asked_in));
             async move {
@@ -118,12 +120,14 @@ pub async fn shutdown_drains_in_flight_handlers_then_rejects_work<H: Harness>(ha
     assert_closed(
         "subscribe",
         worker
+            .group(net.group("shutdown.chore"))
             .subscribe(|_: Chore| async { Ok::<(), Infallible>(()) })
             .await,
     );
     assert_closed(
         "serve",
         worker
+            .group(net.group("shutdown.ask"))
             .serve(|ask: Ask| async move { Ok::<_, Infallible>(Chore { n: ask.n }) })
             .await,
     );
@@ -189,6 +193,7 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
     let members = net.buses("handover", 2).await;
     let (leaving, staying) = (members[0].clone(), members[1].clone());
     leaving
+        .group(net.group("shutdown.slow_member"))
         .subscribe(slow_member(
             0,
             gate.clone(),
@@ -201,6 +206,7 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
     let open = Gate::new();
     open.open();
     staying
+        .group(net.group("shutdown.slow_member"))
         .subscribe(slow_member(
             1,
             open,
@@ -229,6 +235,7 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
     guard("the leaving instance to refuse registrations", async {
         loop {
             let probe = leaving
+                .group(net.group("shutdown.probe"))
                 .subscribe(|_: Probe| async { Ok::<(), Infallible>(()) })
                 .await;
             match probe {

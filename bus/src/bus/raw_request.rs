@@ -42,7 +42,9 @@ impl Bus {
     ///
     /// # async fn demo() -> topicbus::Result<()> {
     /// let bus = Bus::memory();
-    /// bus.serve(|s: Square| async move { Ok::<_, Infallible>(Squared { n: s.n * s.n }) }).await?;
+    /// bus.group("math")
+    ///     .serve(|s: Square| async move { Ok::<_, Infallible>(Squared { n: s.n * s.n }) })
+    ///     .await?;
     ///
     /// let mut request = RawMessage::new("math.square", br#"{"n":12}"#.to_vec());
     /// request.headers.insert("content-type", "application/json");

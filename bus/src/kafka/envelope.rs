@@ -1,9 +1,15 @@
 //! The Go bus's JSON envelope: `{"id","type","source","timestamp",
 //! "correlation_id","payload"}` in the message value, the payload inline as
 //! JSON. Opt-in with [`KafkaConfig::go_envelope`](super::KafkaConfig::go_envelope).
+//!
+//! The Go bus declares `Timestamp int64` and its services fill it with
+//! `time.Now().UnixNano()`, `time.Now().Unix()` or nothing, so it is written
+//! as integer nanoseconds and read as an integer in any of those units (or,
+//! leniently, as RFC 3339 text).
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -16,7 +22,7 @@ struct Outgoing<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     source: &'a str,
-    timestamp: String,
+    timestamp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     correlation_id: Option<String>,
     payload: &'a RawValue,
@@ -32,11 +38,57 @@ struct Incoming<'a> {
     #[serde(default)]
     source: Option<String>,
     #[serde(default)]
-    timestamp: Option<String>,
+    timestamp: Option<Timestamp>,
     #[serde(default)]
     correlation_id: Option<String>,
     #[serde(borrow)]
     payload: &'a RawValue,
+}
+
+/// An envelope's `timestamp`: what the Go bus writes, or what a lenient
+/// reader accepts. Any other JSON value reads as "unknown" rather than
+/// making the envelope unreadable.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Timestamp {
+    Integer(i64),
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Timestamp {
+    /// The instant, or `None` when unknown (0, absent, or unreadable).
+    fn instant(&self) -> Option<SystemTime> {
+        match self {
+            Timestamp::Integer(value) => from_unix(*value),
+            Timestamp::Text(text) => crate::wire::parse_time(text).ok(),
+            Timestamp::Other(_) => None,
+        }
+    }
+}
+
+/// A Unix time in seconds, milliseconds, microseconds or nanoseconds, told
+/// apart by magnitude: a time between 1973 and 5138 is 10 to 11 digits in
+/// seconds, 13 to 14 in milliseconds, 16 to 17 in microseconds and 18 to 19
+/// in nanoseconds. 0 (Go's zero value) is unknown, as is a negative value.
+fn from_unix(value: i64) -> Option<SystemTime> {
+    let value = u64::try_from(value).ok().filter(|v| *v > 0)?;
+    let since_epoch = match value {
+        0..100_000_000_000 => Duration::from_secs(value),
+        100_000_000_000..100_000_000_000_000 => Duration::from_millis(value),
+        100_000_000_000_000..100_000_000_000_000_000 => Duration::from_micros(value),
+        _ => Duration::from_nanos(value),
+    };
+    SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+}
+
+/// A time as the Go bus writes it: Unix nanoseconds, saturating outside
+/// the years 1678 to 2262 that an `int64` of nanoseconds holds.
+fn unix_nanos(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_nanos()).map_or(i64::MIN, |n| -n),
+    }
 }
 
 /// Wraps a JSON payload in the envelope. `None` when the payload is not
@@ -48,7 +100,7 @@ pub(super) fn wrap(meta: &Meta, payload: &[u8]) -> Option<Vec<u8>> {
         id: meta.id.to_string(),
         kind: &meta.topic,
         source: &meta.source,
-        timestamp: humantime::format_rfc3339_nanos(meta.time).to_string(),
+        timestamp: unix_nanos(meta.time),
         correlation_id: meta.correlation_id.as_ref().map(ToString::to_string),
         payload: raw,
     };
@@ -70,11 +122,7 @@ pub(super) fn unwrap(meta: &mut Meta, value: &[u8]) -> Option<Vec<u8>> {
     if let Some(source) = incoming.source {
         meta.source = Arc::from(source);
     }
-    if let Some(time) = incoming
-        .timestamp
-        .as_deref()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-    {
+    if let Some(time) = incoming.timestamp.as_ref().and_then(Timestamp::instant) {
         meta.time = time;
     }
     if let Some(id) = incoming.correlation_id.filter(|id| !id.is_empty()) {
@@ -124,16 +172,84 @@ mod tests {
         assert_eq!(read.correlation_id, Some(MessageId::parse("corr-1")));
     }
 
+    /// An event exactly as the Go bus's `encoding/json` writes it: fields
+    /// in declaration order, no spaces, `<`, `>` and `&` escaped, an `int64`
+    /// timestamp, `correlation_id` left out when empty.
+    fn from_go(timestamp: &str) -> Vec<u8> {
+        format!(
+            r#"{{"id":"6f1c0e52-8a1b-4a83-9d43-2b1f6c1e0a77","type":"index.chunk.created","source":"indexer","timestamp":{timestamp},"payload":{{"chunk_id":"c1","text":"a \u003cb\u003e \u0026 c"}}}}"#
+        )
+        .into_bytes()
+    }
+
     #[test]
-    fn go_bus_events_are_read() {
-        let from_go = br#"{"id":"0b6c","type":"index.chunk.created","source":"indexer","timestamp":"2024-05-01T10:00:00.123456789Z","correlation_id":"","payload":{"chunk_id":"c1"}}"#;
-        let mut read = meta();
-        read.correlation_id = None;
-        let payload = unwrap(&mut read, from_go).expect("enveloped");
-        assert_eq!(payload, br#"{"chunk_id":"c1"}"#);
-        assert_eq!(&*read.source, "indexer");
-        assert_eq!(read.id, MessageId::parse("0b6c"));
-        assert_eq!(read.correlation_id, None, "an empty correlation id is none");
+    fn go_bus_events_are_read_with_integer_timestamps_in_any_unit() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_464_820);
+        let cases = [
+            ("1796464820", at),
+            ("1796464820617", at + std::time::Duration::from_millis(617)),
+            (
+                "1796464820617123",
+                at + std::time::Duration::from_micros(617_123),
+            ),
+            (
+                "1796464820617123456",
+                at + std::time::Duration::from_nanos(617_123_456),
+            ),
+            (
+                "\"2026-12-05T12:00:20.617+02:00\"",
+                at + std::time::Duration::from_millis(617),
+            ),
+        ];
+        for (timestamp, expected) in cases {
+            let mut read = meta();
+            read.correlation_id = None;
+            let payload = unwrap(&mut read, &from_go(timestamp)).expect("enveloped");
+            let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(value["text"], "a <b> & c");
+            assert_eq!(&*read.source, "indexer");
+            assert_eq!(read.id.to_string(), "6f1c0e52-8a1b-4a83-9d43-2b1f6c1e0a77");
+            assert_eq!(read.time, expected, "timestamp {timestamp}");
+            assert_eq!(read.correlation_id, None);
+        }
+    }
+
+    #[test]
+    fn an_unknown_go_timestamp_keeps_the_time_already_known() {
+        for timestamp in ["0", "-5", "null", "1.5", "\"yesterday\"", "{}"] {
+            let mut read = meta();
+            let known = read.time;
+            unwrap(&mut read, &from_go(timestamp)).expect("still an envelope");
+            assert_eq!(read.time, known, "timestamp {timestamp}");
+        }
+    }
+
+    /// The Go bus's `Event`, field for field with Go's types: what Go's
+    /// `json.Unmarshal` accepts, this accepts.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct GoEvent {
+        id: String,
+        #[serde(rename = "type")]
+        kind: String,
+        source: String,
+        timestamp: i64,
+        #[serde(default)]
+        correlation_id: String,
+        payload: serde_json::Value,
+    }
+
+    #[test]
+    fn written_envelopes_decode_into_the_go_struct() {
+        let mut written = meta();
+        written.time =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(1_796_464_820_617_123_456);
+        let wrapped = wrap(&written, br#"{"texts":["a"]}"#).expect("json payload");
+        let event: GoEvent = serde_json::from_slice(&wrapped).expect("Go's field types");
+        assert_eq!(event.timestamp, 1_796_464_820_617_123_456);
+        assert_eq!(event.kind, "ml.embed.request");
+        assert_eq!(event.correlation_id, "corr-1");
+        assert_eq!(event.payload["texts"][0], "a");
     }
 
     #[test]

@@ -65,6 +65,8 @@ struct Inner {
     consumers: Mutex<Vec<consume::GroupConsumer>>,
     /// Topics created (or found) together with their dead-letter topic.
     ensured: Mutex<HashSet<String>>,
+    /// Topics created (or found) alone: response and dead-letter topics.
+    ensured_alone: Mutex<HashSet<String>>,
 }
 
 impl KafkaTransport {
@@ -95,6 +97,7 @@ impl KafkaTransport {
                 closed: std::sync::atomic::AtomicBool::new(false),
                 consumers: Mutex::new(Vec::new()),
                 ensured: Mutex::new(HashSet::new()),
+                ensured_alone: Mutex::new(HashSet::new()),
             }),
         };
         Ok((transport, inbox_topic.into()))
@@ -147,32 +150,74 @@ impl KafkaTransport {
     /// Creates `topic` and its dead-letter topic when they are missing: with
     /// the admin API, or, with provisioning off, by asking for their
     /// metadata as a producer (brokers with auto-creation then create them).
+    /// A dead-letter topic gets no dead-letter topic of its own: one is made
+    /// when something is dead-lettered there ([`Self::ensure_one`]).
     pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
         // Called before every typed publish: the common case is one lookup.
         if self.inner.ensured.lock().expect("poisoned").contains(topic) {
             return Ok(());
         }
-        let partitions = partitions.map_or(self.inner.config.default_partitions, |p| {
-            i32::try_from(p).unwrap_or(i32::MAX)
-        });
-        let wanted = [
-            (topic.to_owned(), partitions),
-            (format!("{topic}.dlq"), partitions),
-        ];
-        if self.inner.config.provision_topics {
-            admin::ensure(&self.inner.admin, &self.inner.config, &wanted).await?;
-        } else {
-            for (name, _) in &wanted {
-                produce::request_auto_creation(&self.inner.producer, &self.inner.config, name)
-                    .await?;
-            }
+        let partitions = self.partitions(partitions);
+        let mut wanted = vec![(topic.to_owned(), partitions)];
+        if !crate::topic::is_dead_letter_topic(topic) {
+            wanted.push((format!("{topic}.dlq"), partitions));
         }
+        self.create(&wanted).await?;
         self.inner
             .ensured
             .lock()
             .expect("poisoned")
             .insert(topic.to_owned());
         Ok(())
+    }
+
+    /// Creates `topic` alone when it is missing.
+    pub async fn ensure_one(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
+        if self
+            .inner
+            .ensured_alone
+            .lock()
+            .expect("poisoned")
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        self.create(&[(topic.to_owned(), self.partitions(partitions))])
+            .await?;
+        self.inner
+            .ensured_alone
+            .lock()
+            .expect("poisoned")
+            .insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// In Go-envelope mode, creates `{topic}.response`, where requests that
+    /// name no `reply_to` (the Go bus's) are answered.
+    pub async fn ensure_response_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
+        if !self.inner.config.go_envelope {
+            return Ok(());
+        }
+        self.ensure_one(&format!("{topic}.response"), partitions)
+            .await
+    }
+
+    fn partitions(&self, declared: Option<u32>) -> i32 {
+        declared.map_or(self.inner.config.default_partitions, |p| {
+            i32::try_from(p).unwrap_or(i32::MAX)
+        })
+    }
+
+    async fn create(&self, wanted: &[(String, i32)]) -> Result<()> {
+        if self.inner.config.provision_topics {
+            admin::ensure(&self.inner.admin, &self.inner.config, wanted).await
+        } else {
+            for (name, _) in wanted {
+                produce::request_auto_creation(&self.inner.producer, &self.inner.config, name)
+                    .await?;
+            }
+            Ok(())
+        }
     }
 
     pub async fn join(&self, spec: SubscriptionSpec, member: Arc<dyn Member>) -> Result<()> {

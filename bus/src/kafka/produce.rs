@@ -270,8 +270,20 @@ fn enqueue(
     let mut record = BaseRecord::with_opaque_to(topic, Arc::clone(acks))
         .payload(payload)
         .headers(headers);
-    if let Some(key) = &message.meta.key {
-        record = record.key(&key[..]);
+    // The Go bus keyed each record by its event id: an enveloped record of
+    // a topic without a key field does the same, so it spreads over the
+    // partitions as the Go bus's did. A declared key keeps its order.
+    let id_key = match (&message.meta.key, &enveloped) {
+        (None, Some(_)) => Some(message.meta.id.to_string()),
+        _ => None,
+    };
+    if let Some(key) = message
+        .meta
+        .key
+        .as_deref()
+        .or(id_key.as_deref().map(str::as_bytes))
+    {
+        record = record.key(key);
     }
     if let Some(partition) = partition {
         record = record.partition(partition);

@@ -165,13 +165,36 @@ impl Transport {
         }
     }
 
-    /// Creates `topic` (and its dead-letter topic) where topics are provisioned.
+    /// Creates `topic` (and its dead-letter topic, unless it is one) where
+    /// topics are provisioned.
     #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
         match self {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.ensure_topic(topic, partitions).await,
+        }
+    }
+
+    /// Creates `topic` alone, where topics are provisioned: a dead-letter
+    /// topic about to be written to (`{topic}.dlq.dlq` included).
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    pub async fn ensure_dead_letter_topic(&self, topic: &str) -> Result<()> {
+        match self {
+            Transport::Memory(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.ensure_one(topic, None).await,
+        }
+    }
+
+    /// Prepares the answering of requests on `topic` by a responder: in the
+    /// Kafka transport's Go-envelope mode, creates `{topic}.response`.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    pub async fn ensure_response_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
+        match self {
+            Transport::Memory(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.ensure_response_topic(topic, partitions).await,
         }
     }
 
