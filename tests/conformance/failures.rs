@@ -204,6 +204,11 @@ pub async fn exhausted_retries_dead_letter_with_the_reason<H: Harness>(harness: 
         assert_eq!(header_of(raw, header::ERROR_KIND), "handler");
         assert_eq!(header_of(raw, header::ATTEMPTS), "3");
         assert_eq!(header_of(raw, header::ORIGINAL_TOPIC), Doomed::NAME);
+        assert_eq!(
+            header_of(raw, "ce_type"),
+            Doomed::NAME,
+            "a dead letter keeps its type"
+        );
         assert_eq!(header_of(raw, header::GROUP), group);
         assert_eq!(raw.key.as_deref(), Some(original.id.as_bytes()), "key kept");
         assert_eq!(

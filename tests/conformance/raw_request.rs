@@ -89,6 +89,20 @@ pub async fn raw_request_gets_the_raw_reply_and_remote_errors<H: Harness>(harnes
         }
         other => panic!("expected Error::Remote, got {other:?}"),
     }
+    // A request without a content-type (another client's) is read with
+    // the topic's codec, and its reply says which one that is.
+    let mut bare = raw_halve(r#"{"n":8}"#);
+    bare.headers.remove("content-type");
+    let reply = guard("request without content-type", client.request_raw(bare))
+        .await
+        .expect("raw reply");
+    assert_eq!(reply.payload, br#"{"half":4}"#);
+    assert_eq!(
+        reply.headers.get_str("content-type"),
+        Some("application/json"),
+        "every reply carries its content type: {:?}",
+        reply.headers
+    );
     assert_eq!(client.stats().pending_requests, 0);
     net.close().await;
 }

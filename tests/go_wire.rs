@@ -1,0 +1,346 @@
+//! The Go bus's wire, on librdkafka's mock cluster: records written byte for
+//! byte as the Go bus's `encoding/json` and Sarama publisher write them are
+//! answered with typed replies on `{topic}.response`, and topicbus's own
+//! envelopes decode into the Go bus's `Event` struct.
+#![cfg(feature = "kafka")]
+
+#[path = "support/mock_kafka.rs"]
+mod mock_kafka;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use topicbus::kafka::KafkaConfig;
+use topicbus::{Bus, Context, RawMessage, Topic};
+
+use mock_kafka::MockKafka;
+
+/// Hang guard only; nothing asserts on time.
+const HANG: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "ml.embed.request", response = EmbedResponse)]
+struct EmbedRequest {
+    texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "ml.embed.response")]
+struct EmbedResponse {
+    embeddings: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "index.chunk.created")]
+struct ChunkCreated {
+    chunk_id: String,
+    text: String,
+}
+
+/// The Go bus's `Event` (internal/bus/bus.go), field for field with Go's
+/// types: what Go's `json.Unmarshal` accepts into it, this accepts.
+#[derive(Debug, Deserialize)]
+struct GoEvent {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    timestamp: i64,
+    #[serde(default)]
+    correlation_id: String,
+    payload: serde_json::Value,
+}
+
+async fn go_bus(brokers: &str, service: &str) -> Bus {
+    let config = KafkaConfig::new(brokers)
+        .provision_topics(false)
+        .go_envelope(true);
+    Bus::builder()
+        .service(service)
+        .kafka(mock_kafka::test_settings(config))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn topics(brokers: &str) -> Vec<String> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("metadata client");
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+/// A consumer of every partition of `topic` from its start, outside any
+/// group, as the Go bus's requester read `{topic}.response`.
+fn reader(brokers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "go-bus-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("reader");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// The next `n` records of `consumer`: key, value and headers.
+type Record = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, Vec<u8>>);
+
+fn read(consumer: &BaseConsumer, n: usize) -> Vec<Record> {
+    let deadline = std::time::Instant::now() + HANG;
+    let mut records = Vec::new();
+    while records.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: {} of {n} records read",
+            records.len()
+        );
+        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = polled.expect("record");
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push((
+            message.key().map(<[u8]>::to_vec),
+            message.payload().unwrap_or_default().to_vec(),
+            headers,
+        ));
+    }
+    records
+}
+
+/// A request exactly as the Go bus wrote it: `encoding/json` output of its
+/// `Event` (declaration order, no spaces, `<>&` escaped, `int64` time) as
+/// the value, the event id as the key, and `correlation_id` as the only
+/// header.
+fn go_request(id: &str, timestamp: i64, text: &str) -> (String, Vec<u8>) {
+    let value = format!(
+        r#"{{"id":"{id}","type":"ml.embed.request","source":"search","timestamp":{timestamp},"correlation_id":"{id}","payload":{{"texts":["{text}"]}}}}"#
+    );
+    (id.to_owned(), value.into_bytes())
+}
+
+/// Go requests with timestamps in nanoseconds, seconds, milliseconds and
+/// 0 reach a typed handler with the time they name, and each gets its typed
+/// reply on `{topic}.response` in the Go envelope, with the request's
+/// correlation id; the topic exists before the first request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_requests_get_typed_replies_on_the_response_topic() {
+    let kafka = MockKafka::start(1);
+    let responder = go_bus(&kafka.bootstrap, "embedder").await;
+    let times: Arc<Mutex<BTreeMap<String, SystemTime>>> = Arc::default();
+    let seen = Arc::clone(&times);
+    responder
+        .group("embedder")
+        .serve(move |request: EmbedRequest, ctx: Context| {
+            seen.lock()
+                .expect("poisoned")
+                .insert(request.texts[0].clone(), ctx.time());
+            let embeddings = request.texts.iter().map(|t| vec![t.len() as f32]).collect();
+            futures::future::ready(Ok::<_, Infallible>(EmbedResponse { embeddings }))
+        })
+        .await
+        .expect("serve");
+    assert!(
+        topics(&kafka.bootstrap).contains(&"ml.embed.request.response".to_owned()),
+        "the responder creates the topic Go requesters read"
+    );
+
+    let go_reader = reader(&kafka.bootstrap, "ml.embed.request.response");
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .expect("producer");
+    let at = 1_796_464_820; // 2026-12-05T10:00:20Z
+    let requests = [
+        ("nanos", at * 1_000_000_000 + 617_000_000, Some(617)),
+        ("seconds", at, Some(0)),
+        ("millis", at * 1_000 + 250, Some(250)),
+        ("zero", 0, None),
+    ];
+    let mut sent = BTreeMap::new();
+    for (i, (text, timestamp, _)) in requests.iter().enumerate() {
+        let id = format!("go-{i}-{}", uuid::Uuid::new_v4());
+        let (key, value) = go_request(&id, *timestamp, &format!("{text} <&>"));
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "correlation_id",
+            value: Some(id.as_bytes()),
+        });
+        producer
+            .send(
+                BaseRecord::to("ml.embed.request")
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers),
+            )
+            .map_err(|(error, _)| error)
+            .expect("send");
+        sent.insert(id, format!("{text} <&>"));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    let replies = tokio::task::spawn_blocking(move || read(&go_reader, 4))
+        .await
+        .expect("reader");
+    for (key, value, headers) in replies {
+        let reply: GoEvent = serde_json::from_slice(&value).unwrap_or_else(|e| {
+            panic!("not a Go event ({e}): {}", String::from_utf8_lossy(&value))
+        });
+        let text = sent
+            .get(&reply.correlation_id)
+            .unwrap_or_else(|| panic!("reply to an unknown request: {reply:?}"));
+        assert_eq!(
+            headers.get("correlation_id").map(Vec::as_slice),
+            Some(reply.correlation_id.as_bytes())
+        );
+        assert_eq!(
+            key.as_deref(),
+            Some(reply.correlation_id.as_bytes()),
+            "keyed as the request"
+        );
+        assert_eq!(reply.source, "embedder");
+        assert_eq!(reply.kind, "ml.embed.request.response");
+        assert!(
+            reply.timestamp > at * 1_000_000_000,
+            "nanoseconds: {}",
+            reply.timestamp
+        );
+        assert!(!reply.id.is_empty());
+        let typed: EmbedResponse = serde_json::from_value(reply.payload).expect("typed reply");
+        assert_eq!(typed.embeddings, vec![vec![text.len() as f32]]);
+    }
+    let times = times.lock().expect("poisoned").clone();
+    for (text, _, millis) in requests {
+        let time = times[&format!("{text} <&>")];
+        if let Some(millis) = millis {
+            let expected = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(at as u64)
+                + Duration::from_millis(millis);
+            assert_eq!(time, expected, "{text}");
+        }
+    }
+    responder.shutdown().await.expect("shutdown");
+}
+
+/// An event topicbus publishes in envelope mode decodes into the Go bus's
+/// `Event`, with an `int64` timestamp in nanoseconds, and is keyed by its
+/// event id as the Go bus's publisher keyed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topicbus_events_decode_into_the_go_struct() {
+    let kafka = MockKafka::start(1);
+    let bus = go_bus(&kafka.bootstrap, "indexer").await;
+    bus.ensure_topic::<ChunkCreated>().await.expect("topic");
+    let go_reader = reader(&kafka.bootstrap, ChunkCreated::NAME);
+    let before = SystemTime::now();
+    bus.publish(&ChunkCreated {
+        chunk_id: "c-1".to_owned(),
+        text: "a <b> & c".to_owned(),
+    })
+    .await
+    .expect("publish");
+    let after = SystemTime::now();
+    let records = tokio::task::spawn_blocking(move || read(&go_reader, 1))
+        .await
+        .expect("reader");
+    let (key, value, _) = &records[0];
+    let event: GoEvent = serde_json::from_slice(value).expect("the Go struct");
+    assert_eq!(
+        key.as_deref(),
+        Some(event.id.as_bytes()),
+        "keyed by event id"
+    );
+    assert_eq!(event.kind, ChunkCreated::NAME);
+    assert_eq!(event.source, "indexer");
+    assert_eq!(event.correlation_id, "");
+    let nanos = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    assert!(
+        (nanos(before)..=nanos(after)).contains(&event.timestamp),
+        "timestamp {} is the publish time in nanoseconds",
+        event.timestamp
+    );
+    let payload: ChunkCreated = serde_json::from_value(event.payload).expect("payload");
+    assert_eq!(payload.text, "a <b> & c");
+    bus.shutdown().await.expect("shutdown");
+}
+
+/// Reading a dead-letter topic creates no dead-letter topic of its own
+/// (`x.dlq.dlq`); one is made only when something fails there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_reader_creates_no_dead_letter_topic_of_its_own() {
+    let kafka = MockKafka::start(1);
+    let config = KafkaConfig::new(&kafka.bootstrap).provision_topics(false);
+    let bus = Bus::builder()
+        .service("ops")
+        .kafka(mock_kafka::test_settings(config))
+        .connect()
+        .await
+        .expect("connect");
+    let failed: Arc<Mutex<u32>> = Arc::default();
+    let count = Arc::clone(&failed);
+    bus.group("ops.dead-letters")
+        .subscribe_raw("billing.invoices.dlq", move |_: RawMessage, _| {
+            *count.lock().expect("poisoned") += 1;
+            futures::future::ready(Err::<(), _>("cannot handle dead letters either"))
+        })
+        .retries(0)
+        .await
+        .expect("subscribe");
+    let names = topics(&kafka.bootstrap);
+    assert!(
+        names.contains(&"billing.invoices.dlq".to_owned()),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with(".dlq.dlq")), "{names:?}");
+
+    // What fails there is still dead-lettered, nothing lost.
+    bus.publish_raw(RawMessage::new("billing.invoices.dlq", b"{}".to_vec()))
+        .await
+        .expect("publish a dead letter");
+    tokio::time::timeout(HANG, async {
+        while !topics(&kafka.bootstrap).contains(&"billing.invoices.dlq.dlq".to_owned()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the failure was dead-lettered to billing.invoices.dlq.dlq");
+    let second = reader(&kafka.bootstrap, "billing.invoices.dlq.dlq");
+    let records = tokio::task::spawn_blocking(move || read(&second, 1))
+        .await
+        .expect("reader");
+    assert_eq!(records[0].1, b"{}");
+    assert_eq!(*failed.lock().expect("poisoned"), 1);
+    bus.shutdown().await.expect("shutdown");
+}
