@@ -11,13 +11,13 @@ use futures_util::future::join_all;
 use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
-use crate::dispatch::{
-    self, BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed,
-};
+use crate::dispatch::{BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerOptions, NamedHandler};
 use crate::memory::MemoryBroker;
-use crate::message::{encode_erased, Headers, Message, MessageId, Meta, Payload, RawMessage};
+use crate::message::{encode_erased, Headers, Message, MessageId, Meta, RawMessage};
+use crate::reply::topics::ReplyTopics;
+use crate::reply::ReplyKey;
 use crate::request::{Outcome, Pending};
 use crate::telemetry::metrics::BusMetrics;
 use crate::telemetry::trace;
@@ -90,6 +90,9 @@ pub struct BusStats {
     pub pending_requests: usize,
     /// Replies that arrived after their request had given up.
     pub late_replies: u64,
+    /// Replies dropped because their MAC did not hold (with a
+    /// [`ReplyKey`]): forged, altered, or from a responder without the key.
+    pub rejected_replies: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +108,9 @@ pub(crate) struct Settings {
     event_log: Option<crate::EventLog>,
     /// Set with the builder; else the transport config's (both 1 MB by default).
     max_message_bytes: Option<usize>,
+    /// Reply topics answered besides those under the reply topic prefix.
+    allowed_reply_topics: Vec<String>,
+    reply_key: Option<ReplyKey>,
 }
 
 impl Default for Settings {
@@ -120,6 +126,8 @@ impl Default for Settings {
             max_pending_requests: 65_536,
             event_log: None,
             max_message_bytes: None,
+            allowed_reply_topics: Vec::new(),
+            reply_key: None,
         }
     }
 }
@@ -229,6 +237,46 @@ impl<T> BusBuilder<T> {
         self
     }
 
+    /// Topics this instance's responders answer on besides the reply topics
+    /// of topicbus requesters (those under the reply topic prefix,
+    /// `topicbus.reply.` by default) and `{topic}.response` (default: none).
+    /// Each entry is a topic name, or a prefix followed by `*`
+    /// (`python.replies.*` allows `python.replies.a1`).
+    ///
+    /// A request whose `reply_to` names any other topic is dead-lettered
+    /// (error kind `header`), neither handled nor answered: a client that can
+    /// write requests cannot make a responder publish to a topic of its
+    /// choosing. An entry that is not a topic name or prefix, and `*` alone,
+    /// allow nothing and are logged as errors
+    /// ([`BusConfig`](crate::BusConfig) refuses them). See
+    /// docs/security-replies.md.
+    ///
+    /// ```
+    /// let bus = topicbus::Bus::builder()
+    ///     .allowed_reply_topics(["my-client.replies", "python.replies.*"])
+    ///     .build();
+    /// # drop(bus);
+    /// ```
+    pub fn allowed_reply_topics<I>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.settings.allowed_reply_topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Authenticates replies with `key`, shared by the requesters and
+    /// responders of the system (see [`ReplyKey`]): this instance's
+    /// responders put a MAC on their replies, and its requests take only
+    /// replies whose MAC holds, dropping and counting the others
+    /// ([`BusStats::rejected_replies`]). Requests and replies then travel
+    /// encoded on the memory transport too (the MAC covers their bytes).
+    pub fn reply_key(mut self, key: ReplyKey) -> Self {
+        self.settings.reply_key = Some(key);
+        self
+    }
+
     /// Runs on `broker` (shared with other instances); without it, on a new
     /// private broker.
     pub fn memory(self, broker: MemoryBroker) -> BusBuilder<MemoryChoice> {
@@ -253,11 +301,14 @@ impl<T> BusBuilder<T> {
 impl BusBuilder<MemoryChoice> {
     /// Builds a bus on the memory transport.
     pub fn build(self) -> Bus {
-        let pending = Pending::new(self.settings.max_pending_requests);
+        let pending = Pending::new(
+            self.settings.max_pending_requests,
+            self.settings.reply_key.clone(),
+        );
         let broker = self.transport.0.unwrap_or_default();
-        let inbox = broker.open_inbox(&pending);
+        let inbox = broker.open_inbox(&self.service, &pending);
         // Values are measured (encoded) only against a limit someone set.
-        let limits = match self
+        let (max_message_bytes, measure_values) = match self
             .settings
             .max_message_bytes
             .or_else(|| broker.max_message_bytes())
@@ -269,8 +320,13 @@ impl BusBuilder<MemoryChoice> {
             self.service,
             self.settings,
             Transport::Memory(broker),
-            pending,
-            (inbox, limits),
+            Parts {
+                pending,
+                inbox,
+                reply_topic_prefix: crate::request::REPLY_TOPIC_PREFIX,
+                max_message_bytes,
+                measure_values,
+            },
         )
     }
 
@@ -287,22 +343,43 @@ impl BusBuilder<crate::kafka::KafkaConfig> {
     /// brokers when none answers within the connect timeout, and with
     /// [`Error::Config`] naming the property librdkafka refused.
     pub async fn connect(self) -> Result<Bus> {
-        let pending = Pending::new(self.settings.max_pending_requests);
+        let pending = Pending::new(
+            self.settings.max_pending_requests,
+            self.settings.reply_key.clone(),
+        );
         let mut config = self.transport;
         if let Some(limit) = self.settings.max_message_bytes {
             config = config.max_message_bytes(limit);
         }
         let max_message_bytes = config.max_message_bytes;
+        let reply_topic_prefix = config.reply_topic_prefix.clone();
         let (kafka, inbox) =
             crate::kafka::KafkaTransport::connect(config, &self.service, &pending).await?;
         Ok(Bus::from_parts(
             self.service,
             self.settings,
             Transport::Kafka(kafka),
-            pending,
-            (inbox, (max_message_bytes, false)),
+            Parts {
+                pending,
+                inbox,
+                reply_topic_prefix: &reply_topic_prefix,
+                max_message_bytes,
+                measure_values: false,
+            },
         ))
     }
+}
+
+/// What a transport's builder hands to [`Bus::from_parts`].
+struct Parts<'a> {
+    pending: Arc<Pending>,
+    /// This instance's reply topic.
+    inbox: Arc<str>,
+    /// What the reply topics of topicbus requesters on this transport start
+    /// with (before a `.`).
+    reply_topic_prefix: &'a str,
+    max_message_bytes: usize,
+    measure_values: bool,
 }
 
 pub(crate) struct BusCore {
@@ -311,6 +388,8 @@ pub(crate) struct BusCore {
     settings: Settings,
     pending: Arc<Pending>,
     inbox: Arc<str>,
+    /// Where this instance's responders answer.
+    reply_topics: ReplyTopics,
     metrics: BusMetrics,
     /// Largest payload published or handed to a typed handler.
     pub max_message_bytes: usize,
@@ -347,25 +426,22 @@ impl Bus {
         }
     }
 
-    fn from_parts(
-        service: String,
-        settings: Settings,
-        transport: Transport,
-        pending: Arc<Pending>,
-        (inbox, (max_message_bytes, measure_values)): (Arc<str>, (usize, bool)),
-    ) -> Bus {
+    fn from_parts(service: String, settings: Settings, transport: Transport, parts: Parts) -> Bus {
         crate::telemetry::metrics::describe();
+        let reply_topics =
+            ReplyTopics::new(parts.reply_topic_prefix, &settings.allowed_reply_topics);
         Bus {
             handle: Arc::new_cyclic(|handle| Handle {
                 core: Arc::new(BusCore {
                     transport,
                     service: service.into(),
                     settings,
-                    pending,
-                    inbox,
+                    pending: parts.pending,
+                    inbox: parts.inbox,
+                    reply_topics,
                     metrics: BusMetrics::default(),
-                    max_message_bytes,
-                    measure_values,
+                    max_message_bytes: parts.max_message_bytes,
+                    measure_values: parts.measure_values,
                     draining: AtomicBool::new(false),
                     closed: AtomicBool::new(false),
                     registrations: Mutex::new(Vec::new()),
@@ -559,6 +635,7 @@ impl Bus {
         BusStats {
             pending_requests: core.pending.len(),
             late_replies: core.pending.late_replies(),
+            rejected_replies: core.pending.rejected_replies(),
         }
     }
 
@@ -685,9 +762,10 @@ impl BusCore {
     }
 
     /// Sends `request` (with its correlation id and `reply_to` set) and
-    /// waits at most `limit` for the reply; `sent` learns whether the
-    /// transport took the request. An error reply fails with
-    /// [`Error::Remote`]; no pending entry outlives the call.
+    /// waits at most `limit` for the reply, which comes back as received
+    /// (an error reply too: see [`crate::reply::read`]); `sent` learns
+    /// whether the transport took the request. No pending entry outlives
+    /// the call.
     pub(crate) async fn exchange(
         &self,
         request: Message,
@@ -695,41 +773,27 @@ impl BusCore {
         sent: impl FnOnce(bool),
     ) -> Result<Message> {
         let topic = request.meta.topic.clone();
-        let id = request
-            .meta
-            .correlation_id
-            .clone()
-            .expect("requests carry a correlation id");
         self.transport.open_inbox().await?;
         let now = Instant::now();
         // Past what an `Instant` holds, a request waits as good as forever.
         let deadline = now
             .checked_add(limit)
             .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
-        let (mut guard, reply) = self.pending.register(id, deadline)?;
+        let (mut guard, reply) = self.pending.register(&request, deadline)?;
         let published = self.publish(request).await;
         sent(published.is_ok());
         published?;
         let outcome = reply.await;
         // Whatever ended the wait removed the entry.
         guard.disarm();
-        let reply = match outcome {
-            Ok(Outcome::Reply(reply)) => reply,
-            Ok(Outcome::Expired) => {
-                return Err(Error::Timeout {
-                    topic: topic.into_owned(),
-                    after: limit,
-                })
-            }
-            Err(_) => return Err(Error::Closed),
-        };
-        if let Some(message) = dispatch::reply_error(&reply.meta) {
-            return Err(Error::Remote {
+        match outcome {
+            Ok(Outcome::Reply(reply)) => Ok(reply),
+            Ok(Outcome::Expired) => Err(Error::Timeout {
                 topic: topic.into_owned(),
-                message,
-            });
+                after: limit,
+            }),
+            Err(_) => Err(Error::Closed),
         }
-        Ok(reply)
     }
 
     /// The event log, when this instance keeps one.
@@ -774,6 +838,7 @@ impl BusCore {
         headers: Headers,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
+        let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
             let id = MessageId::new();
             Meta {
@@ -791,7 +856,7 @@ impl BusCore {
         };
         let key = value.key().map(Cow::into_owned);
         match value.__try_clone() {
-            Some(copy) if self.transport.carries_values() => {
+            Some(copy) if as_value => {
                 let size = if self.measure_values {
                     <T::Codec as Codec>::encoded_len(value).map_err(codec_error)?
                 } else {
@@ -811,6 +876,14 @@ impl BusCore {
                 Ok(Message::bytes(meta(key), bytes.into()))
             }
         }
+    }
+
+    /// Whether a typed payload travels as its in-process value: where the
+    /// transport carries values, except requests and replies when replies
+    /// are authenticated (the MAC covers bytes, so they are encoded once,
+    /// not once to send and again to check).
+    fn sends_values(&self, exchange: bool) -> bool {
+        self.transport.carries_values() && !(exchange && self.settings.reply_key.is_some())
     }
 
     fn policy(&self, options: &HandlerOptions, serve: bool) -> Policy {
@@ -870,9 +943,26 @@ impl BusCore {
         }
     }
 
+    /// Why the request `message` must not be answered: its `reply_to`
+    /// names a topic outside this instance's reply topics.
+    pub(crate) fn refuse_reply_to(&self, message: &Message) -> Option<String> {
+        self.reply_topics.refuse(&message.meta)
+    }
+
     /// Answers `request` with `reply` (see [`BusCore::reply_meta`]) on its
-    /// `reply_to`, or on `{topic}.response` when it names none (Go bus).
+    /// `reply_to`, or on `{topic}.response` when it names none (Go bus);
+    /// with a reply key, signed.
     pub(crate) async fn send_reply(&self, request: &Message, reply: Message) {
+        let reply = match &self.settings.reply_key {
+            None => reply,
+            Some(key) => match key.sign(request, &reply) {
+                Ok(signed) => signed,
+                Err(error) => {
+                    tracing::error!(topic = %request.meta.topic, %error, "could not sign a reply; not sending it");
+                    return;
+                }
+            },
+        };
         // Boxed: publishing to `{topic}.response` is rare, and its future
         // would make every delivery's future larger.
         let sent = match &request.meta.reply_to {
@@ -1243,7 +1333,7 @@ fn reply_payload<T: Request>(
             "the response of {size} bytes exceeds the limit of {limit} bytes (max_message_bytes)"
         ))
     };
-    if core.transport.carries_values() {
+    if core.sends_values(true) {
         let size = if core.measure_values {
             <T::Codec as Codec>::encoded_len(&response)?
         } else {
@@ -1325,27 +1415,6 @@ impl<T: Request> RequestCall<'_, T> {
                 core.metrics.published(T::NAME, 1, sent)
             })
             .await?;
-        read_reply::<T>(reply)
-    }
-}
-
-fn read_reply<T: Request>(reply: Message) -> Result<T::Response> {
-    let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
-    let reply = match reply.take_value::<T::Response>() {
-        Ok(value) => return Ok(value),
-        Err(shared) => shared,
-    };
-    match reply.payload() {
-        Payload::Value { value, encode, .. } => {
-            if !value.is::<Option<T::Response>>() {
-                return Err(codec_error(CodecError::new(format!(
-                    "the reply is not a `{}`",
-                    std::any::type_name::<T::Response>()
-                ))));
-            }
-            let bytes = encode(value).map_err(codec_error)?;
-            <T::Codec as Codec>::decode(&bytes).map_err(codec_error)
-        }
-        Payload::Bytes(bytes) => <T::Codec as Codec>::decode(bytes).map_err(codec_error),
+        crate::reply::read::typed::<T>(reply, core.max_message_bytes)
     }
 }

@@ -40,7 +40,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::memory::{MemoryBroker, MemoryConfig};
-use crate::{Bus, BusBuilder, EventLog};
+use crate::{Bus, BusBuilder, EventLog, ReplyKey};
 
 /// The environment prefix of [`BusConfig::from_env`].
 pub const DEFAULT_ENV_PREFIX: &str = "TOPICBUS";
@@ -69,6 +69,8 @@ const KEYS: &[&str] = &[
     "kafka_join_timeout",
     "kafka_go_envelope",
     "kafka_properties",
+    "allowed_reply_topics",
+    "reply_key",
 ];
 
 /// Which transport a [`BusConfig`] asks for (the Go service's `type`).
@@ -123,7 +125,8 @@ impl<'de> Deserialize<'de> for BusType {
 /// Durations are written like `30s`, `250ms` or `1m 30s`.
 ///
 /// `Debug` output shows every setting except the values of secret Kafka
-/// properties (passwords, keys, tokens, JAAS configuration).
+/// properties (passwords, keys, tokens, JAAS configuration) and the reply
+/// key.
 ///
 /// ```
 /// use std::time::Duration;
@@ -224,6 +227,20 @@ pub struct BusConfig {
     /// (`RICE_KAFKA_PROPERTIES__SASL_USERNAME=app`).
     #[serde(deserialize_with = "properties")]
     pub kafka_properties: BTreeMap<String, String>,
+    /// `allowed_reply_topics` / `RICE_ALLOWED_REPLY_TOPICS`: topics the
+    /// responders answer on besides topicbus requesters' reply topics (under
+    /// `topicbus.reply.`) and `{topic}.response`; a comma-separated string or
+    /// a list of topic names and prefixes followed by `*`
+    /// (`my-client.replies,python.replies.*`). A request whose `reply_to`
+    /// names another topic is dead-lettered (default: none). See
+    /// [`BusBuilder::allowed_reply_topics`].
+    #[serde(deserialize_with = "topic_list")]
+    pub allowed_reply_topics: Vec<String>,
+    /// `reply_key` / `RICE_REPLY_KEY`: the secret that authenticates
+    /// replies, shared by the services (at least 32 bytes of text; default:
+    /// none, replies are not authenticated). Never shown in `Debug` output.
+    /// See [`ReplyKey`].
+    pub reply_key: Option<ReplyKey>,
 }
 
 impl Default for BusConfig {
@@ -251,6 +268,8 @@ impl Default for BusConfig {
             kafka_join_timeout: Duration::from_secs(60),
             kafka_go_envelope: false,
             kafka_properties: BTreeMap::new(),
+            allowed_reply_topics: Vec::new(),
+            reply_key: None,
         }
     }
 }
@@ -379,6 +398,10 @@ impl BusConfig {
                 return Err((key, format!("`{value}`: must be at least 1")));
             }
         }
+        for entry in &self.allowed_reply_topics {
+            crate::reply::topics::check_entry(entry)
+                .map_err(|why| ("allowed_reply_topics", why))?;
+        }
         Ok(())
     }
 }
@@ -411,7 +434,11 @@ impl Bus {
             .request_timeout(config.request_timeout)
             .shutdown_timeout(config.shutdown_timeout)
             .retries(config.retries)
-            .max_pending_requests(config.max_pending_requests);
+            .max_pending_requests(config.max_pending_requests)
+            .allowed_reply_topics(config.allowed_reply_topics.iter().cloned());
+        if let Some(key) = &config.reply_key {
+            builder = builder.reply_key(key.clone());
+        }
         if config.event_log_enabled {
             let path = config
                 .event_log_path
@@ -500,6 +527,8 @@ impl fmt::Debug for BusConfig {
             .field("kafka_join_timeout", &self.kafka_join_timeout)
             .field("kafka_go_envelope", &self.kafka_go_envelope)
             .field("kafka_properties", &properties)
+            .field("allowed_reply_topics", &self.allowed_reply_topics)
+            .field("reply_key", &self.reply_key)
             .finish()
     }
 }
@@ -917,7 +946,29 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<D
 fn brokers<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Vec<String>, D::Error> {
-    struct BrokersVisitor;
+    comma_separated(
+        deserializer,
+        "host:port, comma-separated, or a list of them",
+    )
+}
+
+/// Topic names or prefixes, as [`brokers`] are written.
+fn topic_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    comma_separated(
+        deserializer,
+        "topic names or prefixes ending in `*`, comma-separated, or a list of them",
+    )
+}
+
+/// Items of a comma-separated string or a list (of strings that may
+/// themselves be comma-separated); `expecting` says what an item is.
+fn comma_separated<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    expecting: &'static str,
+) -> std::result::Result<Vec<String>, D::Error> {
+    struct ListVisitor(&'static str);
 
     fn split(text: &str, into: &mut Vec<String>) {
         into.extend(
@@ -928,11 +979,11 @@ fn brokers<'de, D: Deserializer<'de>>(
         );
     }
 
-    impl<'de> Visitor<'de> for BrokersVisitor {
+    impl<'de> Visitor<'de> for ListVisitor {
         type Value = Vec<String>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("host:port, comma-separated, or a list of them")
+            f.write_str(self.0)
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Vec<String>, E> {
@@ -957,7 +1008,7 @@ fn brokers<'de, D: Deserializer<'de>>(
         }
     }
 
-    deserializer.deserialize_any(BrokersVisitor)
+    deserializer.deserialize_any(ListVisitor(expecting))
 }
 
 /// librdkafka properties: a map of names to scalar values. Nested maps
@@ -1059,6 +1110,7 @@ mod tests {
             let value = match *key {
                 "type" => "memory",
                 "kafka_properties" => continue,
+                "allowed_reply_topics" => "a.b, c.*",
                 k if k.ends_with("timeout") || k.ends_with("interval") => "1s",
                 k if k.ends_with("enabled")
                     || k.ends_with("topics")
@@ -1068,6 +1120,7 @@ mod tests {
                     "false"
                 }
                 "kafka_brokers" => "h:1",
+                "reply_key" => "0123456789abcdef0123456789abcdef",
                 "service" | "kafka_group" | "event_log_path" => "x",
                 _ => "2",
             };
@@ -1081,6 +1134,8 @@ mod tests {
             .expect("every key loads");
         assert_eq!(config.retries, 2);
         assert_eq!(config.kafka_properties["client.id"], "c");
+        assert_eq!(config.allowed_reply_topics, ["a.b", "c.*"]);
+        assert!(config.reply_key.is_some());
     }
 
     #[cfg(feature = "kafka")]

@@ -221,6 +221,14 @@ impl<I: Invoke> HandlerMember<I> {
                 return Box::pin(self.recover(message, failure, is_request)).await;
             }
         }
+        if is_request {
+            // Not answered at all, not even with an error: the answer would
+            // go where the request pointed it.
+            if let Some(reason) = self.core.refuse_reply_to(message) {
+                let failure = Failure::permanent("header", reason);
+                return Box::pin(self.recover(message, failure, false)).await;
+            }
+        }
         match self.attempt(message, 1).await {
             Ok(output) => {
                 self.metrics.handled();
@@ -596,7 +604,7 @@ fn panicked(panic: &(dyn Any + Send)) -> Failure {
     )
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

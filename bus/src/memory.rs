@@ -591,8 +591,16 @@ impl MemoryBroker {
         })
     }
 
-    pub(crate) fn open_inbox(&self, pending: &Arc<Pending>) -> Arc<str> {
-        let name: Arc<str> = format!("_topicbus.inbox.{}", uuid::Uuid::new_v4().simple()).into();
+    /// Opens the reply inbox of an instance of `service`, named as a Kafka
+    /// reply topic is: `topicbus.reply.{service}.{uuid}`.
+    pub(crate) fn open_inbox(&self, service: &str, pending: &Arc<Pending>) -> Arc<str> {
+        let name: Arc<str> = format!(
+            "{}.{}.{}",
+            crate::request::REPLY_TOPIC_PREFIX,
+            crate::topic::sanitize_name(service),
+            uuid::Uuid::new_v4().simple()
+        )
+        .into();
         self.inner
             .inboxes
             .write()

@@ -167,6 +167,10 @@ pub mod header {
     pub const REPLY_TO: &str = "reply_to";
     /// The payload's content type.
     pub const CONTENT_TYPE: &str = "content-type";
+    /// On a reply of a responder with a [`ReplyKey`](crate::ReplyKey): the
+    /// HMAC-SHA256 that binds the reply to its request, as 64 lower-case
+    /// hexadecimal digits (WIRE.md, "Authenticated replies").
+    pub const REPLY_MAC: &str = "topicbus_reply_mac";
     /// The W3C trace context of a traced message (see
     /// [`TraceContext`](crate::TraceContext)).
     pub const TRACEPARENT: &str = "traceparent";

@@ -12,6 +12,11 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::{Message, MessageId};
+use crate::reply::key::{Binding, ReplyKey};
+
+/// The prefix of the reply topics topicbus requesters read (Kafka's
+/// default, and every memory inbox's): `topicbus.reply.{service}.{uuid}`.
+pub(crate) const REPLY_TOPIC_PREFIX: &str = "topicbus.reply";
 
 /// How a waiting request ends, unless the bus closes first (its sender is
 /// then dropped).
@@ -27,6 +32,10 @@ pub(crate) enum Outcome {
 /// or by the [`PendingGuard`] of a call that was cancelled, so no entry
 /// outlives its request.
 ///
+/// With a [`ReplyKey`], a reply is handed over only when its MAC holds for
+/// its request; any other is dropped and counted, and the request keeps
+/// waiting.
+///
 /// Deadlines are kept here rather than in a tokio timer per request: a
 /// timer costs a registration and a removal in the runtime's timer wheel
 /// (0.6–1.1 times a raw in-process round trip in `memory_request_reply`);
@@ -35,14 +44,17 @@ pub(crate) enum Outcome {
 pub(crate) struct Pending {
     state: Mutex<State>,
     limit: usize,
+    key: Option<ReplyKey>,
     late_replies: AtomicU64,
     late_replies_metric: Counter,
+    rejected_replies: AtomicU64,
+    rejected_replies_metric: Counter,
     /// Itself, for the sweeper (which must not keep the bus alive).
     this: Weak<Pending>,
 }
 
 struct State {
-    waiting: FastMap<MessageId, oneshot::Sender<Outcome>>,
+    waiting: FastMap<MessageId, Waiter>,
     /// Deadlines of the waiting requests, earliest first, and of some that
     /// ended since: those are dropped when they reach the top, or all at
     /// once when they outnumber the waiting ones (so memory stays bounded
@@ -51,6 +63,13 @@ struct State {
     /// When the sweeper visits next, if it is due to.
     visit: Option<Instant>,
     closed: bool,
+}
+
+/// A request waiting for its reply.
+struct Waiter {
+    tx: oneshot::Sender<Outcome>,
+    /// What its reply's MAC must cover (with a key).
+    binding: Option<Binding>,
 }
 
 impl State {
@@ -84,7 +103,7 @@ impl State {
 }
 
 impl Pending {
-    pub fn new(limit: usize) -> Arc<Self> {
+    pub fn new(limit: usize, key: Option<ReplyKey>) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             state: Mutex::new(State {
                 waiting: FastMap::default(),
@@ -93,8 +112,11 @@ impl Pending {
                 closed: false,
             }),
             limit,
+            key,
             late_replies: AtomicU64::new(0),
             late_replies_metric: crate::telemetry::metrics::late_replies(),
+            rejected_replies: AtomicU64::new(0),
+            rejected_replies_metric: crate::telemetry::metrics::rejected_replies(),
             this: this.clone(),
         })
     }
@@ -103,13 +125,26 @@ impl Pending {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a request that gives up at `deadline`; fails when `limit`
-    /// requests already wait, or once the bus closed.
+    /// Registers `request` (with its correlation id set), which gives up at
+    /// `deadline`; fails when `limit` requests already wait, or once the
+    /// bus closed.
     pub fn register(
         self: &Arc<Self>,
-        id: MessageId,
+        request: &Message,
         deadline: Instant,
     ) -> Result<(PendingGuard, oneshot::Receiver<Outcome>)> {
+        let id = request
+            .meta
+            .correlation_id
+            .clone()
+            .expect("requests carry a correlation id");
+        let binding = match self.key {
+            Some(_) => Some(
+                Binding::of(request)
+                    .map_err(|e| Error::codec(&request.meta.topic, "request", e))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel();
         let tell_sweeper = {
             let mut state = self.lock();
@@ -126,7 +161,7 @@ impl Pending {
                 });
             }
             state.prune();
-            state.waiting.insert(id.clone(), tx);
+            state.waiting.insert(id.clone(), Waiter { tx, binding });
             state.deadlines.push(Reverse(At(deadline, id.clone())));
             state.book(deadline)
         };
@@ -143,15 +178,30 @@ impl Pending {
         ))
     }
 
-    /// Hands a reply to its waiting request, or counts it as late.
+    /// Hands a reply to its waiting request, or counts it as late; with a
+    /// key, drops and counts it when its MAC does not hold.
     pub fn complete(&self, reply: Message) {
-        let waiter = reply
-            .meta
-            .correlation_id
-            .as_ref()
-            .and_then(|id| self.lock().waiting.remove(id));
+        let id = reply.meta.correlation_id.as_ref();
+        if let (Some(key), Some(id)) = (&self.key, id) {
+            // Checked outside the lock: the MAC covers the whole payload.
+            let binding = self.lock().waiting.get(id).and_then(|w| w.binding.clone());
+            if let Some(binding) = binding {
+                if let Err(why) = key.verify(&reply, &binding) {
+                    self.rejected_replies.fetch_add(1, Ordering::Relaxed);
+                    self.rejected_replies_metric.increment(1);
+                    tracing::warn!(
+                        topic = %reply.meta.topic,
+                        correlation_id = %id,
+                        source = %reply.meta.source.escape_debug(),
+                        "dropped a reply that failed the reply key's check: {why}"
+                    );
+                    return;
+                }
+            }
+        }
+        let waiter = id.and_then(|id| self.lock().waiting.remove(id));
         let delivered = match waiter {
-            Some(tx) => tx.send(Outcome::Reply(reply)).is_ok(),
+            Some(waiter) => waiter.tx.send(Outcome::Reply(reply)).is_ok(),
             None => false,
         };
         if !delivered {
@@ -177,8 +227,8 @@ impl Pending {
                 let Some(Reverse(At(_, id))) = state.deadlines.pop() else {
                     break;
                 };
-                if let Some(tx) = state.waiting.remove(&id) {
-                    expired.push(tx);
+                if let Some(waiter) = state.waiting.remove(&id) {
+                    expired.push(waiter.tx);
                 }
             }
             state.prune();
@@ -205,6 +255,10 @@ impl Pending {
 
     pub fn late_replies(&self) -> u64 {
         self.late_replies.load(Ordering::Relaxed)
+    }
+
+    pub fn rejected_replies(&self) -> u64 {
+        self.rejected_replies.load(Ordering::Relaxed)
     }
 
     /// Fails every waiting request, and those that register later, with
@@ -340,7 +394,8 @@ mod tests {
     use super::*;
     use crate::message::{Headers, Meta};
 
-    fn reply_to(id: &MessageId) -> Message {
+    /// A request or reply with correlation id `id`.
+    fn correlated(id: &MessageId) -> Message {
         Message::bytes(
             Meta {
                 topic: Cow::Borrowed("t"),
@@ -360,29 +415,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_expires_at_its_deadline_and_leaves_no_entry() {
-        let pending = Pending::new(8);
+        let pending = Pending::new(8, None);
         let far = Instant::now() + Duration::from_secs(3600);
-        let (_long, _long_rx) = pending.register(MessageId::new(), far).unwrap();
+        let (_long, _long_rx) = pending
+            .register(&correlated(&MessageId::new()), far)
+            .unwrap();
         let id = MessageId::new();
         let (mut guard, rx) = pending
-            .register(id.clone(), Instant::now() + Duration::from_millis(20))
+            .register(&correlated(&id), Instant::now() + Duration::from_millis(20))
             .unwrap();
         assert!(matches!(rx.await, Ok(Outcome::Expired)));
         guard.disarm();
         assert_eq!(pending.len(), 1, "only the far request still waits");
-        pending.complete(reply_to(&id));
+        pending.complete(correlated(&id));
         assert_eq!(pending.late_replies(), 1);
     }
 
     #[test]
     fn ended_requests_do_not_pile_up_behind_a_waiting_one() {
-        let pending = Pending::new(8);
+        let pending = Pending::new(8, None);
         let far = Instant::now() + Duration::from_secs(3600);
-        let (_long, _long_rx) = pending.register(MessageId::new(), far).unwrap();
+        let (_long, _long_rx) = pending
+            .register(&correlated(&MessageId::new()), far)
+            .unwrap();
         for _ in 0..10_000 {
             let id = MessageId::new();
-            let (mut guard, _rx) = pending.register(id.clone(), far).unwrap();
-            pending.complete(reply_to(&id));
+            let (mut guard, _rx) = pending.register(&correlated(&id), far).unwrap();
+            pending.complete(correlated(&id));
             guard.disarm();
         }
         let state = pending.lock();
@@ -395,12 +454,33 @@ mod tests {
     }
 
     #[test]
+    fn with_a_key_a_reply_without_a_valid_mac_is_dropped_and_the_request_waits_on() {
+        let key = ReplyKey::new([7u8; 32]).unwrap();
+        let pending = Pending::new(8, Some(key.clone()));
+        let id = MessageId::new();
+        let request = correlated(&id);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let (mut guard, mut rx) = pending.register(&request, far).unwrap();
+        pending.complete(correlated(&id));
+        let other_key = ReplyKey::new([8u8; 32]).unwrap();
+        pending.complete(other_key.sign(&request, &correlated(&id)).unwrap());
+        assert_eq!(pending.rejected_replies(), 2);
+        assert!(rx.try_recv().is_err(), "nothing was handed over");
+        assert_eq!(pending.len(), 1, "the request still waits");
+        pending.complete(key.sign(&request, &correlated(&id)).unwrap());
+        assert!(matches!(rx.try_recv(), Ok(Outcome::Reply(_))));
+        guard.disarm();
+        assert_eq!((pending.rejected_replies(), pending.late_replies()), (2, 0));
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
     fn a_closed_bus_takes_no_requests() {
-        let pending = Pending::new(8);
+        let pending = Pending::new(8, None);
         pending.close_all();
         let deadline = Instant::now() + Duration::from_secs(1);
         assert!(matches!(
-            pending.register(MessageId::new(), deadline),
+            pending.register(&correlated(&MessageId::new()), deadline),
             Err(Error::Closed)
         ));
     }

@@ -114,6 +114,7 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
             meta.reply_to = Some(Arc::clone(&core.inbox));
             let message = Message::bytes(meta, payload.into());
             let reply = core.exchange(message, limit, |_| {}).await?;
+            crate::reply::read::remote_error(&topic, &reply)?;
             let payload = reply
                 .payload()
                 .to_bytes()

@@ -114,6 +114,10 @@ impl KafkaConfig {
     }
 
     /// Prefix of each instance's reply topic (default `topicbus.reply`).
+    /// This instance's responders answer on topics under it (a `reply_to`
+    /// of `{prefix}.` and more), on `{topic}.response`, and on those of
+    /// [`BusBuilder::allowed_reply_topics`](crate::BusBuilder::allowed_reply_topics):
+    /// give requesters and responders the same prefix.
     pub fn reply_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.reply_topic_prefix = prefix.into();
         self

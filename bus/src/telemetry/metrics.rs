@@ -45,6 +45,9 @@ pub mod names {
     pub const REQUEST_DURATION: &str = "topicbus_request_duration_seconds";
     /// Counter: replies that arrived after their request had given up.
     pub const LATE_REPLIES: &str = "topicbus_late_replies_total";
+    /// Counter: replies dropped by a requester with a
+    /// [`ReplyKey`](crate::ReplyKey) because their MAC did not hold.
+    pub const REJECTED_REPLIES: &str = "topicbus_rejected_replies_total";
     /// Gauge: Kafka consumer lag (messages) of a partition, from
     /// librdkafka's statistics. Labels `topic`, `partition`, `group`.
     pub const KAFKA_CONSUMER_LAG: &str = "topicbus_kafka_consumer_lag";
@@ -97,6 +100,11 @@ pub(crate) fn describe() {
         names::LATE_REPLIES,
         Unit::Count,
         "Replies that arrived after their request had given up"
+    );
+    describe_counter!(
+        names::REJECTED_REPLIES,
+        Unit::Count,
+        "Replies dropped because their reply-key MAC did not hold"
     );
     describe_gauge!(
         names::KAFKA_CONSUMER_LAG,
@@ -398,6 +406,11 @@ impl Drop for CallTimer<'_> {
 /// The late-replies counter of one bus.
 pub(crate) fn late_replies() -> Counter {
     metrics::counter!(names::LATE_REPLIES)
+}
+
+/// The rejected-replies counter of one bus.
+pub(crate) fn rejected_replies() -> Counter {
+    metrics::counter!(names::REJECTED_REPLIES)
 }
 
 /// Consumer-lag and prefetch gauges of one Kafka group member, per
