@@ -111,6 +111,7 @@ conformance! {
         request_reply::panicking_responder_comes_back_as_remote_error,
         request_reply::slow_responder_times_out_and_late_reply_is_dropped,
         request_reply::request_without_responders_fails_with_no_responders,
+        request_reply::reply_to_outside_the_reply_topics_is_dead_lettered,
         raw_request::raw_request_gets_the_raw_reply_and_remote_errors,
         // shutdown
         shutdown::shutdown_drains_in_flight_handlers_then_rejects_work,

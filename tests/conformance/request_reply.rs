@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use topicbus::{Context, Error, ErrorKind, Headers, Topic};
+use topicbus::{header, Context, Error, ErrorKind, Headers, RawMessage, Topic};
 
 use crate::harness::{eventually, guard, skip, Gate, Harness, Log, Net, Setup};
 
@@ -469,4 +469,148 @@ pub async fn request_without_responders_fails_with_no_responders<H: Harness>(har
     }
     assert_eq!(client.stats().pending_requests, 0);
     net.close().await;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.rpc.ledger", response = Quotient)]
+pub struct Ledger {
+    n: i64,
+}
+
+/// Where a hostile request aims its reply: a business topic the responder
+/// may write to, but that is no reply topic.
+const FORBIDDEN_REPLY_TOPIC: &str = "conformance.rpc.billing.invoices";
+
+/// Records every message of `topic` (through `bus`, in a group of its own).
+async fn record_raw(net: &Net, bus: &topicbus::Bus, topic: &str) -> Arc<Log<RawMessage>> {
+    let log = Log::new();
+    let sink = Arc::clone(&log);
+    bus.group(net.group(&format!("request_reply.watch.{topic}")))
+        .subscribe_raw(topic, move |raw: RawMessage, _ctx: Context| {
+            sink.push(raw);
+            futures::future::ready(Ok::<(), Infallible>(()))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("subscribe to `{topic}`: {e}"));
+    log
+}
+
+/// A request as another client writes it: JSON, with a correlation id
+/// and, if given, a `reply_to`.
+fn ledger_request(n: i64, correlation_id: &str, reply_to: Option<&str>) -> RawMessage {
+    let mut request = RawMessage::new(Ledger::NAME, format!(r#"{{"n":{n}}}"#).into_bytes());
+    request.headers.insert("content-type", "application/json");
+    request.headers.insert("correlation_id", correlation_id);
+    if let Some(reply_to) = reply_to {
+        request.headers.insert("reply_to", reply_to);
+    }
+    request
+}
+
+/// A request whose `reply_to` names a topic outside the reply topics (not
+/// under the reply topic prefix, not `{topic}.response`, not allowed by the
+/// configuration) is dead-lettered with a reason naming the topic and the
+/// setting, neither handled nor answered: nothing reaches that topic. The
+/// requests behind it are answered, on the requester's reply topic and, for
+/// a request without `reply_to` (the Go bus's), on `{topic}.response`.
+pub async fn reply_to_outside_the_reply_topics_is_dead_lettered<H: Harness>(harness: H) {
+    let net = Net::new(&harness, Setup::default()).await;
+    let responder = net.bus("ledger").await;
+    let handled = Log::new();
+    let sink = Arc::clone(&handled);
+    responder
+        .group(net.group("request_reply.ledger"))
+        .serve(move |request: Ledger| {
+            sink.push(request.n);
+            futures::future::ready(Ok::<_, Infallible>(Quotient { q: request.n * 10 }))
+        })
+        .await
+        .expect("serve");
+    let watcher = net.bus("watcher").await;
+    let dead = record_raw(&net, &watcher, &format!("{}.dlq", Ledger::NAME)).await;
+    let forbidden = record_raw(&net, &watcher, FORBIDDEN_REPLY_TOPIC).await;
+    let responses = record_raw(&net, &watcher, &format!("{}.response", Ledger::NAME)).await;
+    let client = net.bus("client").await;
+
+    let hostile_id = uuid_text(1);
+    guard(
+        "publish the hostile request",
+        client.publish_raw(ledger_request(
+            666,
+            &hostile_id,
+            Some(FORBIDDEN_REPLY_TOPIC),
+        )),
+    )
+    .await
+    .expect("publish");
+    for n in [1, 2] {
+        let reply = guard("a valid request", client.request(&Ledger { n }))
+            .await
+            .expect("a valid request behind the hostile one is answered");
+        assert_eq!(reply, Quotient { q: n * 10 });
+    }
+    let go_style_id = uuid_text(2);
+    guard(
+        "publish a request without reply_to",
+        client.publish_raw(ledger_request(3, &go_style_id, None)),
+    )
+    .await
+    .expect("publish");
+    let answered = responses
+        .wait_for(1, "the answer on {topic}.response")
+        .await;
+    assert_eq!(answered[0].payload, br#"{"q":30}"#);
+    assert_eq!(
+        answered[0].headers.get_str("correlation_id"),
+        Some(go_style_id.as_str())
+    );
+
+    // The watcher reads the topic; the handler count below shows that the
+    // responder handled (and so answered) nothing else.
+    let mut sentinel = RawMessage::new(FORBIDDEN_REPLY_TOPIC, b"sentinel".to_vec());
+    sentinel.headers.insert("content-type", "text/plain");
+    guard("publish the sentinel", client.publish_raw(sentinel))
+        .await
+        .expect("publish");
+    let seen = forbidden
+        .wait_until("the sentinel", |seen| {
+            seen.iter().any(|m| m.payload == b"sentinel")
+        })
+        .await;
+    assert_eq!(
+        seen.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(),
+        vec![b"sentinel".to_vec()],
+        "nothing but the sentinel reached `{FORBIDDEN_REPLY_TOPIC}`"
+    );
+    let dead = dead
+        .wait_for(1, "the hostile request is dead-lettered")
+        .await;
+    let letter = &dead[0];
+    assert_eq!(
+        letter.headers.get_str("correlation_id"),
+        Some(hostile_id.as_str())
+    );
+    assert_eq!(letter.headers.get_str(header::ERROR_KIND), Some("header"));
+    let reason = letter.headers.get_str(header::ERROR).unwrap_or_default();
+    assert!(
+        reason.contains(FORBIDDEN_REPLY_TOPIC) && reason.contains("allowed_reply_topics"),
+        "the reason names the topic and the setting: {reason}"
+    );
+
+    assert_eq!(client.stats().pending_requests, 0);
+    net.close().await;
+    assert_eq!(
+        handled.snapshot(),
+        vec![1, 2, 3],
+        "the hostile request was not handled"
+    );
+    assert_eq!(dead.len(), 1);
+}
+
+/// A UUID's text, different per call and per run.
+fn uuid_text(n: u64) -> String {
+    format!(
+        "00000000-0000-4000-8000-{:012x}",
+        (crate::harness::unique() << 8) | n
+    )
 }
