@@ -31,6 +31,8 @@ pub struct KafkaConfig {
     pub(crate) replication_factor: i32,
     pub(crate) provision_topics: bool,
     pub(crate) max_message_bytes: usize,
+    /// Set by the bus builder (`max_headers`).
+    pub(crate) header_limits: crate::wire::HeaderLimits,
     pub(crate) reply_topic_prefix: String,
     pub(crate) go_envelope: bool,
     pub(crate) statistics_interval: Duration,
@@ -49,6 +51,7 @@ impl KafkaConfig {
             replication_factor: 1,
             provision_topics: true,
             max_message_bytes: 1_000_000,
+            header_limits: crate::wire::HeaderLimits::default(),
             reply_topic_prefix: "topicbus.reply".to_owned(),
             go_envelope: false,
             statistics_interval: Duration::from_secs(5),

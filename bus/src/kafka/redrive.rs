@@ -56,7 +56,11 @@ fn redrive(
         .create()
         .map_err(config_error)?;
     let mut ends = assign_from_committed(&consumer, config, &dlq)?;
-    let mut reader = Reader::new(Cow::Owned(dlq.clone()), config.go_envelope);
+    let mut reader = Reader::new(
+        Cow::Owned(dlq.clone()),
+        config.go_envelope,
+        config.header_limits,
+    );
     let mut batch: Vec<Message> = Vec::new();
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut moved = 0;

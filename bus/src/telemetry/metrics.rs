@@ -52,6 +52,10 @@ pub mod names {
     /// the partition's worker has not read yet, from librdkafka's
     /// statistics (`fetchq_cnt`). Labels `topic`, `partition`, `group`.
     pub const KAFKA_CONSUMER_PREFETCHED: &str = "topicbus_kafka_consumer_prefetched";
+    /// Counter: dead letters the transport refused as too large even
+    /// without payload and application headers, so not written (the message
+    /// stays in its topic). Label `topic` (the original).
+    pub const DEAD_LETTERS_TOO_LARGE: &str = "topicbus_dead_letters_too_large_total";
 }
 
 /// Gives the recorder the unit and help text of every metric (once per bus:
@@ -62,6 +66,11 @@ pub(crate) fn describe() {
         names::PUBLISHED,
         Unit::Count,
         "Messages published, by topic and outcome (ok, error)"
+    );
+    describe_counter!(
+        names::DEAD_LETTERS_TOO_LARGE,
+        Unit::Count,
+        "Dead letters not written: too large even without payload and application headers"
     );
     describe_counter!(
         names::DELIVERED,
