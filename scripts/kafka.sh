@@ -136,7 +136,7 @@ log.dirs=$KAFKA_DIR/node$n/data
 
 # Topics: the tests create theirs with the admin API; what is auto-created
 # (a consumer's or producer's first look at a topic) gets these.
-auto.create.topics.enable=true
+auto.create.topics.enable=${KAFKA_AUTO_CREATE_TOPICS:-false}
 num.partitions=1
 default.replication.factor=$rf
 min.insync.replicas=$min_isr

@@ -11,8 +11,8 @@
 //! every copy of every data message the log holds has arrived too.
 //!
 //! `cargo test --all-features --test fault_broker -- --nocapture` shows
-//! the figures. The tansu case runs only with `TOPICBUS_TANSU` set (see
-//! [`fault_broker_tansu_killed_and_restarted_on_sqlite`]).
+//! the figures. The broker-restart case runs on Apache Kafka, only when
+//! asked for (see [`fault_broker_kafka_killed_and_restarted`]).
 #![cfg(feature = "kafka")]
 
 #[path = "support/fault.rs"]
@@ -25,8 +25,6 @@ mod kafka_log;
 mod mock_kafka;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -429,134 +427,9 @@ async fn fault_broker_outage_mid_stream() {
     consumer.shutdown().await.expect("shutdown");
 }
 
-// ---------------------------------------------------------------- tansu
+// ---------------------------------------------------------------- Apache Kafka
 
-/// A tansu broker process with durable (sqlite) storage in a directory of
-/// its own, on a fixed port across restarts.
-struct Tansu {
-    binary: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Tansu {
-    /// The broker binary named by `TOPICBUS_TANSU` (`scripts/tansu.sh
-    /// install` prints the path of the copy it builds).
-    fn binary() -> Option<PathBuf> {
-        let value = std::env::var("TOPICBUS_TANSU")
-            .ok()
-            .filter(|v| !v.is_empty())?;
-        Some(PathBuf::from(value))
-    }
-
-    fn start(binary: PathBuf) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("topicbus-fault-tansu-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("tansu dir");
-        let mut tansu = Tansu {
-            binary,
-            dir,
-            port,
-            child: None,
-        };
-        tansu.spawn();
-        tansu
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://{}", self.address());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .expect("log file");
-        let child = Command::new(&self.binary)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // Relative to the working directory (see KAFKA-TESTING.md).
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.address()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.address()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL tansu");
-            child.wait().expect("reap tansu");
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Case 2b: a real broker process (tansu 0.6.0) with durable sqlite storage
-/// is killed with SIGKILL mid-stream and started again on the same storage;
-/// every acknowledged message must still be read.
-///
-/// Runs only when `TOPICBUS_TANSU` names the tansu binary
-/// (`TOPICBUS_TANSU=$(scripts/tansu.sh install)`; `.ci/run` does so):
-/// building tansu takes about 10 minutes, so the plain test command does not
-/// need it. Without it the test prints why it did nothing and passes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
-    let Some(binary) = Tansu::binary() else {
-        println!(
-            "fault tansu_restart: SKIPPED: set TOPICBUS_TANSU to the tansu binary \
-             (TOPICBUS_TANSU=$(scripts/tansu.sh install) builds it once and prints its path)"
-        );
-        return;
-    };
-    let tansu = Tansu::start(binary);
-    let address = tansu.address();
-    let tansu = Mutex::new(tansu);
-    restart_mid_stream(
-        &address,
-        move || {
-            let mut tansu = tansu.lock().unwrap();
-            tansu.kill();
-            std::thread::sleep(Duration::from_secs(2));
-            tansu.spawn();
-        },
-        "tansu_restart",
-        "SIGKILL of tansu 0.6.0 (sqlite storage)",
-    )
-    .await;
-}
-
-/// Case 2c: Apache Kafka (one node, its log on disk) is killed with
+/// Case 2b: Apache Kafka (one node, its log on disk) is killed with
 /// SIGKILL mid-stream and started again on its data; every acknowledged
 /// message must still be read.
 ///

@@ -419,7 +419,7 @@ struct Replay {
 /// `StartFrom::Timestamp` is not tested here: it relies on the broker's
 /// ListOffsets-by-time, which the mock cluster does not implement (it
 /// answers "end" for every partition); the conformance suite tests it on
-/// tansu.
+/// Apache Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_group_replays_from_an_offset() {
     let kafka = MockKafka::start(1);
