@@ -81,7 +81,7 @@ conformance! {
         kafka_mock [doc = "On Kafka: librdkafka's in-process mock cluster."]
             => crate::harness::Kafka::mock(),
         #[cfg(feature = "kafka")]
-        kafka_broker [ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=host:port (scripts/tansu.sh start)"]
+        kafka_broker [ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
             => crate::harness::Kafka::broker(),
     }
     cases [
