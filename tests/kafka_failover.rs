@@ -152,18 +152,18 @@ async fn consumers<T: Keyed>(cluster: &KafkaCluster, run: u64, n: usize) -> Hand
         let bus = connect(cluster, "failover-consumer").await;
         let order: Order = Arc::default();
         let (sink, seen) = (Arc::clone(&tally), Arc::clone(&order));
-        bus.subscribe(move |message: T| {
-            if message.run() == run {
-                seen.lock()
-                    .unwrap()
-                    .push((message.key_name().to_owned(), message.seq()));
-                sink.record(message.seq());
-            }
-            async { Ok::<_, String>(()) }
-        })
-        .group(format!("failover.{}.{run}", T::NAME))
-        .await
-        .expect("subscribe");
+        bus.group(format!("failover.{}.{run}", T::NAME))
+            .subscribe(move |message: T| {
+                if message.run() == run {
+                    seen.lock()
+                        .unwrap()
+                        .push((message.key_name().to_owned(), message.seq()));
+                    sink.record(message.seq());
+                }
+                async { Ok::<_, String>(()) }
+            })
+            .await
+            .expect("subscribe");
         members.push(order);
         buses.push(bus);
     }
@@ -488,6 +488,7 @@ async fn requests_during_a_leader_election_get_their_reply_or_time_out() {
     let run = run_id();
     let responder = connect(&cluster, &format!("failover-answers-{run}")).await;
     responder
+        .group("kafka_failover.failover-ask")
         .serve(|ask: FailoverAsk| async move {
             Ok::<_, String>(FailoverAnswer {
                 run: ask.run,
