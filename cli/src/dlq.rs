@@ -9,7 +9,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use topicbus::header;
 
 use crate::cluster::Cluster;
-use crate::show::{self, Record};
+use crate::show::{self, Json, Record};
 use crate::Failure;
 
 /// Dead-letter headers, shown first under a plain label (WIRE.md, "Dead letters").
@@ -26,12 +26,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// `dlq list`: every record of `{topic}.dlq` up to its end when the listing
 /// started, with its dead-letter headers, then the count.
-pub async fn list(cluster: Cluster, topic: String) -> Result<(), Failure> {
+pub async fn list(cluster: Cluster, topic: String, json: Json) -> Result<(), Failure> {
     let dlq = format!("{topic}.dlq");
     let (dlq, count) = tokio::task::spawn_blocking(move || {
         let mut stdout = std::io::stdout().lock();
         read_to_end(&cluster, &dlq, |record| {
-            show::emit(&mut stdout, &record.render(&DEAD_LETTER_HEADERS))
+            show::emit(&mut stdout, &record.render(&DEAD_LETTER_HEADERS, json))
         })
         .map(|count| (dlq, count))
     })
@@ -133,7 +133,7 @@ pub fn read_to_end(
                 last_progress = Instant::now();
                 ends.remove(&partition);
             }
-            Some(Err(error)) => eprintln!("topicbus: warning: reading `{topic}`: {error}"),
+            Some(Err(error)) => show::warn(&format!("reading `{topic}`: {error}")),
             None => {}
         }
         if last_progress.elapsed() > cluster.timeout {
@@ -170,7 +170,7 @@ mod tests {
             ],
             payload: None,
         };
-        let shown = record.render(&DEAD_LETTER_HEADERS);
+        let shown = record.render(&DEAD_LETTER_HEADERS, Json::AsSent);
         assert!(shown.contains("  reason: boom\n"), "{shown}");
         assert!(shown.contains("  attempts: 4\n"), "{shown}");
         assert!(shown.contains("  original topic: orders\n"), "{shown}");
