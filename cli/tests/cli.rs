@@ -482,9 +482,21 @@ fn bad_input_is_refused_before_anything_is_sent() {
         run.stderr.contains("expected NAME=VALUE, got `novalue`"),
         "{run:#?}"
     );
-    let run = topicbus(&kafka, &["-X", "acks=sometimes", "tail", "cli.orders"]);
-    failed(&run);
-    assert!(run.stderr.contains("property `acks`"), "{run:#?}");
+    for (property, value) in [("acks", "sometimes"), ("sasl.passwrod", "hunter2")] {
+        let setting = format!("{property}={value}");
+        let run = topicbus(&kafka, &["-X", &setting, "tail", "cli.orders"]);
+        failed(&run);
+        assert!(
+            run.stderr.contains(&format!(
+                "invalid configuration `{property}`: librdkafka refused it"
+            )),
+            "{run:#?}"
+        );
+        assert!(
+            !run.stderr.contains(value),
+            "the value is not shown: {run:#?}"
+        );
+    }
     // The refused publishes sent nothing: the first record is the next one.
     succeeded(&topicbus(
         &kafka,

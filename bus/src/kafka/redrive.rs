@@ -14,8 +14,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
+use super::config::config_error;
 use super::consume::Reader;
-use super::produce::{self, config_error, KafkaProducer};
+use super::produce::{self, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
