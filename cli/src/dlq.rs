@@ -46,7 +46,8 @@ pub async fn list(cluster: Cluster, topic: String, json: Json) -> Result<(), Fai
 
 /// `dlq redrive`: moves the messages now in `{topic}.dlq` back to `topic`
 /// (`Bus::redrive`), so that the consumer group that gave up on each one
-/// handles it again; prints how many it moved.
+/// handles it again; prints how many it moved, and warns of those it
+/// skipped.
 pub async fn redrive(cluster: Cluster, topic: String) -> Result<(), Failure> {
     let topic = topic.strip_suffix(".dlq").unwrap_or(&topic).to_owned();
     let dlq = format!("{topic}.dlq");
@@ -54,12 +55,22 @@ pub async fn redrive(cluster: Cluster, topic: String) -> Result<(), Failure> {
     cluster.require_topic(&topic).await?;
     let bus = cluster.bus().await?;
     eprintln!("re-driving `{dlq}` to `{topic}`");
-    let moved = bus.redrive(&topic).await;
+    let done = bus.redrive(&topic).await;
     crate::send::close(&bus).await;
-    let moved = moved?;
+    let done = done?;
+    if done.skipped > 0 {
+        show::warn(&format!(
+            "skipped {} dead letter{} that cannot be re-driven: larger than the producer or \
+             broker accepts once re-driven, or with a `topicbus_redrives` count that is not a \
+             number below 1000000; they stay in `{dlq}`, and later re-drives pass them by",
+            done.skipped,
+            if done.skipped == 1 { "" } else { "s" }
+        ));
+    }
     let summary = format!(
-        "moved {moved} message{} from `{dlq}` back to `{topic}`\n",
-        if moved == 1 { "" } else { "s" }
+        "moved {} message{} from `{dlq}` back to `{topic}`\n",
+        done.moved,
+        if done.moved == 1 { "" } else { "s" }
     );
     show::emit(&mut std::io::stdout(), &summary).map(drop)
 }

@@ -307,7 +307,7 @@ fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaEr
 /// librdkafka's `message.max.bytes` for the producer: the user's, or
 /// topicbus's payload limit plus room for headers and the record batch
 /// overhead (dead letters and re-drives may carry payloads up to it).
-fn producer_limit(config: &KafkaConfig) -> usize {
+pub(super) fn producer_limit(config: &KafkaConfig) -> usize {
     config
         .properties
         .get("message.max.bytes")
