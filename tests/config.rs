@@ -84,6 +84,7 @@ fn every_other_key_has_an_environment_variable() {
         ("RICE_MEMORY_PARTITIONS", "4"),
         ("RICE_MEMORY_QUEUE_CAPACITY", "64"),
         ("RICE_EVENT_LOG_FLUSH_INTERVAL", "20ms"),
+        ("RICE_EVENT_LOG_MAX_FILE_BYTES", "1048576"),
         ("RICE_KAFKA_PROVISION_TOPICS", "false"),
         ("RICE_KAFKA_PARTITIONS", "12"),
         ("RICE_KAFKA_REPLICATION_FACTOR", "3"),
@@ -104,6 +105,7 @@ fn every_other_key_has_an_environment_variable() {
     assert_eq!(config.memory_partitions, 4);
     assert_eq!(config.memory_queue_capacity, 64);
     assert_eq!(config.event_log_flush_interval, Duration::from_millis(20));
+    assert_eq!(config.event_log_max_file_bytes, 1_048_576);
     assert!(!config.kafka_provision_topics);
     assert_eq!(config.kafka_partitions, 12);
     assert_eq!(config.kafka_replication_factor, 3);

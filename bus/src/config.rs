@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "event_log_enabled",
     "event_log_path",
     "event_log_flush_interval",
+    "event_log_max_file_bytes",
     "request_timeout",
     "shutdown_timeout",
     "retries",
@@ -170,6 +171,10 @@ pub struct BusConfig {
     /// [`EventLog`](crate::EventLog).
     #[serde(deserialize_with = "duration")]
     pub event_log_flush_interval: Duration,
+    /// `event_log_max_file_bytes` / `RICE_EVENT_LOG_MAX_FILE_BYTES`: size at
+    /// which the event log file is renamed to `{path}.1` and a new one
+    /// started (default 1 GiB). See [`EventLog`](crate::EventLog).
+    pub event_log_max_file_bytes: u64,
     /// `request_timeout` / `RICE_REQUEST_TIMEOUT`: how long a request waits
     /// for its reply (default 30 s).
     #[serde(deserialize_with = "duration")]
@@ -237,6 +242,7 @@ impl Default for BusConfig {
             event_log_enabled: false,
             event_log_path: None,
             event_log_flush_interval: Duration::from_millis(100),
+            event_log_max_file_bytes: 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             retries: 3,
@@ -420,6 +426,7 @@ impl Bus {
                 .expect("validated: an enabled event log has a path");
             let log = EventLog::builder(path)
                 .flush_interval(config.event_log_flush_interval)
+                .max_file_bytes(config.event_log_max_file_bytes)
                 .open()?;
             builder = builder.event_log(log);
         }
@@ -486,6 +493,7 @@ impl fmt::Debug for BusConfig {
             .field("event_log_enabled", &self.event_log_enabled)
             .field("event_log_path", &self.event_log_path)
             .field("event_log_flush_interval", &self.event_log_flush_interval)
+            .field("event_log_max_file_bytes", &self.event_log_max_file_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("retries", &self.retries)
