@@ -25,7 +25,9 @@
 //! after the broker acknowledged the republished messages (at-least-once:
 //! a re-drive that fails half-way moves the rest, and at worst some of the
 //! last batch again, on its next run). The memory transport keeps the
-//! messages of every `*.dlq` topic for this (`MemoryConfig::dead_letter_capacity`).
+//! messages of every `*.dlq` topic for this, up to
+//! `MemoryConfig::dead_letter_capacity` messages and
+//! `MemoryConfig::dead_letter_max_bytes` bytes per topic.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -150,16 +152,20 @@ impl Bus {
     /// re-drive runs stay for the next one. Run one re-drive of a topic at a
     /// time.
     ///
-    /// A dead letter that cannot be re-driven (a `topicbus_redrives` count
-    /// that is not a number below 1 000 000, or, on Kafka, a record the producer or broker refuses as too large
-    /// once re-driven) is skipped with an error log naming it and the
-    /// reason, and counted in [`RedriveSummary::skipped`]; the re-drive goes
-    /// on with the rest. It stays in the dead-letter topic, and on Kafka the
-    /// next re-drive does not read it again. On Kafka the dead-letter topic is read with the consumer group
+    /// On Kafka the dead-letter topic is read with the consumer group
     /// `topicbus.redrive.{topic}` and what was moved is committed once the
     /// broker acknowledged it; on the memory transport, the broker keeps the
-    /// last `MemoryConfig::dead_letter_capacity` dead letters of each topic
-    /// (in memory, so not across restarts).
+    /// last `MemoryConfig::dead_letter_capacity` dead letters of each topic,
+    /// up to `MemoryConfig::dead_letter_max_bytes` (in memory, so not across
+    /// restarts).
+    ///
+    /// A dead letter that cannot be re-driven is skipped with an error log
+    /// naming it and the reason, and counted in
+    /// [`RedriveSummary::skipped`]; the re-drive goes on with the rest. That
+    /// is one whose `topicbus_redrives` count is not a number below
+    /// 1 000 000, or, on Kafka, a record the producer or the broker refuses
+    /// as too large once re-driven. It stays in the dead-letter topic; on
+    /// Kafka the next re-drive does not read it again.
     ///
     /// ```
     /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
