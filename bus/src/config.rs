@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "event_log_enabled",
     "event_log_path",
     "event_log_flush_interval",
+    "event_log_max_file_bytes",
     "request_timeout",
     "shutdown_timeout",
     "retries",
@@ -123,7 +124,8 @@ impl<'de> Deserialize<'de> for BusType {
 /// Durations are written like `30s`, `250ms` or `1m 30s`.
 ///
 /// `Debug` output shows every setting except the values of secret Kafka
-/// properties (passwords, keys, tokens, JAAS configuration).
+/// properties (SASL settings, passwords and passphrases, keys, tokens,
+/// secrets, credentials, JAAS configuration).
 ///
 /// ```
 /// use std::time::Duration;
@@ -169,6 +171,10 @@ pub struct BusConfig {
     /// [`EventLog`](crate::EventLog).
     #[serde(deserialize_with = "duration")]
     pub event_log_flush_interval: Duration,
+    /// `event_log_max_file_bytes` / `RICE_EVENT_LOG_MAX_FILE_BYTES`: size at
+    /// which the event log file is renamed to `{path}.1` and a new one
+    /// started (default 1 GiB). See [`EventLog`](crate::EventLog).
+    pub event_log_max_file_bytes: u64,
     /// `request_timeout` / `RICE_REQUEST_TIMEOUT`: how long a request waits
     /// for its reply (default 30 s).
     #[serde(deserialize_with = "duration")]
@@ -236,6 +242,7 @@ impl Default for BusConfig {
             event_log_enabled: false,
             event_log_path: None,
             event_log_flush_interval: Duration::from_millis(100),
+            event_log_max_file_bytes: 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             retries: 3,
@@ -419,6 +426,7 @@ impl Bus {
                 .expect("validated: an enabled event log has a path");
             let log = EventLog::builder(path)
                 .flush_interval(config.event_log_flush_interval)
+                .max_file_bytes(config.event_log_max_file_bytes)
                 .open()?;
             builder = builder.event_log(log);
         }
@@ -485,6 +493,7 @@ impl fmt::Debug for BusConfig {
             .field("event_log_enabled", &self.event_log_enabled)
             .field("event_log_path", &self.event_log_path)
             .field("event_log_flush_interval", &self.event_log_flush_interval)
+            .field("event_log_max_file_bytes", &self.event_log_max_file_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("retries", &self.retries)
@@ -504,24 +513,38 @@ impl fmt::Debug for BusConfig {
     }
 }
 
-/// Whether a librdkafka property holds a secret whose value must never be
-/// shown: every `sasl.*` property, and any whose name speaks of a password,
-/// secret, token, key or credential.
-pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.starts_with("sasl.")
-        || [
-            "password",
-            "secret",
-            "jaas",
-            "token",
-            "key.pem",
-            "ssl.key",
-            "keystore",
-            "credential",
-        ]
-        .iter()
-        .any(|needle| key.contains(needle))
+/// Whether a librdkafka property (`sasl.password`) or an environment
+/// variable (`RICE_KAFKA_PROPERTIES__SASL_PASSWORD`) may hold a secret whose
+/// value must never be shown: any name that speaks of SASL, a password or
+/// passphrase (`pass`, `pwd`, misspellings included), a secret, a key, a
+/// token, a credential, JAAS or a private item. Erring towards hiding costs
+/// a value in `Debug` output; erring the other way leaks it.
+pub(crate) fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "sasl",
+        "pass",
+        "pwd",
+        "secret",
+        "key",
+        "token",
+        "credential",
+        "jaas",
+        "private",
+    ]
+    .iter()
+    .any(|needle| name.contains(needle))
+}
+
+/// Environment variables as `Debug` shows them: secret-looking values
+/// redacted.
+fn shown_vars(vars: &::config::Map<String, String>) -> BTreeMap<&str, &str> {
+    vars.iter()
+        .map(|(name, value)| {
+            let shown = if is_secret(name) { "<redacted>" } else { value };
+            (name.as_str(), shown)
+        })
+        .collect()
 }
 
 /// Loads a [`BusConfig`] from files and the environment, in layers.
@@ -556,12 +579,25 @@ pub(crate) fn is_secret(key: &str) -> bool {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok::<(), topicbus::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` output hides the values of variables whose names look secret
+/// (as [`BusConfig`]'s hides secret Kafka properties).
+#[derive(Clone, Default)]
 #[must_use]
 pub struct ConfigLoader {
     files: Vec<PathBuf>,
     env_prefix: Option<String>,
     env_vars: Option<::config::Map<String, String>>,
+}
+
+impl fmt::Debug for ConfigLoader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigLoader")
+            .field("files", &self.files)
+            .field("env_prefix", &self.env_prefix)
+            .field("env_vars", &self.env_vars.as_ref().map(shown_vars))
+            .finish()
+    }
 }
 
 impl ConfigLoader {
@@ -824,11 +860,20 @@ impl Source for FileLayer {
 
 /// The environment variables with a prefix, as config-rs reads them,
 /// renamed to the keys of the `bus` block.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct EnvLayer {
     prefix: String,
     vars: Option<::config::Map<String, String>>,
     origins: Origins,
+}
+
+impl fmt::Debug for EnvLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvLayer")
+            .field("prefix", &self.prefix)
+            .field("vars", &self.vars.as_ref().map(shown_vars))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Source for EnvLayer {
@@ -1104,9 +1149,23 @@ mod tests {
             "ssl.key.password",
             "ssl.keystore.password",
             "sasl.oauthbearer.client.secret",
+            "sasl.passwrod",
+            "ssl.key.pem",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "RICE_KAFKA_PROPERTIES__SASL_PASSWORD",
+            "RICE_KAFKA_PROPERTIES__SSL_KEYSTORE_PASSWORD",
+            "RICE_API_TOKEN",
         ] {
             assert!(is_secret(key), "{key}");
         }
-        assert!(!is_secret("client.id"));
+        for key in [
+            "client.id",
+            "bootstrap.servers",
+            "acks",
+            "RICE_KAFKA_BROKERS",
+            "RICE_EVENT_LOG_PATH",
+        ] {
+            assert!(!is_secret(key), "{key}");
+        }
     }
 }

@@ -66,6 +66,7 @@ pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};
 pub use crate::handler::{Handler, HandlerOptions, NamedHandler};
 pub use crate::message::{header, Headers, MessageId, RawMessage};
+pub use crate::redrive::RedriveSummary;
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
 pub use crate::transport::StartFrom;

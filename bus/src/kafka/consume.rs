@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Notify};
 
-use super::produce::config_error;
+use super::config::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::config::config_error;
 use super::consume::{Reader, POLL_INTERVAL};
-use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::error::Result;
 use crate::request::Pending;

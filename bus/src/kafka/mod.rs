@@ -232,7 +232,7 @@ impl KafkaTransport {
     }
 
     /// Moves the messages now in `{topic}.dlq` back to `topic`.
-    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+    pub async fn redrive(&self, topic: &str) -> Result<crate::RedriveSummary> {
         // The topic may never have been published to by this instance.
         self.ensure_topic(topic, None).await?;
         redrive::run(

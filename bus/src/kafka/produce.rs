@@ -126,20 +126,8 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError
             ("message.max.bytes", producer_limit(config).to_string()),
         ])
         .create_with_context(observer)
-        .map_err(config_error)?;
+        .map_err(super::config::config_error)?;
     Ok((producer, last_error))
-}
-
-/// A librdkafka client that could not be created: a property is wrong.
-pub(super) fn config_error(error: KafkaError) -> Error {
-    let key = match &error {
-        KafkaError::ClientConfig(_, _, key, _) => key.clone(),
-        _ => "kafka".to_owned(),
-    };
-    Error::Config {
-        key,
-        message: error.to_string(),
-    }
 }
 
 /// Fails unless a broker answers a metadata request within the connect
@@ -345,7 +333,7 @@ fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaEr
 /// librdkafka's `message.max.bytes` for the producer: the user's, or
 /// topicbus's payload limit plus room for headers and the record batch
 /// overhead (dead letters and re-drives may carry payloads up to it).
-fn producer_limit(config: &KafkaConfig) -> usize {
+pub(super) fn producer_limit(config: &KafkaConfig) -> usize {
     config
         .properties
         .get("message.max.bytes")

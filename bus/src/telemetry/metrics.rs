@@ -30,7 +30,8 @@ pub mod names {
     pub const DELIVERED: &str = "topicbus_delivered_total";
     /// Counter: what became of delivered messages and failed attempts.
     /// Labels `topic`, `group`, `outcome` (`ok`, `retried`, `dead_lettered`,
-    /// `error_replied`).
+    /// `error_replied`, `redrive_skipped`: acknowledged without the handler,
+    /// re-driven for another group by `topicbus_redrive_group`).
     pub const HANDLER_OUTCOMES: &str = "topicbus_handler_outcomes_total";
     /// Histogram: duration of each handler call, in seconds. Labels `topic`,
     /// `group`.
@@ -80,7 +81,7 @@ pub(crate) fn describe() {
     describe_counter!(
         names::HANDLER_OUTCOMES,
         Unit::Count,
-        "Handled messages (ok, dead_lettered, error_replied) and failed attempts that are retried (retried)"
+        "Handled messages (ok, dead_lettered, error_replied), failed attempts that are retried (retried), and messages re-driven for another group (redrive_skipped)"
     );
     describe_histogram!(
         names::HANDLER_DURATION,
@@ -309,6 +310,7 @@ pub(crate) struct HandlerMetrics {
     retried: Counter,
     dead_lettered: Counter,
     error_replied: Counter,
+    redrive_skipped: Counter,
     duration: Histogram,
     in_flight: Gauge,
     /// Whether handler calls are timed: only for a real recorder, since the
@@ -343,6 +345,7 @@ impl HandlerMetrics {
             retried: outcome("retried"),
             dead_lettered: outcome("dead_lettered"),
             error_replied: outcome("error_replied"),
+            redrive_skipped: outcome("redrive_skipped"),
             duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
             in_flight: metrics::gauge!(names::HANDLERS_IN_FLIGHT, &labels),
             timed: recorder_installed(),
@@ -379,6 +382,10 @@ impl HandlerMetrics {
 
     pub fn error_replied(&self) {
         self.error_replied.increment(1);
+    }
+
+    pub fn redrive_skipped(&self) {
+        self.redrive_skipped.increment(1);
     }
 }
 
