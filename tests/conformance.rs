@@ -1,5 +1,5 @@
 //! The transport-agnostic conformance suite: the delivery contract of
-//! DESIGN.md ("Delivery contract"), proven through the public API only.
+//! docs/delivery.md, proven through the public API only.
 //!
 //! Every case is an `async fn case<H: Harness>(harness: H)` in one of the
 //! modules below. The [`conformance!`] invocation at the bottom instantiates

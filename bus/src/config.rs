@@ -45,7 +45,7 @@ use crate::{Bus, BusBuilder, EventLog};
 /// The environment prefix of [`BusConfig::from_env`].
 pub const DEFAULT_ENV_PREFIX: &str = "TOPICBUS";
 
-/// Every key of a `bus` block, in the order the README lists them.
+/// Every key of a `bus` block, in the order docs/configuration.md lists them.
 const KEYS: &[&str] = &[
     "type",
     "service",

@@ -1,5 +1,5 @@
 //! The header set of a message on the wire (CloudEvents binary mode plus
-//! topicbus's own headers), shared by every transport. WIRE.md documents it.
+//! topicbus's own headers), shared by every transport. docs/wire.md documents it.
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -12,7 +12,7 @@ use crate::cluster::Cluster;
 use crate::show::{self, Json, Record};
 use crate::Failure;
 
-/// Dead-letter headers, shown first under a plain label (WIRE.md, "Dead letters").
+/// Dead-letter headers, shown first under a plain label (docs/wire.md, "Dead letters").
 const DEAD_LETTER_HEADERS: [(&str, &str); 5] = [
     (header::ERROR, "reason"),
     (header::ERROR_KIND, "kind"),

@@ -8,7 +8,7 @@ use crate::cluster::Cluster;
 use crate::show;
 use crate::Failure;
 
-/// The CloudEvents id header (WIRE.md).
+/// The CloudEvents id header (docs/wire.md).
 const CE_ID: &str = "ce_id";
 
 /// Publishes `json` to `topic` and prints its message id.

@@ -18,8 +18,7 @@
 //!   offset before `connect` returns, so a first reply cannot be missed and
 //!   a reply always reaches the instance that asked.
 //!
-//! WIRE.md documents the headers; README "Running on Kafka" and "Scaling"
-//! the operational side.
+//! docs/wire.md documents the headers; docs/kafka.md the operational side.
 
 mod admin;
 mod config;

@@ -18,7 +18,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 use crate::error::{Error, ErrorKind};
 use crate::hash::FastMap;
 
-/// Metric names (all prefixed `topicbus_`). README "Metrics" lists their
+/// Metric names (all prefixed `topicbus_`). docs/operations.md lists their
 /// labels and meaning.
 pub mod names {
     /// Counter: messages published (publish, publish_batch, publish_raw and
