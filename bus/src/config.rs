@@ -144,90 +144,90 @@ impl<'de> Deserialize<'de> for BusType {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// `type` / `RICE_BUS_TYPE`: `memory` (default) or `kafka`.
+    /// `type` / `{PREFIX}_BUS_TYPE`: `memory` (default) or `kafka`.
     #[serde(rename = "type")]
     pub bus_type: BusType,
-    /// `service` / `RICE_SERVICE`: the service name, `ce_source` of what the
+    /// `service` / `{PREFIX}_SERVICE`: the service name, `ce_source` of what the
     /// bus publishes and the prefix of its default consumer groups. Default:
     /// `kafka_group`, else `topicbus`.
     pub service: Option<String>,
-    /// `kafka_brokers` / `RICE_KAFKA_BROKERS`: `host:port` of the brokers; a
+    /// `kafka_brokers` / `{PREFIX}_KAFKA_BROKERS`: `host:port` of the brokers; a
     /// comma-separated string or a list. Required when the type is `kafka`.
     #[serde(deserialize_with = "brokers")]
     pub kafka_brokers: Vec<String>,
-    /// `kafka_group` / `RICE_KAFKA_GROUP`: the Go bus's consumer group. It is
+    /// `kafka_group` / `{PREFIX}_KAFKA_GROUP`: the Go bus's consumer group. It is
     /// the service name when `service` is not set, so default groups become
     /// `{kafka_group}.{handler}`.
     pub kafka_group: Option<String>,
-    /// `event_log_enabled` / `RICE_EVENT_LOG_ENABLED`: append every published
+    /// `event_log_enabled` / `{PREFIX}_EVENT_LOG_ENABLED`: append every published
     /// and delivered message to the event log (default false).
     pub event_log_enabled: bool,
-    /// `event_log_path` / `RICE_EVENT_LOG_PATH`: the event log file; required
+    /// `event_log_path` / `{PREFIX}_EVENT_LOG_PATH`: the event log file; required
     /// when the event log is enabled.
     pub event_log_path: Option<PathBuf>,
-    /// `event_log_flush_interval` / `RICE_EVENT_LOG_FLUSH_INTERVAL`: longest
+    /// `event_log_flush_interval` / `{PREFIX}_EVENT_LOG_FLUSH_INTERVAL`: longest
     /// time a recorded line waits before it is written to the file while
     /// messages keep coming (default 100 ms). See
     /// [`EventLog`](crate::EventLog).
     #[serde(deserialize_with = "duration")]
     pub event_log_flush_interval: Duration,
-    /// `event_log_max_file_bytes` / `RICE_EVENT_LOG_MAX_FILE_BYTES`: size at
+    /// `event_log_max_file_bytes` / `{PREFIX}_EVENT_LOG_MAX_FILE_BYTES`: size at
     /// which the event log file is renamed to `{path}.1` and a new one
     /// started (default 1 GiB). See [`EventLog`](crate::EventLog).
     pub event_log_max_file_bytes: u64,
-    /// `request_timeout` / `RICE_REQUEST_TIMEOUT`: how long a request waits
+    /// `request_timeout` / `{PREFIX}_REQUEST_TIMEOUT`: how long a request waits
     /// for its reply (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
-    /// `shutdown_timeout` / `RICE_SHUTDOWN_TIMEOUT`: how long a graceful
+    /// `shutdown_timeout` / `{PREFIX}_SHUTDOWN_TIMEOUT`: how long a graceful
     /// shutdown waits for in-flight handlers (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
-    /// `retries` / `RICE_RETRIES`: retries of a failing event handler before
+    /// `retries` / `{PREFIX}_RETRIES`: retries of a failing event handler before
     /// the message is dead-lettered (default 3).
     pub retries: u32,
-    /// `max_pending_requests` / `RICE_MAX_PENDING_REQUESTS`: most requests
+    /// `max_pending_requests` / `{PREFIX}_MAX_PENDING_REQUESTS`: most requests
     /// waiting for a reply at once (default 65 536).
     pub max_pending_requests: usize,
-    /// `fallback_to_memory` / `RICE_FALLBACK_TO_MEMORY`: when the type is
+    /// `fallback_to_memory` / `{PREFIX}_FALLBACK_TO_MEMORY`: when the type is
     /// `kafka` and no broker answers within the connect timeout, run on the
     /// memory transport instead, with a warning (default false: fail).
     pub fallback_to_memory: bool,
-    /// `memory_partitions` / `RICE_MEMORY_PARTITIONS`: partitions of memory
+    /// `memory_partitions` / `{PREFIX}_MEMORY_PARTITIONS`: partitions of memory
     /// topics that do not set `partitions = N` (default 8).
     pub memory_partitions: usize,
-    /// `memory_queue_capacity` / `RICE_MEMORY_QUEUE_CAPACITY`: messages each
+    /// `memory_queue_capacity` / `{PREFIX}_MEMORY_QUEUE_CAPACITY`: messages each
     /// group queues per partition before publishers wait (default 1024).
     pub memory_queue_capacity: usize,
-    /// `kafka_provision_topics` / `RICE_KAFKA_PROVISION_TOPICS`: create
+    /// `kafka_provision_topics` / `{PREFIX}_KAFKA_PROVISION_TOPICS`: create
     /// missing topics (default true).
     pub kafka_provision_topics: bool,
-    /// `kafka_partitions` / `RICE_KAFKA_PARTITIONS`: partitions of created
+    /// `kafka_partitions` / `{PREFIX}_KAFKA_PARTITIONS`: partitions of created
     /// topics that do not set `partitions = N` (default 3).
     pub kafka_partitions: i32,
-    /// `kafka_replication_factor` / `RICE_KAFKA_REPLICATION_FACTOR`:
+    /// `kafka_replication_factor` / `{PREFIX}_KAFKA_REPLICATION_FACTOR`:
     /// replication factor of created topics (default 1).
     pub kafka_replication_factor: i32,
-    /// `kafka_delivery_timeout` / `RICE_KAFKA_DELIVERY_TIMEOUT`: how long a
+    /// `kafka_delivery_timeout` / `{PREFIX}_KAFKA_DELIVERY_TIMEOUT`: how long a
     /// publish may wait for the broker's acknowledgement (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_delivery_timeout: Duration,
-    /// `kafka_connect_timeout` / `RICE_KAFKA_CONNECT_TIMEOUT`: how long
+    /// `kafka_connect_timeout` / `{PREFIX}_KAFKA_CONNECT_TIMEOUT`: how long
     /// connecting waits for a broker to answer (default 10 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_connect_timeout: Duration,
-    /// `kafka_join_timeout` / `RICE_KAFKA_JOIN_TIMEOUT`: how long a new
+    /// `kafka_join_timeout` / `{PREFIX}_KAFKA_JOIN_TIMEOUT`: how long a new
     /// subscription waits for its partitions (default 60 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_join_timeout: Duration,
-    /// `kafka_go_envelope` / `RICE_KAFKA_GO_ENVELOPE`: read and write the Go
+    /// `kafka_go_envelope` / `{PREFIX}_KAFKA_GO_ENVELOPE`: read and write the Go
     /// bus's JSON envelope (default false).
     pub kafka_go_envelope: bool,
-    /// `kafka_properties` / `RICE_KAFKA_PROPERTIES__{NAME}`: librdkafka
+    /// `kafka_properties` / `{PREFIX}_KAFKA_PROPERTIES__{NAME}`: librdkafka
     /// properties passed through to every client. In a file, a map of
     /// property names (`sasl.username: app`); in the environment, one
     /// variable per property with the name's dots written as `_`
-    /// (`RICE_KAFKA_PROPERTIES__SASL_USERNAME=app`).
+    /// (`{PREFIX}_KAFKA_PROPERTIES__SASL_USERNAME=app`).
     #[serde(deserialize_with = "properties")]
     pub kafka_properties: BTreeMap<String, String>,
 }
