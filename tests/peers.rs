@@ -412,7 +412,7 @@ async fn go_events_reach_a_typed_handler() {
     let sent: Summary<GoRecord> = go.summary().await;
     until_distinct(&seen, sent.records.len(), direction).await;
 
-    let seen = seen.lock().expect("poisoned");
+    let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
     let mut problems = Vec::new();
     for record in &sent.records {
         let Some(handled) = seen.get(&record.id) else {
@@ -453,7 +453,6 @@ async fn go_events_reach_a_typed_handler() {
     }
     let duplicates = seen.values().map(|h| h.len() - 1).sum();
     report(direction, sent.sent, seen.len(), duplicates, &problems);
-    drop(seen);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -500,7 +499,7 @@ async fn go_requests_get_typed_replies() {
         &count,
     ]);
     let asked: Summary = go.summary().await;
-    let seen = seen.lock().expect("poisoned");
+    let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
     let duplicates = seen.values().map(|h| h.len() - 1).sum::<usize>() + asked.duplicates;
     println!(
         "peers {direction}: handled by topicbus={} typed replies received by Go={} unmatched={}",
@@ -509,7 +508,6 @@ async fn go_requests_get_typed_replies() {
         asked.unmatched
     );
     report(direction, asked.sent, asked.handled, duplicates, &[]);
-    drop(seen);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -603,7 +601,7 @@ async fn go_responder_replies_on_the_response_topic_which_bus_request_does_not_r
             Err(e) => problems.push(format!("{direction}: {}: {e}", request.query)),
         }
     }
-    let on_topic = on_response_topic.lock().expect("poisoned");
+    let on_topic = std::mem::take(&mut *on_response_topic.lock().expect("poisoned"));
     for (correlation, ranked) in on_topic.iter() {
         if !expected.contains(&ranked[0]) {
             problems.push(format!(
@@ -636,7 +634,6 @@ async fn go_responder_replies_on_the_response_topic_which_bus_request_does_not_r
         (0, COUNT),
         "{direction}: bus.request now receives Go-style replies: make this test expect them"
     );
-    drop(on_topic);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -732,7 +729,7 @@ async fn python_events_reach_a_typed_handler() {
     let sent: Summary<PyRecord> = python.summary().await;
     until_distinct(&seen, sent.records.len(), direction).await;
 
-    let seen = seen.lock().expect("poisoned");
+    let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
     let mut problems = Vec::new();
     for record in &sent.records {
         let what = format!(
@@ -755,7 +752,6 @@ async fn python_events_reach_a_typed_handler() {
     }
     let duplicates = seen.values().map(|h| h.len() - 1).sum();
     report(direction, sent.sent, seen.len(), duplicates, &problems);
-    drop(seen);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -800,7 +796,7 @@ async fn python_requests_get_replies() {
         &count,
     ]);
     let asked: Summary = python.summary().await;
-    let seen = seen.lock().expect("poisoned");
+    let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
     let duplicates = seen.values().map(|h| h.len() - 1).sum::<usize>() + asked.duplicates;
     println!(
         "peers {direction}: handled by topicbus={} replies checked by Python={} unmatched={}",
@@ -809,7 +805,6 @@ async fn python_requests_get_replies() {
         asked.unmatched
     );
     report(direction, asked.sent, asked.handled, duplicates, &[]);
-    drop(seen);
     bus.shutdown().await.expect("shutdown");
 }
 

@@ -126,9 +126,19 @@ func (b *Bus) EnsureTopic(topic string, partitions int32) error {
 
 // Received is one record as a consumer group handler sees it.
 type Received struct {
-	Key     []byte
-	Value   []byte
-	Headers map[string]string
+	Key       []byte
+	Value     []byte
+	Headers   map[string]string
+	Partition int32
+	Offset    int64
+}
+
+// Name is how a failure names the record: its event id, else its place.
+func (r Received) Name(eventID string) string {
+	if eventID != "" {
+		return eventID
+	}
+	return fmt.Sprintf("partition %d offset %d", r.Partition, r.Offset)
 }
 
 // Consume reads topic in consumer group `group`, starting at the newest
@@ -194,7 +204,7 @@ func (h *groupHandler) ConsumeClaim(session sarama.ConsumerGroupSession, claim s
 			for _, header := range msg.Headers {
 				headers[string(header.Key)] = string(header.Value)
 			}
-			h.handle(Received{Key: msg.Key, Value: msg.Value, Headers: headers})
+			h.handle(Received{Key: msg.Key, Value: msg.Value, Headers: headers, Partition: msg.Partition, Offset: msg.Offset})
 			session.MarkMessage(msg, "")
 		}
 	}

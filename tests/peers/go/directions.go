@@ -160,7 +160,7 @@ func request(ctx context.Context, bus *Bus, topic, group string, count, concurre
 		consumed <- bus.Consume(consumeCtx, responseTopic, group, ready, func(r Received) {
 			var event Event
 			if err := json.Unmarshal(r.Value, &event); err != nil {
-				s.fail(string(r.Key), "reply is not a Go Event: %v: %s", err, r.Value)
+				s.fail(r.Name(""), "reply is not a Go Event: %v: %s", err, r.Value)
 				return
 			}
 			if header := r.Headers["correlation_id"]; header != event.CorrelationID {
@@ -281,10 +281,12 @@ func serve(ctx context.Context, bus *Bus, topic, group string, count int) *Summa
 	err := bus.Consume(done, topic, group, ready, func(r Received) {
 		var event Event
 		if err := json.Unmarshal(r.Value, &event); err != nil {
-			s.fail(string(r.Key), "request is not a Go Event: %v: %s", err, r.Value)
+			s.fail(r.Name(""), "request is not a Go Event: %v: %s", err, r.Value)
 			return
 		}
-		checkEnvelope(s, event, r, topic)
+		if !checkEnvelope(s, event, r, topic) {
+			return
+		}
 		mu.Lock()
 		if seen[event.ID] {
 			s.Duplicates++
@@ -355,10 +357,12 @@ func consume(ctx context.Context, bus *Bus, topic, group string, count int, sour
 	err := bus.Consume(done, topic, group, ready, func(r Received) {
 		var event Event
 		if err := json.Unmarshal(r.Value, &event); err != nil {
-			s.fail(string(r.Key), "not a Go Event: %v: %s", err, r.Value)
+			s.fail(r.Name(""), "not a Go Event: %v: %s", err, r.Value)
 			return
 		}
-		checkEnvelope(s, event, r, topic)
+		if !checkEnvelope(s, event, r, topic) {
+			return
+		}
 		if event.Source != source {
 			s.fail(event.ID, "source %q, want %q", event.Source, source)
 		}
@@ -397,12 +401,14 @@ func consume(ctx context.Context, bus *Bus, topic, group string, count int, sour
 
 func storeName(seq int64) string { return fmt.Sprintf("store %d <b>&</b> ü", seq) }
 
-// checkEnvelope checks what the Go bus's readers relied on: the event's
-// type names its topic, the record is keyed by the event id, and the
-// timestamp is Unix nanoseconds of a plausible year.
-func checkEnvelope(s *Summary, event Event, r Received, topic string) {
+// checkEnvelope checks what the Go bus's readers relied on: the event has
+// an id (else false: it cannot be counted), its type names its topic, the
+// record is keyed by the event id, and the timestamp is Unix nanoseconds of
+// a plausible year.
+func checkEnvelope(s *Summary, event Event, r Received, topic string) bool {
 	if event.ID == "" {
-		s.fail(string(r.Key), "event without id: %s", r.Value)
+		s.fail(r.Name(""), "event without id: %s", r.Value)
+		return false
 	}
 	if string(r.Key) != event.ID {
 		s.fail(event.ID, "record key %q is not the event id", r.Key)
@@ -414,4 +420,5 @@ func checkEnvelope(s *Summary, event Event, r Received, topic string) {
 	if event.Timestamp <= 0 || year < 2020 || year > 2200 {
 		s.fail(event.ID, "timestamp %d is not Unix nanoseconds", event.Timestamp)
 	}
+	return true
 }
