@@ -1,7 +1,7 @@
 //! topicbus with Kafka clients it did not write, on a real broker: a Go
 //! program on Sarama that reads and writes records as the Go bus did
 //! (`tests/peers/go`), and a Python script on confluent-kafka that knows
-//! only WIRE.md (`tests/peers/python`). Each test drives one direction with
+//! only docs/wire.md (`tests/peers/python`). Each test drives one direction with
 //! the peer as a child process and counts what was sent, handled, lost and
 //! handled twice; each failure names the direction and the message.
 //!
@@ -809,7 +809,7 @@ async fn python_requests_get_replies() {
 }
 
 /// topicbus publishes; Python reads each event's CloudEvents headers and
-/// JSON value as WIRE.md describes them.
+/// JSON value as docs/wire.md describes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Apache Kafka, Go and Python: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
 async fn topicbus_events_read_by_python() {
@@ -846,7 +846,7 @@ async fn topicbus_events_read_by_python() {
 }
 
 /// topicbus sends requests with `bus.request`; Python answers each on the
-/// topic `reply_to` names, partition 0, as WIRE.md says a responder does.
+/// topic `reply_to` names, partition 0, as docs/wire.md says a responder does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Apache Kafka, Go and Python: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
 async fn topicbus_requests_answered_by_python() {

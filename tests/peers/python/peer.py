@@ -1,4 +1,4 @@
-"""A Kafka client that knows topicbus only from WIRE.md: CloudEvents 1.0
+"""A Kafka client that knows topicbus only from docs/wire.md: CloudEvents 1.0
 binary mode (``ce_*`` headers and ``content-type``), requests with
 ``correlation_id`` and ``reply_to``, replies on the requester's topic,
 partition 0.
