@@ -28,12 +28,13 @@
 //!
 //! Brokers: librdkafka's mock cluster, started in-process, always (skip it
 //! with env `BENCH_KAFKA_SKIP_MOCK`); and a real broker when env
-//! `TOPICBUS_KAFKA_BROKERS` is set (labelled `tansu`, or env
+//! `TOPICBUS_KAFKA_BROKERS` is set (labelled `kafka`, or env
 //! `BENCH_KAFKA_EXTERNAL_NAME`). Topics are provisioned on the real broker
-//! (tansu has no auto-creation) and auto-created on the mock cluster.
+//! (`scripts/kafka.sh` runs Apache Kafka without auto-creation) and
+//! auto-created on the mock cluster.
 //!
-//! Both test brokers answer a waiting fetch only when `fetch.wait.max.ms`
-//! ends (real Kafka answers as soon as data arrives), so every client here
+//! The mock cluster answers a waiting fetch only when `fetch.wait.max.ms`
+//! ends (Apache Kafka answers as soon as data arrives), so every client here
 //! runs with `fetch.wait.max.ms` = env `BENCH_KAFKA_FETCH_WAIT_MS` (default
 //! 1), `session.timeout.ms=6000`, `heartbeat.interval.ms=500`.
 //!
@@ -59,19 +60,11 @@
 //! watermarks to where this run's deliveries ended), and groups, the raw
 //! ping-pong topics and reply inboxes are fresh per run.
 //!
-//! Bugs of tansu 0.6.0 as published that this bench works around, so that
-//! it also runs on an unpatched one (`scripts/tansu.sh` builds tansu with
-//! fixes for both; start a fresh broker per run either way): its ListOffsets
-//! answers a stale high watermark after pipelined produces, and a fetch from
-//! an offset inside a record batch skips the rest of that batch, so a
-//! consumer that resumes mid-batch (after a pause) misses messages or
-//! stalls; the consume topic is therefore filled with one record per batch
-//! on a real broker.
-//! Run it as:
+//! Run it on Apache Kafka as:
 //!
 //! ```text
-//! TOPICBUS_KAFKA_BROKERS=$(scripts/tansu.sh start 19092) \
-//!     cargo bench --features kafka --bench kafka; scripts/tansu.sh stop
+//! TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start) \
+//!     cargo bench --features kafka --bench kafka; scripts/kafka.sh stop
 //! ```
 
 mod common;
@@ -251,7 +244,7 @@ impl Broker {
     fn external() -> Option<Self> {
         let bootstrap = std::env::var("TOPICBUS_KAFKA_BROKERS").ok()?;
         Some(Self {
-            name: std::env::var("BENCH_KAFKA_EXTERNAL_NAME").unwrap_or_else(|_| "tansu".to_owned()),
+            name: std::env::var("BENCH_KAFKA_EXTERNAL_NAME").unwrap_or_else(|_| "kafka".to_owned()),
             bootstrap,
             provision: true,
             _mock: None,
@@ -367,10 +360,8 @@ impl Broker {
     /// Messages a topic holds: per partition, from its low watermark to
     /// `ends` (the next offset after what this run produced there) or, for
     /// partitions this run did not produce to, to its high watermark.
-    ///
-    /// The end is taken from the delivery reports because tansu 0.6's
-    /// ListOffsets answers a stale high watermark (the base offset of the
-    /// last batch, plus one) after pipelined produces.
+    /// The end is taken from the delivery reports: exactly what this run
+    /// wrote, whatever else the topic holds.
     async fn topic_size(&self, topic: &'static str, ends: Vec<i64>) -> usize {
         let consumer: StreamConsumer = self
             .raw_config(&[("group.id", "bench.kafka.watermarks")])
@@ -735,19 +726,7 @@ impl ConsumeRig {
             let bus = broker.bus("bench-consume-producer").await;
             bus.ensure_topic::<ConsEvent>().await.expect("ensure topic");
             bus.shutdown().await.expect("shutdown");
-            // On a real broker, one record per batch: unpatched tansu 0.6.0
-            // skips the rest of a batch to a fetch from inside it, which is
-            // where a consumer resumes after a pause (topicbus pauses a
-            // partition whose queue is full).
-            let producer = if broker.provision {
-                broker
-                    .raw_producer_config()
-                    .set("batch.num.messages", "1")
-                    .create()
-                    .expect("raw producer")
-            } else {
-                broker.raw_producer()
-            };
+            let producer = broker.raw_producer();
             let mut ends = Vec::new();
             let mut waiting = Vec::with_capacity(n);
             for i in 0..n as u64 {

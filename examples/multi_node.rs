@@ -4,8 +4,8 @@
 //! sends embed requests, and shows how the work was split.
 //!
 //! ```text
-//! scripts/tansu.sh start 19092
-//! cargo run --features kafka --example multi_node -- 127.0.0.1:19092 3
+//! BROKERS=$(scripts/kafka.sh start)
+//! cargo run --features kafka --example multi_node -- "$BROKERS" 3
 //! ```
 //!
 //! Each node is this program started again with `--node`; it prints one

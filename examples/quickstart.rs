@@ -103,8 +103,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .kafka_group
         .get_or_insert_with(|| "search".to_owned());
-    // Test brokers (tansu, the mock cluster) answer a waiting fetch only
-    // when its wait ends; real Kafka does not need this.
+    // The mock cluster answers a waiting fetch only when its wait ends;
+    // Apache Kafka does not need this.
     config
         .kafka_properties
         .entry("fetch.wait.max.ms".to_owned())

@@ -1,5 +1,5 @@
 //! The transport-agnostic conformance suite: the delivery contract of
-//! DESIGN.md ("Delivery contract"), proven through the public API only.
+//! docs/delivery.md, proven through the public API only.
 //!
 //! Every case is an `async fn case<H: Harness>(harness: H)` in one of the
 //! modules below. The [`conformance!`] invocation at the bottom instantiates
@@ -81,7 +81,7 @@ conformance! {
         kafka_mock [doc = "On Kafka: librdkafka's in-process mock cluster."]
             => crate::harness::Kafka::mock(),
         #[cfg(feature = "kafka")]
-        kafka_broker [ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=host:port (scripts/tansu.sh start)"]
+        kafka_broker [ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
             => crate::harness::Kafka::broker(),
     }
     cases [

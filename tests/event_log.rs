@@ -367,3 +367,107 @@ async fn replay_of_a_missing_file_names_it() {
     assert!(error.to_string().contains("missing.jsonl"), "{error}");
     bus.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_line_bound_is_logged_as_a_summary_that_replay_skips() {
+    let dir = TempDir::new("log-long-line");
+    let path = dir.path().join("events.jsonl");
+    let log = EventLog::builder(&path)
+        .max_line_bytes(4_096)
+        .open()
+        .expect("open");
+    let bus = one_partition_bus_with(log);
+    let mut seen = recording::<Chunk>(&bus).await;
+    let long = Chunk {
+        chunk_id: "c-long".into(),
+        text: "x".repeat(10_000),
+    };
+    bus.publish(&chunk(1)).await.expect("publish");
+    bus.publish(&long).await.expect("publish");
+    next(&mut seen).await;
+    let delivered = next(&mut seen).await;
+    assert_eq!(delivered.value, long, "the message itself is whole");
+    bus.shutdown().await.expect("shutdown");
+
+    let text = std::fs::read_to_string(&path).expect("the log exists");
+    assert!(
+        text.lines().all(|line| line.len() < 4_096),
+        "no line over the bound"
+    );
+    let lines = lines(&path);
+    for direction in ["published", "delivered"] {
+        let summary = find(&lines, direction, &delivered.id);
+        let omitted = summary["omitted_bytes"].as_u64().expect("omitted_bytes");
+        assert!(omitted > 10_000, "{summary}");
+        assert_eq!(summary["topic"], "log.test.chunk");
+        assert!(summary.get("payload").is_none(), "{summary}");
+        assert!(summary.get("headers").is_none(), "{summary}");
+    }
+
+    let fresh = Bus::memory();
+    let summary = fresh
+        .replay_event_log(&path, UNIX_EPOCH)
+        .await
+        .expect("replay");
+    assert_eq!((summary.published, summary.skipped), (1, 1));
+    fresh.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_size_bound_the_file_is_renamed_and_a_new_one_started() {
+    let dir = TempDir::new("log-rotate");
+    let path = dir.path().join("events.jsonl");
+    let previous = dir.path().join("events.jsonl.1");
+    const MAX: u64 = 2_000;
+    let log = EventLog::builder(&path)
+        .max_file_bytes(MAX)
+        .open()
+        .expect("open");
+    let bus = Bus::builder().event_log(log).build();
+    for i in 0..30 {
+        bus.publish(&chunk(i)).await.expect("publish");
+    }
+    bus.shutdown().await.expect("shutdown");
+
+    for file in [&path, &previous] {
+        let size = std::fs::metadata(file).expect("both files exist").len();
+        assert!(0 < size && size <= MAX, "{}: {size} bytes", file.display());
+    }
+    // The newest lines are in the file, the ones just before in `.1`, with
+    // no line lost or cut between them.
+    let (older, newer) = (lines(&previous), lines(&path));
+    let numbers: Vec<u64> = older
+        .iter()
+        .chain(&newer)
+        .map(|line| {
+            let text = line["payload"]["text"].as_str().expect("a chunk");
+            text["text ".len()..].parse().expect("its number")
+        })
+        .collect();
+    let first = numbers[0];
+    assert_eq!(numbers, (first..30).collect::<Vec<_>>());
+    assert!(first > 0, "the oldest lines went with the older `.1`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_bound_smaller_than_a_line_loses_nothing() {
+    let dir = TempDir::new("log-small-queue");
+    let path = dir.path().join("events.jsonl");
+    let log = EventLog::builder(&path)
+        .max_queue_bytes(64)
+        .open()
+        .expect("open");
+    let bus = Bus::builder().event_log(log).build();
+    for i in 0..200 {
+        bus.publish(&chunk(i)).await.expect("publish");
+    }
+    bus.shutdown().await.expect("shutdown");
+    assert_eq!(lines(&path).len(), 200);
+}
+
+fn one_partition_bus_with(log: EventLog) -> Bus {
+    Bus::builder()
+        .event_log(log)
+        .memory(MemoryBroker::new(MemoryConfig::default().partitions(1)))
+        .build()
+}

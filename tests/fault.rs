@@ -470,7 +470,8 @@ async fn redrive(net: Net) {
     broken.store(1, Ordering::SeqCst);
     let moved = guard("redrive", ops.redrive(Redo::NAME))
         .await
-        .expect("redrive");
+        .expect("redrive")
+        .moved;
     assert_eq!(
         moved, N,
         "{case}: the first re-drive moves every dead letter"
@@ -484,7 +485,8 @@ async fn redrive(net: Net) {
     broken.store(0, Ordering::SeqCst);
     let moved_again = guard("redrive", worker.redrive_topic::<Redo>())
         .await
-        .expect("redrive");
+        .expect("redrive")
+        .moved;
     assert_eq!(
         moved_again,
         N / 2,
@@ -493,7 +495,8 @@ async fn redrive(net: Net) {
     handled.wait_for_all("everything handled", &all).await;
     let nothing = guard("redrive", ops.redrive(&format!("{}.dlq", Redo::NAME)))
         .await
-        .expect("redrive by the dead-letter topic's name");
+        .expect("redrive by the dead-letter topic's name")
+        .moved;
     assert_eq!(nothing, 0, "{case}: nothing left to move");
     // The audit group acknowledges re-driven messages without handling
     // them; a message published after them shows that it has read past them.

@@ -11,20 +11,20 @@
 //! every copy of every data message the log holds has arrived too.
 //!
 //! `cargo test --all-features --test fault_broker -- --nocapture` shows
-//! the figures. The tansu case runs only with `TOPICBUS_TANSU` set (see
-//! [`fault_broker_tansu_killed_and_restarted_on_sqlite`]).
+//! the figures. The broker-restart case runs on Apache Kafka, only when
+//! asked for (see [`fault_broker_kafka_killed_and_restarted`]).
 #![cfg(feature = "kafka")]
 
 #[path = "support/fault.rs"]
 mod fault;
+#[path = "support/kafka_cluster.rs"]
+mod kafka_cluster;
 #[path = "support/kafka_log.rs"]
 mod kafka_log;
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +37,7 @@ use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, ErrorKind, StartFrom, Topic};
 
 use fault::{guard, Figures, Tally};
+use kafka_cluster::KafkaCluster;
 use mock_kafka::{Fault, MockKafka};
 
 /// Distinct keys; also the number of end markers.
@@ -426,142 +427,81 @@ async fn fault_broker_outage_mid_stream() {
     consumer.shutdown().await.expect("shutdown");
 }
 
-// ---------------------------------------------------------------- tansu
+// ---------------------------------------------------------------- Apache Kafka
 
-/// A tansu broker process with durable (sqlite) storage in a directory of
-/// its own, on a fixed port across restarts.
-struct Tansu {
-    binary: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Tansu {
-    /// The broker binary named by `TOPICBUS_TANSU` (`scripts/tansu.sh
-    /// install` prints the path of the copy it builds).
-    fn binary() -> Option<PathBuf> {
-        let value = std::env::var("TOPICBUS_TANSU")
-            .ok()
-            .filter(|v| !v.is_empty())?;
-        Some(PathBuf::from(value))
-    }
-
-    fn start(binary: PathBuf) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("topicbus-fault-tansu-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("tansu dir");
-        let mut tansu = Tansu {
-            binary,
-            dir,
-            port,
-            child: None,
-        };
-        tansu.spawn();
-        tansu
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let url = format!("tcp://{}", self.address());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .expect("log file");
-        let child = Command::new(&self.binary)
-            .current_dir(&self.dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            // Relative to the working directory (see KAFKA-TESTING.md).
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.address()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.address()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: no chance to flush or close anything.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL tansu");
-            child.wait().expect("reap tansu");
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Case 2b: a real broker process (tansu 0.6.0) with durable sqlite storage
-/// is killed with SIGKILL mid-stream and started again on the same storage;
-/// every acknowledged message must still be read.
+/// Case 2b: Apache Kafka (one node, its log on disk) is killed with
+/// SIGKILL mid-stream and started again on its data; every acknowledged
+/// message must still be read.
 ///
-/// Runs only when `TOPICBUS_TANSU` names the tansu binary
-/// (`TOPICBUS_TANSU=$(scripts/tansu.sh install)`; `.ci/run` does so):
-/// building tansu takes about 10 minutes, so the plain test command does not
-/// need it. Without it the test prints why it did nothing and passes.
+/// Needs the one-node cluster of `scripts/kafka.sh`, whose node it kills
+/// and restarts: `TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start) cargo
+/// test --all-features --test fault_broker -- --ignored fault_broker_kafka`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
-    let Some(binary) = Tansu::binary() else {
-        println!(
-            "fault tansu_restart: SKIPPED: set TOPICBUS_TANSU to the tansu binary \
-             (TOPICBUS_TANSU=$(scripts/tansu.sh install) builds it once and prints its path)"
+#[ignore = "needs Apache Kafka: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
+async fn fault_broker_kafka_killed_and_restarted() {
+    let cluster =
+        KafkaCluster::from_env("TOPICBUS_KAFKA_BROKERS", 1).unwrap_or_else(|e| panic!("{e}"));
+    let address = cluster.bootstrap.clone();
+    // The counts are of this run's numbers: an earlier run's copies in the
+    // topic would stand in for messages this run lost.
+    let cluster = tokio::task::spawn_blocking(move || {
+        let held = cluster.messages(Restart::NAME);
+        assert_eq!(
+            held, 0,
+            "{} holds {held} messages of an earlier run: start a fresh cluster (scripts/kafka.sh start)",
+            Restart::NAME
         );
-        return;
-    };
+        cluster
+    })
+    .await
+    .expect("topic check");
+    restart_mid_stream(
+        &address,
+        move || {
+            // The only node, or the first of several: with one replica per
+            // partition (topicbus's default replication factor), its
+            // partitions are away until it is back.
+            cluster.kill(1);
+            std::thread::sleep(Duration::from_secs(2));
+            cluster.restart(1);
+        },
+        "kafka_restart",
+        "SIGKILL of Apache Kafka's node 1 (its log on disk)",
+    )
+    .await;
+}
+
+/// Publishes numbered messages; once a third of the publishes returned,
+/// `crash` (run on a blocking thread) kills the broker and starts it again
+/// on its storage, 2 s later. Counts, prints and checks that nothing
+/// acknowledged was lost.
+async fn restart_mid_stream(
+    address: &str,
+    crash: impl FnOnce() + Send + 'static,
+    case: &str,
+    fault: &str,
+) {
     const TOTAL: u64 = 3_000;
-    let tansu = Arc::new(Mutex::new(Tansu::start(binary)));
-    let address = tansu.lock().unwrap().address();
     let config = mock_kafka::test_settings(
-        KafkaConfig::new(address.clone()).delivery_timeout(Duration::from_secs(20)),
+        KafkaConfig::new(address).delivery_timeout(Duration::from_secs(20)),
     )
     .set("max.poll.interval.ms", "7000");
     let publisher = connect(config.clone(), "fault-publisher").await;
     publisher.ensure_topic::<Restart>().await.expect("topic");
-    let (consumer, tally) = reader::<Restart>(config, "fault.restart.reader").await;
+    let group = format!("fault.restart.reader.{}", std::process::id());
+    let (consumer, tally) = reader::<Restart>(config, &group).await;
 
     let finished = Arc::new(AtomicUsize::new(0));
     let restarted = Arc::new(AtomicBool::new(false));
     let killed = {
-        let (tansu, finished) = (Arc::clone(&tansu), Arc::clone(&finished));
-        let restarted = Arc::clone(&restarted);
+        let (finished, restarted) = (Arc::clone(&finished), Arc::clone(&restarted));
         tokio::spawn(async move {
             // Mid-stream: once a third of the publishes returned.
             while finished.load(Ordering::Acquire) < (TOTAL / 3) as usize {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             tokio::task::spawn_blocking(move || {
-                let mut tansu = tansu.lock().unwrap();
-                tansu.kill();
-                std::thread::sleep(Duration::from_secs(2));
-                tansu.spawn();
+                crash();
                 restarted.store(true, Ordering::Release);
             })
             .await
@@ -583,7 +523,7 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
             .collect(),
     )
     .await;
-    guard("tansu restarted", killed)
+    guard("broker restarted", killed)
         .await
         .expect("restart task");
     read_to_the_end::<Restart>(&publisher, &tally, TOTAL).await;
@@ -591,13 +531,13 @@ async fn fault_broker_tansu_killed_and_restarted_on_sqlite() {
     let after_restart = outcomes.iter().filter(|o| o.2).count();
     let figures = Figures::count(TOTAL as usize, &acknowledged, &tally.snapshot());
     figures.print(
-        "tansu_restart",
+        case,
         &format!(
-            "faults=SIGKILL of tansu 0.6.0 (sqlite storage) after a third of the publishes returned, \
-             restarted 2 s later; publishes returning after the restart={after_restart}"
+            "faults={fault} after a third of the publishes returned, restarted 2 s later; \
+             publishes returning after the restart={after_restart}"
         ),
     );
-    figures.assert_nothing_lost("tansu_restart");
+    figures.assert_nothing_lost(case);
     publisher.shutdown().await.expect("shutdown");
     consumer.shutdown().await.expect("shutdown");
 }

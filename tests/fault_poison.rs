@@ -4,7 +4,7 @@
 //! a reason; good records before and after it, on the same partition, are
 //! handled in order; the process keeps running.
 //!
-//! What counts as poison (README "Poison input"): bytes the topic's codec
+//! What counts as poison (docs/failures.md, "Poison input"): bytes the topic's codec
 //! cannot decode, a `content-type` that contradicts the topic's codec, a
 //! CloudEvents or routing header that is present but unreadable (not UTF-8,
 //! a `ce_time` that is not RFC 3339), a payload over the consumer's size

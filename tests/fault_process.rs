@@ -47,7 +47,7 @@ const KEYS: u64 = 64;
 const PARTITIONS: i32 = 6;
 /// The assignor of the consumer groups here: a rebalance takes away only the
 /// partitions that move, so members that keep theirs keep working and
-/// commit as usual (see README, "Failure testing").
+/// commit as usual (see docs/failures.md, "How they are tested").
 const ASSIGNOR: &str = "cooperative-sticky";
 
 #[derive(Debug, Clone, Serialize, Deserialize, Topic)]

@@ -6,21 +6,23 @@
 
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
+#[path = "support/raw_kafka.rs"]
+mod raw_kafka;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, Context, RawMessage, Topic};
 
 use mock_kafka::MockKafka;
+use raw_kafka::{read, reader, topics};
 
 /// Hang guard only; nothing asserts on time.
 const HANG: Duration = Duration::from_secs(60);
@@ -68,78 +70,6 @@ async fn go_bus(brokers: &str, service: &str) -> Bus {
         .connect()
         .await
         .expect("connect")
-}
-
-fn topics(brokers: &str) -> Vec<String> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("metadata client");
-    let metadata = client
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .collect()
-}
-
-/// A consumer of every partition of `topic` from its start, outside any
-/// group, as the Go bus's requester read `{topic}.response`.
-fn reader(brokers: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "go-bus-reader")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()
-        .expect("reader");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&assignment).expect("assign");
-    consumer
-}
-
-/// The next `n` records of `consumer`: key, value and headers.
-type Record = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, Vec<u8>>);
-
-fn read(consumer: &BaseConsumer, n: usize) -> Vec<Record> {
-    let deadline = std::time::Instant::now() + HANG;
-    let mut records = Vec::new();
-    while records.len() < n {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hang guard: {} of {n} records read",
-            records.len()
-        );
-        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = polled.expect("record");
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.push((
-            message.key().map(<[u8]>::to_vec),
-            message.payload().unwrap_or_default().to_vec(),
-            headers,
-        ));
-    }
-    records
 }
 
 /// A request exactly as the Go bus wrote it: `encoding/json` output of its

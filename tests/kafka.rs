@@ -2,6 +2,15 @@
 //! across processes, hand-over when a member leaves, resuming from committed
 //! offsets, a partition backed up behind a blocked handler, and failing fast
 //! when no broker can be reached.
+//!
+//! The request/reply routing tests also run on Apache Kafka: their
+//! `_on_kafka` variants are ignored unless asked for, with the broker in
+//! `TOPICBUS_KAFKA_BROKERS`:
+//!
+//! ```text
+//! TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start) \
+//!     cargo test --all-features --test kafka -- --ignored _on_kafka
+//! ```
 #![cfg(feature = "kafka")]
 
 #[path = "support/mock_kafka.rs"]
@@ -411,7 +420,7 @@ struct Replay {
 /// `StartFrom::Timestamp` is not tested here: it relies on the broker's
 /// ListOffsets-by-time, which the mock cluster does not implement (it
 /// answers "end" for every partition); the conformance suite tests it on
-/// tansu.
+/// Apache Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_group_replays_from_an_offset() {
     let kafka = MockKafka::start(1);
@@ -463,9 +472,58 @@ struct Answer {
     n: u64,
 }
 
+/// Where a routing test runs: a mock cluster of its own, or the Apache
+/// Kafka broker named by `TOPICBUS_KAFKA_BROKERS`, which earlier runs may
+/// have used too (so the tests name their services with [`Broker::scope`]).
+enum Broker {
+    Mock(MockKafka),
+    Kafka(String),
+}
+
+impl Broker {
+    fn mock() -> Self {
+        Broker::Mock(MockKafka::start(1))
+    }
+
+    fn kafka() -> Self {
+        let brokers = std::env::var("TOPICBUS_KAFKA_BROKERS")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .expect("set TOPICBUS_KAFKA_BROKERS to a broker: $(scripts/kafka.sh start)");
+        Broker::Kafka(brokers)
+    }
+
+    fn bootstrap(&self) -> &str {
+        match self {
+            Broker::Mock(kafka) => &kafka.bootstrap,
+            Broker::Kafka(brokers) => brokers,
+        }
+    }
+
+    /// A new instance of `service`. A real broker creates topics through
+    /// the admin API as in production; the mock cluster auto-creates them.
+    async fn bus(&self, service: &str) -> Bus {
+        let config = mock_kafka::test_settings(
+            KafkaConfig::new(self.bootstrap()).provision_topics(matches!(self, Broker::Kafka(_))),
+        );
+        Bus::builder()
+            .service(service)
+            .kafka(config)
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// `name` made unique to this run, for services whose reply topics a
+    /// test counts and groups that must start without committed offsets.
+    fn scope(&self, name: &str) -> String {
+        format!("{name}-{}", uuid_like())
+    }
+}
+
 /// A bus of `service` answering each `Ask` with its own numbers.
-async fn answering(brokers: &str, service: &str) -> Bus {
-    let responder = bus(brokers, service).await;
+async fn answering(broker: &Broker, service: &str) -> Bus {
+    let responder = broker.bus(service).await;
     responder
         .group("kafka.ask")
         .serve(|ask: Ask| async move {
@@ -479,17 +537,27 @@ async fn answering(brokers: &str, service: &str) -> Bus {
     responder
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_asking_instance_of_a_group() {
+    replies_reach_the_asking_instance(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
+async fn replies_reach_the_asking_instance_of_a_group_on_kafka() {
+    replies_reach_the_asking_instance(Broker::kafka()).await;
+}
+
 /// Three instances of one requesting service, members of one consumer group
 /// (they share a subscription), each get the replies to their own requests:
 /// replies travel on per-instance reply topics, not through the group.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replies_reach_the_asking_instance_of_a_group() {
-    let kafka = MockKafka::start(1);
-    let responder = answering(&kafka.bootstrap, "answers").await;
+async fn replies_reach_the_asking_instance(broker: Broker) {
+    let responder = answering(&broker, &broker.scope("answers")).await;
+    let (frontend, group) = (broker.scope("frontend"), broker.scope("frontend.group"));
     let mut askers = Vec::new();
     for _ in 0..3 {
-        let asker = bus(&kafka.bootstrap, "frontend").await;
-        subscribe_recording(&asker, "frontend.group", &Seen::default()).await;
+        let asker = broker.bus(&frontend).await;
+        subscribe_recording(&asker, &group, &Seen::default()).await;
         askers.push(asker);
     }
     let calls = askers.iter().enumerate().flat_map(|(asker, bus)| {
@@ -536,14 +604,25 @@ fn reply_topics(brokers: &str, service: &str) -> Vec<String> {
         .collect()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_topic_is_created_by_the_first_request() {
+    reply_topic_created_by_the_first_request(Broker::mock()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a broker: TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start)"]
+async fn the_reply_topic_is_created_by_the_first_request_on_kafka() {
+    reply_topic_created_by_the_first_request(Broker::kafka()).await;
+}
+
 /// An instance creates its reply topic with its first request, before
 /// sending it (so the first reply is read); one that only publishes and
 /// subscribes creates none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reply_topic_is_created_by_the_first_request() {
-    let kafka = MockKafka::start(1);
-    let responder = answering(&kafka.bootstrap, "replies-answer").await;
-    let client = bus(&kafka.bootstrap, "replies-ask").await;
+async fn reply_topic_created_by_the_first_request(broker: Broker) {
+    let (answers, asks) = (broker.scope("replies-answer"), broker.scope("replies-ask"));
+    let brokers = broker.bootstrap();
+    let responder = answering(&broker, &answers).await;
+    let client = broker.bus(&asks).await;
     client
         .publish(&Work {
             key: "k".to_owned(),
@@ -552,7 +631,7 @@ async fn the_reply_topic_is_created_by_the_first_request() {
         .await
         .expect("publish");
     assert_eq!(
-        reply_topics(&kafka.bootstrap, "replies-ask"),
+        reply_topics(brokers, &asks),
         Vec::<String>::new(),
         "publishing opens no reply topic"
     );
@@ -562,7 +641,7 @@ async fn the_reply_topic_is_created_by_the_first_request() {
     )
     .await;
     assert_eq!(answer.expect("answered"), Answer { asker: 7, n: 1 });
-    assert_eq!(reply_topics(&kafka.bootstrap, "replies-ask").len(), 1);
+    assert_eq!(reply_topics(brokers, &asks).len(), 1);
     let answer = guard(
         "second request",
         client.request(&Ask { asker: 7, n: 2 }).into_future(),
@@ -570,11 +649,11 @@ async fn the_reply_topic_is_created_by_the_first_request() {
     .await;
     assert_eq!(answer.expect("answered"), Answer { asker: 7, n: 2 });
     assert_eq!(
-        reply_topics(&kafka.bootstrap, "replies-ask").len(),
+        reply_topics(brokers, &asks).len(),
         1,
         "one reply topic per instance"
     );
-    assert_eq!(reply_topics(&kafka.bootstrap, "replies-answer").len(), 0);
+    assert_eq!(reply_topics(brokers, &answers).len(), 0);
     client.shutdown().await.expect("shutdown");
     responder.shutdown().await.expect("shutdown");
 }

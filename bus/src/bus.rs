@@ -111,6 +111,7 @@ pub(crate) struct Settings {
     /// Reply topics answered besides those under the reply topic prefix.
     allowed_reply_topics: Vec<String>,
     reply_key: Option<ReplyKey>,
+    pub(crate) header_limits: wire::HeaderLimits,
 }
 
 impl Default for Settings {
@@ -125,6 +126,7 @@ impl Default for Settings {
             concurrency: 16,
             max_pending_requests: 65_536,
             event_log: None,
+            header_limits: wire::HeaderLimits::default(),
             max_message_bytes: None,
             allowed_reply_topics: Vec::new(),
             reply_key: None,
@@ -277,6 +279,20 @@ impl<T> BusBuilder<T> {
         self
     }
 
+    /// Bounds on the headers of a received message: at most `count`
+    /// headers and `bytes` bytes of names and values in all (default 256
+    /// and 64 KiB). The headers past either are dropped and counted in
+    /// [`header::HEADERS_DROPPED`](crate::header::HEADERS_DROPPED); a typed
+    /// handler's message is then dead-lettered (kind `header`), a raw
+    /// handler gets the rest.
+    pub fn max_headers(mut self, count: usize, bytes: usize) -> Self {
+        self.settings.header_limits = wire::HeaderLimits {
+            count: count.max(1),
+            bytes: bytes.max(1),
+        };
+        self
+    }
+
     /// Runs on `broker` (shared with other instances); without it, on a new
     /// private broker.
     pub fn memory(self, broker: MemoryBroker) -> BusBuilder<MemoryChoice> {
@@ -351,6 +367,7 @@ impl BusBuilder<crate::kafka::KafkaConfig> {
         if let Some(limit) = self.settings.max_message_bytes {
             config = config.max_message_bytes(limit);
         }
+        config.header_limits = self.settings.header_limits;
         let max_message_bytes = config.max_message_bytes;
         let reply_topic_prefix = config.reply_topic_prefix.clone();
         let (kafka, inbox) =
@@ -544,6 +561,7 @@ impl Bus {
                 message.key,
                 message.headers,
                 &core.service,
+                core.settings.header_limits,
             );
             trace::record_message(&span, &meta);
             core.publish(Message::bytes(meta, message.payload.into()))
@@ -992,14 +1010,17 @@ impl BusCore {
         // Routes a re-driven message on its topic only.
         meta.headers.remove(crate::header::REDRIVE_GROUP);
         for (name, value) in headers {
-            meta.headers.insert(name, value);
+            meta.headers
+                .insert(name, crate::limit::bounded_reason(value));
         }
         let payload = match message.payload().to_bytes() {
             Ok(bytes) => bytes,
             Err(error) => {
                 meta.headers.insert(
                     crate::header::ERROR,
-                    format!("could not encode the payload for the dead-letter topic: {error}"),
+                    crate::limit::bounded_reason(format!(
+                        "could not encode the payload for the dead-letter topic: {error}"
+                    )),
                 );
                 bytes::Bytes::new()
             }
@@ -1013,16 +1034,32 @@ impl BusCore {
         }
         let mut dead = Message::bytes(meta, payload);
         let mut delay = self.settings.backoff;
-        while let Err(error) = self.transport.publish(dead.clone()).await {
-            if let (Error::TooLarge { size, .. }, Some(stripped)) =
-                (&error, crate::limit::without_payload(&dead))
-            {
-                // More than the broker takes: the dead letter carries the
-                // headers and says so; the payload stays in the original
-                // topic (until its retention ends).
-                tracing::error!(topic = %dead.meta.topic, size, "dead letter too large for the broker; writing it without its payload");
-                dead = stripped;
-                continue;
+        loop {
+            let error = match self.transport.publish(dead.clone()).await {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            if let Error::TooLarge { size, limit, .. } = error {
+                // "Too large" is permanent: a smaller form is written, never
+                // the same one again.
+                match crate::limit::smaller_dead_letter(&dead) {
+                    Some(smaller) => {
+                        tracing::error!(topic = %dead.meta.topic, size, limit, "dead letter too large; writing it without what does not fit");
+                        dead = smaller;
+                        continue;
+                    }
+                    None => {
+                        // Acknowledged, so its partition moves on; the
+                        // message stays in its topic until retention ends.
+                        tracing::error!(topic = %dead.meta.topic, size, limit, original = %message.meta.topic, id = %message.meta.id, "dead letter too large even without payload and application headers; not written");
+                        metrics::counter!(
+                            crate::telemetry::metrics::names::DEAD_LETTERS_TOO_LARGE,
+                            "topic" => message.meta.topic.to_string()
+                        )
+                        .increment(1);
+                        return;
+                    }
+                }
             }
             tracing::error!(topic = %dead.meta.topic, %error, "could not dead-letter; retrying");
             tokio::time::sleep(delay).await;

@@ -45,7 +45,7 @@ use crate::{Bus, BusBuilder, EventLog, ReplyKey};
 /// The environment prefix of [`BusConfig::from_env`].
 pub const DEFAULT_ENV_PREFIX: &str = "TOPICBUS";
 
-/// Every key of a `bus` block, in the order the README lists them.
+/// Every key of a `bus` block, in the order docs/configuration.md lists them.
 const KEYS: &[&str] = &[
     "type",
     "service",
@@ -54,6 +54,7 @@ const KEYS: &[&str] = &[
     "event_log_enabled",
     "event_log_path",
     "event_log_flush_interval",
+    "event_log_max_file_bytes",
     "request_timeout",
     "shutdown_timeout",
     "retries",
@@ -125,8 +126,8 @@ impl<'de> Deserialize<'de> for BusType {
 /// Durations are written like `30s`, `250ms` or `1m 30s`.
 ///
 /// `Debug` output shows every setting except the values of secret Kafka
-/// properties (passwords, keys, tokens, JAAS configuration) and the reply
-/// key.
+/// properties (SASL settings, passwords and passphrases, keys, tokens,
+/// secrets, credentials, JAAS configuration) and the reply key.
 ///
 /// ```
 /// use std::time::Duration;
@@ -145,86 +146,90 @@ impl<'de> Deserialize<'de> for BusType {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// `type` / `RICE_BUS_TYPE`: `memory` (default) or `kafka`.
+    /// `type` / `{PREFIX}_BUS_TYPE`: `memory` (default) or `kafka`.
     #[serde(rename = "type")]
     pub bus_type: BusType,
-    /// `service` / `RICE_SERVICE`: the service name, `ce_source` of what the
+    /// `service` / `{PREFIX}_SERVICE`: the service name, `ce_source` of what the
     /// bus publishes and the prefix of its default consumer groups. Default:
     /// `kafka_group`, else `topicbus`.
     pub service: Option<String>,
-    /// `kafka_brokers` / `RICE_KAFKA_BROKERS`: `host:port` of the brokers; a
+    /// `kafka_brokers` / `{PREFIX}_KAFKA_BROKERS`: `host:port` of the brokers; a
     /// comma-separated string or a list. Required when the type is `kafka`.
     #[serde(deserialize_with = "brokers")]
     pub kafka_brokers: Vec<String>,
-    /// `kafka_group` / `RICE_KAFKA_GROUP`: the Go bus's consumer group. It is
+    /// `kafka_group` / `{PREFIX}_KAFKA_GROUP`: the Go bus's consumer group. It is
     /// the service name when `service` is not set, so default groups become
     /// `{kafka_group}.{handler}`.
     pub kafka_group: Option<String>,
-    /// `event_log_enabled` / `RICE_EVENT_LOG_ENABLED`: append every published
+    /// `event_log_enabled` / `{PREFIX}_EVENT_LOG_ENABLED`: append every published
     /// and delivered message to the event log (default false).
     pub event_log_enabled: bool,
-    /// `event_log_path` / `RICE_EVENT_LOG_PATH`: the event log file; required
+    /// `event_log_path` / `{PREFIX}_EVENT_LOG_PATH`: the event log file; required
     /// when the event log is enabled.
     pub event_log_path: Option<PathBuf>,
-    /// `event_log_flush_interval` / `RICE_EVENT_LOG_FLUSH_INTERVAL`: longest
+    /// `event_log_flush_interval` / `{PREFIX}_EVENT_LOG_FLUSH_INTERVAL`: longest
     /// time a recorded line waits before it is written to the file while
     /// messages keep coming (default 100 ms). See
     /// [`EventLog`](crate::EventLog).
     #[serde(deserialize_with = "duration")]
     pub event_log_flush_interval: Duration,
-    /// `request_timeout` / `RICE_REQUEST_TIMEOUT`: how long a request waits
+    /// `event_log_max_file_bytes` / `{PREFIX}_EVENT_LOG_MAX_FILE_BYTES`: size at
+    /// which the event log file is renamed to `{path}.1` and a new one
+    /// started (default 1 GiB). See [`EventLog`](crate::EventLog).
+    pub event_log_max_file_bytes: u64,
+    /// `request_timeout` / `{PREFIX}_REQUEST_TIMEOUT`: how long a request waits
     /// for its reply (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
-    /// `shutdown_timeout` / `RICE_SHUTDOWN_TIMEOUT`: how long a graceful
+    /// `shutdown_timeout` / `{PREFIX}_SHUTDOWN_TIMEOUT`: how long a graceful
     /// shutdown waits for in-flight handlers (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
-    /// `retries` / `RICE_RETRIES`: retries of a failing event handler before
+    /// `retries` / `{PREFIX}_RETRIES`: retries of a failing event handler before
     /// the message is dead-lettered (default 3).
     pub retries: u32,
-    /// `max_pending_requests` / `RICE_MAX_PENDING_REQUESTS`: most requests
+    /// `max_pending_requests` / `{PREFIX}_MAX_PENDING_REQUESTS`: most requests
     /// waiting for a reply at once (default 65 536).
     pub max_pending_requests: usize,
-    /// `fallback_to_memory` / `RICE_FALLBACK_TO_MEMORY`: when the type is
+    /// `fallback_to_memory` / `{PREFIX}_FALLBACK_TO_MEMORY`: when the type is
     /// `kafka` and no broker answers within the connect timeout, run on the
     /// memory transport instead, with a warning (default false: fail).
     pub fallback_to_memory: bool,
-    /// `memory_partitions` / `RICE_MEMORY_PARTITIONS`: partitions of memory
+    /// `memory_partitions` / `{PREFIX}_MEMORY_PARTITIONS`: partitions of memory
     /// topics that do not set `partitions = N` (default 8).
     pub memory_partitions: usize,
-    /// `memory_queue_capacity` / `RICE_MEMORY_QUEUE_CAPACITY`: messages each
+    /// `memory_queue_capacity` / `{PREFIX}_MEMORY_QUEUE_CAPACITY`: messages each
     /// group queues per partition before publishers wait (default 1024).
     pub memory_queue_capacity: usize,
-    /// `kafka_provision_topics` / `RICE_KAFKA_PROVISION_TOPICS`: create
+    /// `kafka_provision_topics` / `{PREFIX}_KAFKA_PROVISION_TOPICS`: create
     /// missing topics (default true).
     pub kafka_provision_topics: bool,
-    /// `kafka_partitions` / `RICE_KAFKA_PARTITIONS`: partitions of created
+    /// `kafka_partitions` / `{PREFIX}_KAFKA_PARTITIONS`: partitions of created
     /// topics that do not set `partitions = N` (default 3).
     pub kafka_partitions: i32,
-    /// `kafka_replication_factor` / `RICE_KAFKA_REPLICATION_FACTOR`:
+    /// `kafka_replication_factor` / `{PREFIX}_KAFKA_REPLICATION_FACTOR`:
     /// replication factor of created topics (default 1).
     pub kafka_replication_factor: i32,
-    /// `kafka_delivery_timeout` / `RICE_KAFKA_DELIVERY_TIMEOUT`: how long a
+    /// `kafka_delivery_timeout` / `{PREFIX}_KAFKA_DELIVERY_TIMEOUT`: how long a
     /// publish may wait for the broker's acknowledgement (default 30 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_delivery_timeout: Duration,
-    /// `kafka_connect_timeout` / `RICE_KAFKA_CONNECT_TIMEOUT`: how long
+    /// `kafka_connect_timeout` / `{PREFIX}_KAFKA_CONNECT_TIMEOUT`: how long
     /// connecting waits for a broker to answer (default 10 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_connect_timeout: Duration,
-    /// `kafka_join_timeout` / `RICE_KAFKA_JOIN_TIMEOUT`: how long a new
+    /// `kafka_join_timeout` / `{PREFIX}_KAFKA_JOIN_TIMEOUT`: how long a new
     /// subscription waits for its partitions (default 60 s).
     #[serde(deserialize_with = "duration")]
     pub kafka_join_timeout: Duration,
-    /// `kafka_go_envelope` / `RICE_KAFKA_GO_ENVELOPE`: read and write the Go
+    /// `kafka_go_envelope` / `{PREFIX}_KAFKA_GO_ENVELOPE`: read and write the Go
     /// bus's JSON envelope (default false).
     pub kafka_go_envelope: bool,
-    /// `kafka_properties` / `RICE_KAFKA_PROPERTIES__{NAME}`: librdkafka
+    /// `kafka_properties` / `{PREFIX}_KAFKA_PROPERTIES__{NAME}`: librdkafka
     /// properties passed through to every client. In a file, a map of
     /// property names (`sasl.username: app`); in the environment, one
     /// variable per property with the name's dots written as `_`
-    /// (`RICE_KAFKA_PROPERTIES__SASL_USERNAME=app`).
+    /// (`{PREFIX}_KAFKA_PROPERTIES__SASL_USERNAME=app`).
     #[serde(deserialize_with = "properties")]
     pub kafka_properties: BTreeMap<String, String>,
     /// `allowed_reply_topics` / `RICE_ALLOWED_REPLY_TOPICS`: topics the
@@ -253,6 +258,7 @@ impl Default for BusConfig {
             event_log_enabled: false,
             event_log_path: None,
             event_log_flush_interval: Duration::from_millis(100),
+            event_log_max_file_bytes: 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             retries: 3,
@@ -446,6 +452,7 @@ impl Bus {
                 .expect("validated: an enabled event log has a path");
             let log = EventLog::builder(path)
                 .flush_interval(config.event_log_flush_interval)
+                .max_file_bytes(config.event_log_max_file_bytes)
                 .open()?;
             builder = builder.event_log(log);
         }
@@ -512,6 +519,7 @@ impl fmt::Debug for BusConfig {
             .field("event_log_enabled", &self.event_log_enabled)
             .field("event_log_path", &self.event_log_path)
             .field("event_log_flush_interval", &self.event_log_flush_interval)
+            .field("event_log_max_file_bytes", &self.event_log_max_file_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("retries", &self.retries)
@@ -533,24 +541,38 @@ impl fmt::Debug for BusConfig {
     }
 }
 
-/// Whether a librdkafka property holds a secret whose value must never be
-/// shown: every `sasl.*` property, and any whose name speaks of a password,
-/// secret, token, key or credential.
-pub(crate) fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    key.starts_with("sasl.")
-        || [
-            "password",
-            "secret",
-            "jaas",
-            "token",
-            "key.pem",
-            "ssl.key",
-            "keystore",
-            "credential",
-        ]
-        .iter()
-        .any(|needle| key.contains(needle))
+/// Whether a librdkafka property (`sasl.password`) or an environment
+/// variable (`RICE_KAFKA_PROPERTIES__SASL_PASSWORD`) may hold a secret whose
+/// value must never be shown: any name that speaks of SASL, a password or
+/// passphrase (`pass`, `pwd`, misspellings included), a secret, a key, a
+/// token, a credential, JAAS or a private item. Erring towards hiding costs
+/// a value in `Debug` output; erring the other way leaks it.
+pub(crate) fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "sasl",
+        "pass",
+        "pwd",
+        "secret",
+        "key",
+        "token",
+        "credential",
+        "jaas",
+        "private",
+    ]
+    .iter()
+    .any(|needle| name.contains(needle))
+}
+
+/// Environment variables as `Debug` shows them: secret-looking values
+/// redacted.
+fn shown_vars(vars: &::config::Map<String, String>) -> BTreeMap<&str, &str> {
+    vars.iter()
+        .map(|(name, value)| {
+            let shown = if is_secret(name) { "<redacted>" } else { value };
+            (name.as_str(), shown)
+        })
+        .collect()
 }
 
 /// Loads a [`BusConfig`] from files and the environment, in layers.
@@ -585,12 +607,25 @@ pub(crate) fn is_secret(key: &str) -> bool {
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok::<(), topicbus::Error>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` output hides the values of variables whose names look secret
+/// (as [`BusConfig`]'s hides secret Kafka properties).
+#[derive(Clone, Default)]
 #[must_use]
 pub struct ConfigLoader {
     files: Vec<PathBuf>,
     env_prefix: Option<String>,
     env_vars: Option<::config::Map<String, String>>,
+}
+
+impl fmt::Debug for ConfigLoader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigLoader")
+            .field("files", &self.files)
+            .field("env_prefix", &self.env_prefix)
+            .field("env_vars", &self.env_vars.as_ref().map(shown_vars))
+            .finish()
+    }
 }
 
 impl ConfigLoader {
@@ -853,11 +888,20 @@ impl Source for FileLayer {
 
 /// The environment variables with a prefix, as config-rs reads them,
 /// renamed to the keys of the `bus` block.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct EnvLayer {
     prefix: String,
     vars: Option<::config::Map<String, String>>,
     origins: Origins,
+}
+
+impl fmt::Debug for EnvLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvLayer")
+            .field("prefix", &self.prefix)
+            .field("vars", &self.vars.as_ref().map(shown_vars))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Source for EnvLayer {
@@ -1159,9 +1203,23 @@ mod tests {
             "ssl.key.password",
             "ssl.keystore.password",
             "sasl.oauthbearer.client.secret",
+            "sasl.passwrod",
+            "ssl.key.pem",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "RICE_KAFKA_PROPERTIES__SASL_PASSWORD",
+            "RICE_KAFKA_PROPERTIES__SSL_KEYSTORE_PASSWORD",
+            "RICE_API_TOKEN",
         ] {
             assert!(is_secret(key), "{key}");
         }
-        assert!(!is_secret("client.id"));
+        for key in [
+            "client.id",
+            "bootstrap.servers",
+            "acks",
+            "RICE_KAFKA_BROKERS",
+            "RICE_EVENT_LOG_PATH",
+        ] {
+            assert!(!is_secret(key), "{key}");
+        }
     }
 }

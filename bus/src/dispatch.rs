@@ -211,6 +211,7 @@ impl<I: Invoke> HandlerMember<I> {
 
     async fn handle(&self, message: &Message) {
         if !crate::redrive::is_for(message, &self.group) {
+            self.metrics.redrive_skipped();
             return;
         }
         let is_request = self.is_request(message);

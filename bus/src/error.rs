@@ -100,7 +100,7 @@ pub enum Error {
     /// A configuration value is wrong.
     #[error("invalid configuration `{key}`: {message}")]
     Config {
-        /// The offending key, as the user wrote it (e.g. `RICE_KAFKA_BROKERS`).
+        /// The offending key, as the user wrote it (e.g. `TOPICBUS_KAFKA_BROKERS`).
         key: String,
         /// What is wrong with it.
         message: String,

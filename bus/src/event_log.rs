@@ -15,7 +15,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::codec::{Codec as _, Json};
 use crate::dispatch::BoxFuture;
@@ -23,10 +23,16 @@ use crate::error::{Error, Result};
 use crate::message::{header, Headers, Message, RawMessage};
 use crate::{wire, Bus};
 
-/// Lines waiting for the writer before recorders wait.
-const QUEUE_LINES: usize = 8192;
 /// The writer's buffer.
 const BUFFER_BYTES: usize = 64 * 1024;
+/// Default of [`EventLogBuilder::max_line_bytes`].
+const MAX_LINE_BYTES: usize = 2 * 1024 * 1024;
+/// Default of [`EventLogBuilder::max_queue_bytes`].
+const MAX_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Default of [`EventLogBuilder::max_file_bytes`].
+const MAX_FILE_BYTES: u64 = 1024 * 1024 * 1024;
+/// Characters of a message id kept in the summary of an oversized line.
+const SUMMARY_ID_CHARS: usize = 128;
 
 /// An append-only file of the messages a bus published and delivered.
 /// Cheap to clone; the file is closed (and synced) when the last clone is
@@ -59,6 +65,11 @@ const BUFFER_BYTES: usize = 64 * 1024;
 /// - `payload`: the payload itself when its content type is
 ///   `application/json` (byte for byte), else `payload_base64`: the encoded
 ///   bytes in standard base64.
+/// - `omitted_bytes`: in place of `key`, `headers` and the payload, on the
+///   line of a message whose full line would have been longer than
+///   `max_line_bytes` (default 2 MiB): the length the full line would have
+///   had. Such a line keeps `direction`, `time`, `topic`, `group` and the
+///   start of `id`; replay skips it with a warning.
 ///
 /// Replies to requests and dead letters are not recorded as published;
 /// the request and the delivery that failed are.
@@ -66,10 +77,18 @@ const BUFFER_BYTES: usize = 64 * 1024;
 /// # Durability
 ///
 /// Recording a line costs the publisher or the delivery one JSON encoding
-/// and a hand-off to a bounded queue (8192 lines); a background thread
-/// appends the lines to the file through a 64 KiB buffer. When the queue is
-/// full, publishers and deliveries wait for the writer, so the log never
-/// drops a line and memory stays bounded.
+/// and a hand-off to a queue bounded in bytes (`max_queue_bytes`, default
+/// 16 MiB); a background thread appends the lines to the file through a
+/// 64 KiB buffer. When the queue is full, publishers and deliveries wait
+/// for the writer, so the log never drops a line and memory stays bounded.
+///
+/// # Size
+///
+/// The file is bounded too (`max_file_bytes`, default 1 GiB): a line that
+/// would take it past the bound first renames it to `{path}.1` (replacing
+/// an older `{path}.1`) and starts a new file, so the log takes at most
+/// twice the bound on disk. Replay reads the one file it is given. If the
+/// file cannot be renamed, the writer reports it and goes on appending.
 ///
 /// - The writer hands what it has buffered to the operating system
 ///   (`write(2)`) as soon as its queue runs empty, and at the latest every
@@ -123,11 +142,16 @@ pub struct EventLog {
 
 struct Inner {
     path: PathBuf,
-    queue: mpsc::Sender<Command>,
+    queue: mpsc::UnboundedSender<Command>,
+    /// Bytes of lines the queue may still take: a line holds its length's
+    /// worth of permits (at most all of them) until the writer wrote it.
+    room: Arc<Semaphore>,
+    max_queue_bytes: u32,
+    max_line_bytes: usize,
 }
 
 enum Command {
-    Line(Vec<u8>),
+    Line(Vec<u8>, OwnedSemaphorePermit),
     Sync(oneshot::Sender<io::Result<()>>),
 }
 
@@ -145,6 +169,9 @@ impl fmt::Debug for EventLog {
 pub struct EventLogBuilder {
     path: PathBuf,
     flush_interval: Duration,
+    max_line_bytes: usize,
+    max_queue_bytes: usize,
+    max_file_bytes: u64,
 }
 
 impl EventLogBuilder {
@@ -152,6 +179,29 @@ impl EventLogBuilder {
     /// coming (default 100 ms); an idle writer writes at once.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.flush_interval = interval;
+        self
+    }
+
+    /// Longest line (default 2 MiB, room for a 1 MB payload in base64 and
+    /// its headers): a message whose line would be longer is logged as a
+    /// summary with `omitted_bytes` (see [`EventLog`]).
+    pub fn max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max;
+        self
+    }
+
+    /// Bytes of lines queued for the writer before recorders wait (default
+    /// 16 MiB, at most 4 GiB). A longer line waits for the queue to be
+    /// empty.
+    pub fn max_queue_bytes(mut self, max: usize) -> Self {
+        self.max_queue_bytes = max.max(1);
+        self
+    }
+
+    /// Size at which the file is renamed to `{path}.1` and a new one
+    /// started (default 1 GiB; see [`EventLog`]).
+    pub fn max_file_bytes(mut self, max: u64) -> Self {
+        self.max_file_bytes = max;
         self
     }
 
@@ -175,13 +225,17 @@ impl EventLogBuilder {
         if ends_in_a_torn_line(&mut file).map_err(cannot)? {
             file.write_all(b"\n").map_err(cannot)?;
         }
-        let (queue, lines) = mpsc::channel(QUEUE_LINES);
+        let size = file.metadata().map_err(cannot)?.len();
+        let (queue, lines) = mpsc::unbounded_channel();
         let writer = Writer {
             path: self.path.clone(),
             out: BufWriter::with_capacity(BUFFER_BYTES, file),
             flush_interval: self.flush_interval,
+            size,
+            max_file_bytes: self.max_file_bytes,
             failing: false,
         };
+        let max_queue_bytes = u32::try_from(self.max_queue_bytes).unwrap_or(u32::MAX);
         std::thread::Builder::new()
             .name("topicbus-event-log".to_owned())
             .spawn(move || writer.run(lines))
@@ -190,6 +244,9 @@ impl EventLogBuilder {
             inner: Arc::new(Inner {
                 path: self.path,
                 queue,
+                room: Arc::new(Semaphore::new(max_queue_bytes as usize)),
+                max_queue_bytes,
+                max_line_bytes: self.max_line_bytes,
             }),
         })
     }
@@ -219,6 +276,9 @@ impl EventLog {
         EventLogBuilder {
             path: path.as_ref().to_path_buf(),
             flush_interval: Duration::from_millis(100),
+            max_line_bytes: MAX_LINE_BYTES,
+            max_queue_bytes: MAX_QUEUE_BYTES,
+            max_file_bytes: MAX_FILE_BYTES,
         }
     }
 
@@ -235,7 +295,7 @@ impl EventLog {
             message: format!("event log `{}`: {message}", self.inner.path.display()),
             source,
         };
-        if self.inner.queue.send(Command::Sync(done)).await.is_err() {
+        if self.inner.queue.send(Command::Sync(done)).is_err() {
             return Err(failed("the writer has stopped".to_owned(), None));
         }
         match synced.await {
@@ -251,7 +311,13 @@ impl EventLog {
     /// Records a message this instance published. `Some` when the writer's
     /// queue is full: await it before going on.
     pub(crate) fn published(&self, message: &Message) -> Option<BoxFuture<'static, ()>> {
-        let line = encode_line(Direction::Published, message, None, message.meta.time);
+        let line = encode_line(
+            Direction::Published,
+            message,
+            None,
+            message.meta.time,
+            self.inner.max_line_bytes,
+        );
         self.record(line)
     }
 
@@ -267,45 +333,70 @@ impl EventLog {
             message,
             Some(group),
             SystemTime::now(),
+            self.inner.max_line_bytes,
         );
         self.record(line)
     }
 
     fn record(&self, line: Vec<u8>) -> Option<BoxFuture<'static, ()>> {
-        match self.inner.queue.try_send(Command::Line(line)) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                let queue = self.inner.queue.clone();
+        // A line longer than the whole queue takes all of it.
+        let cost = u32::try_from(line.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.inner.max_queue_bytes);
+        match Arc::clone(&self.inner.room).try_acquire_many_owned(cost) {
+            Ok(permit) => {
+                self.inner.send(line, permit);
+                None
+            }
+            Err(TryAcquireError::NoPermits) => {
+                let inner = Arc::clone(&self.inner);
                 Some(Box::pin(async move {
-                    if queue.send(command).await.is_err() {
-                        tracing::error!("the event log writer has stopped; a line is lost");
+                    match Arc::clone(&inner.room).acquire_many_owned(cost).await {
+                        Ok(permit) => inner.send(line, permit),
+                        Err(_) => inner.lost(),
                     }
                 }))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!(
-                    path = %self.inner.path.display(),
-                    "the event log writer has stopped; a line is lost"
-                );
+            Err(TryAcquireError::Closed) => {
+                self.inner.lost();
                 None
             }
         }
     }
 }
 
+impl Inner {
+    fn send(&self, line: Vec<u8>, permit: OwnedSemaphorePermit) {
+        if self.queue.send(Command::Line(line, permit)).is_err() {
+            self.lost();
+        }
+    }
+
+    fn lost(&self) {
+        tracing::error!(
+            path = %self.path.display(),
+            "the event log writer has stopped; a line is lost"
+        );
+    }
+}
+
 /// The background writer: appends lines, flushes when idle or every
-/// `flush_interval`, syncs on request and at the end.
+/// `flush_interval`, starts a new file past `max_file_bytes`, syncs on
+/// request and at the end.
 struct Writer {
     path: PathBuf,
     out: BufWriter<File>,
     flush_interval: Duration,
+    /// Bytes in the file, written or buffered.
+    size: u64,
+    max_file_bytes: u64,
     /// Whether the last write failed (so that a failing disk is reported
     /// once, and its recovery too).
     failing: bool,
 }
 
 impl Writer {
-    fn run(mut self, mut lines: mpsc::Receiver<Command>) {
+    fn run(mut self, mut lines: mpsc::UnboundedReceiver<Command>) {
         let mut unflushed_since: Option<Instant> = None;
         loop {
             let command = match lines.try_recv() {
@@ -323,9 +414,17 @@ impl Writer {
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             match command {
-                Command::Line(line) => {
+                Command::Line(line, room) => {
+                    let length = line.len() as u64;
+                    if self.size > 0 && self.size.saturating_add(length) > self.max_file_bytes {
+                        let rotated = self.rotate();
+                        self.report(rotated);
+                    }
                     let written = self.out.write_all(&line);
                     self.report(written);
+                    self.size += length;
+                    // The line is in the writer's buffer or the file.
+                    drop(room);
                     let since = *unflushed_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.flush_interval {
                         let flushed = self.out.flush();
@@ -348,6 +447,23 @@ impl Writer {
     fn sync(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()
+    }
+
+    /// Renames the file to `{path}.1` and starts a new one. On failure the
+    /// writer goes on appending to the file it has.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.sync()?;
+        let mut previous = self.path.clone().into_os_string();
+        previous.push(".1");
+        std::fs::rename(&self.path, &previous)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.out = BufWriter::with_capacity(BUFFER_BYTES, file);
+        self.size = 0;
+        tracing::info!(path = %self.path.display(), "event log reached max_file_bytes: renamed to `.1`, started a new file");
+        Ok(())
     }
 
     fn report(&mut self, outcome: io::Result<()>) {
@@ -377,9 +493,9 @@ enum Direction {
 #[derive(Serialize)]
 struct LineOut<'a> {
     direction: Direction,
-    time: String,
+    time: &'a str,
     topic: &'a str,
-    id: String,
+    id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -397,6 +513,18 @@ struct LineOut<'a> {
     payload_error: Option<String>,
 }
 
+/// The line of a message whose full line is over `max_line_bytes`.
+#[derive(Serialize)]
+struct SummaryOut<'a> {
+    direction: Direction,
+    time: &'a str,
+    topic: &'a str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    omitted_bytes: usize,
+}
+
 /// The UTF-8 headers of a message, as a JSON object in header order.
 struct TextHeaders<'a>(&'a Headers);
 
@@ -412,12 +540,14 @@ impl Serialize for TextHeaders<'_> {
     }
 }
 
-/// One line of the log for `message`, with its newline.
+/// One line of the log for `message`, with its newline; its summary when
+/// the line would be longer than `max_line_bytes`.
 fn encode_line(
     direction: Direction,
     message: &Message,
     group: Option<&str>,
     time: SystemTime,
+    max_line_bytes: usize,
 ) -> Vec<u8> {
     let meta = &message.meta;
     let headers = wire::headers(meta);
@@ -443,11 +573,13 @@ fn encode_line(
             Some(format!("could not encode the payload: {error}")),
         ),
     };
+    let time = humantime::format_rfc3339_micros(time).to_string();
+    let id = meta.id.to_string();
     let line = LineOut {
         direction,
-        time: humantime::format_rfc3339_micros(time).to_string(),
+        time: &time,
         topic: &meta.topic,
-        id: meta.id.to_string(),
+        id: &id,
         group,
         key: key_text.as_ref().and_then(|k| k.as_ref().ok().copied()),
         key_base64: key_text.and_then(|k| k.err()),
@@ -458,6 +590,24 @@ fn encode_line(
         payload_error,
     };
     let mut out = serde_json::to_vec(&line).expect("a log line serializes");
+    out.push(b'\n');
+    if out.len() <= max_line_bytes {
+        return out;
+    }
+    // The id is the sender's text: only its start is kept.
+    let id_end = id
+        .char_indices()
+        .nth(SUMMARY_ID_CHARS)
+        .map_or(id.len(), |(at, _)| at);
+    let summary = SummaryOut {
+        direction,
+        time: &time,
+        topic: &meta.topic,
+        id: &id[..id_end],
+        group,
+        omitted_bytes: out.len(),
+    };
+    let mut out = serde_json::to_vec(&summary).expect("a log line serializes");
     out.push(b'\n');
     out
 }
@@ -492,6 +642,8 @@ struct LineIn {
     payload: Option<Box<RawValue>>,
     #[serde(default)]
     payload_base64: Option<String>,
+    #[serde(default)]
+    omitted_bytes: Option<u64>,
 }
 
 /// A JSON value that is there, `null` included.
@@ -532,6 +684,11 @@ fn ordered_headers<'de, D: Deserializer<'de>>(
 impl LineIn {
     /// The published message this line records, to republish.
     fn into_raw(self) -> std::result::Result<RawMessage, String> {
+        if let Some(omitted) = self.omitted_bytes {
+            return Err(format!(
+                "the log kept only a summary of this message: its line of {omitted} bytes was over max_line_bytes"
+            ));
+        }
         let decode = |what: &str, text: &str| {
             BASE64
                 .decode(text)
@@ -700,4 +857,57 @@ fn parse_line(text: &[u8], since: SystemTime) -> std::result::Result<Option<RawM
         return Ok(None);
     }
     line.into_raw().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log whose writer is the test: it holds the queue's receiving end.
+    fn log_without_writer(max_queue_bytes: u32) -> (EventLog, mpsc::UnboundedReceiver<Command>) {
+        let (queue, lines) = mpsc::unbounded_channel();
+        let inner = Inner {
+            path: PathBuf::from("unused"),
+            queue,
+            room: Arc::new(Semaphore::new(max_queue_bytes as usize)),
+            max_queue_bytes,
+            max_line_bytes: MAX_LINE_BYTES,
+        };
+        let log = EventLog {
+            inner: Arc::new(inner),
+        };
+        (log, lines)
+    }
+
+    /// The next line the writer would take: its bytes, and the room it
+    /// holds until dropped.
+    async fn take(lines: &mut mpsc::UnboundedReceiver<Command>) -> (Vec<u8>, OwnedSemaphorePermit) {
+        match lines.recv().await {
+            Some(Command::Line(line, room)) => (line, room),
+            _ => panic!("expected a line"),
+        }
+    }
+
+    #[tokio::test]
+    async fn recorders_wait_once_the_queued_lines_fill_the_byte_bound() {
+        let (log, mut lines) = log_without_writer(100);
+        assert!(log.record(vec![b'a'; 60]).is_none(), "60 of 100 bytes");
+        let second = log
+            .record(vec![b'b'; 60])
+            .expect("120 bytes would be over the bound: the recorder waits");
+        let (first, room) = take(&mut lines).await;
+        assert_eq!(first, [b'a'; 60]);
+        drop(room);
+        second.await;
+        let (second, room) = take(&mut lines).await;
+        assert_eq!(second, [b'b'; 60]);
+
+        // A line longer than the whole bound waits until it has all of it.
+        let long = log
+            .record(vec![b'c'; 500])
+            .expect("the queue holds 60 bytes: the long line waits");
+        drop(room);
+        long.await;
+        assert_eq!(take(&mut lines).await.0.len(), 500);
+    }
 }

@@ -67,6 +67,7 @@ pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};
 pub use crate::handler::{Handler, HandlerOptions, NamedHandler};
 pub use crate::message::{header, Headers, MessageId, RawMessage};
+pub use crate::redrive::RedriveSummary;
 pub use crate::reply::ReplyKey;
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
@@ -78,3 +79,34 @@ pub use topicbus_derive::Topic;
 /// Turns an `async fn` into a [`Handler`]. Options: `group = "..."`,
 /// `retries = N`, `concurrency = N`, `timeout = "2s"`, `backoff = "100ms"`.
 pub use topicbus_derive::handler;
+
+/// The Rust blocks of README.md and docs/*.md, compiled and run as doc tests.
+#[cfg(doctest)]
+mod markdown {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/topics-and-handlers.md")]
+    struct TopicsAndHandlers;
+    #[doc = include_str!("../../docs/delivery.md")]
+    struct Delivery;
+    #[doc = include_str!("../../docs/memory.md")]
+    struct Memory;
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../docs/kafka.md")]
+    struct Kafka;
+    #[doc = include_str!("../../docs/wire.md")]
+    struct Wire;
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../docs/migrating-from-go.md")]
+    struct MigratingFromGo;
+    #[doc = include_str!("../../docs/configuration.md")]
+    struct Configuration;
+    #[doc = include_str!("../../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../../docs/failures.md")]
+    struct Failures;
+    #[doc = include_str!("../../docs/performance.md")]
+    struct Performance;
+    #[doc = include_str!("../../docs/testing.md")]
+    struct Testing;
+}

@@ -42,15 +42,92 @@ pub(crate) fn refuse(message: &Message, limit: usize) -> Option<(&'static str, S
     None
 }
 
-/// `message` without its payload, marked with the size it had, for a dead
-/// letter the broker refuses as too large; `None` if it has no payload.
-pub(crate) fn without_payload(message: &Message) -> Option<Message> {
-    let size = match message.payload() {
-        Payload::Bytes(bytes) if !bytes.is_empty() => bytes.len(),
-        _ => return None,
+/// At most this many bytes of a failure's reason go into a dead letter's
+/// or an error reply's `topicbus_error`.
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
+
+/// Application headers larger than this are the first a dead letter the
+/// broker refuses as too large leaves out.
+const OVERSIZED_HEADER_BYTES: usize = 1024;
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] (on a character boundary),
+/// saying how long it was.
+pub(crate) fn bounded_reason(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let total = reason.len();
+    let mut end = MAX_REASON_BYTES - 32;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason.push_str(&format!("… ({total} bytes in all)"));
+    reason
+}
+
+/// The next smaller form of a dead letter the transport refused as too
+/// large, or `None` when nothing is left to leave out. In order: without
+/// its oversized application headers, without its payload, without any
+/// application header. What is left out is counted in its headers; the
+/// original stays in the source topic (until its retention ends).
+pub(crate) fn smaller_dead_letter(dead: &Message) -> Option<Message> {
+    let is_own = |name: &str| {
+        name.starts_with("topicbus_") || name.starts_with("ce_") || name == header::CONTENT_TYPE
     };
-    let mut meta = message.meta.clone();
-    meta.headers
-        .insert(header::PAYLOAD_OMITTED, size.to_string());
-    Some(Message::bytes(meta, bytes::Bytes::new()))
+    let payload = match dead.payload() {
+        Payload::Bytes(bytes) => bytes.clone(),
+        Payload::Value { .. } => bytes::Bytes::new(),
+    };
+    let mut meta = dead.meta.clone();
+    let already: usize = meta
+        .headers
+        .get_str(header::HEADERS_DROPPED)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let drop_headers = |meta: &mut crate::message::Meta, oversized_only: bool| -> usize {
+        let doomed: Vec<String> = meta
+            .headers
+            .iter()
+            .filter(|(name, value)| {
+                !is_own(name)
+                    && (!oversized_only || name.len() + value.len() > OVERSIZED_HEADER_BYTES)
+            })
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for name in &doomed {
+            meta.headers.remove(name);
+        }
+        // The unreadable values kept as received are topicbus's own names.
+        let own_oversized: Vec<String> = meta
+            .headers
+            .iter()
+            .filter(|(name, value)| {
+                name.starts_with("ce_") && name.len() + value.len() > OVERSIZED_HEADER_BYTES
+            })
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for name in &own_oversized {
+            meta.headers.remove(name);
+        }
+        doomed.len() + own_oversized.len()
+    };
+    let dropped = drop_headers(&mut meta, true);
+    if dropped > 0 {
+        meta.headers
+            .insert(header::HEADERS_DROPPED, (already + dropped).to_string());
+        return Some(Message::bytes(meta, payload));
+    }
+    if !payload.is_empty() {
+        meta.headers
+            .insert(header::PAYLOAD_OMITTED, payload.len().to_string());
+        return Some(Message::bytes(meta, bytes::Bytes::new()));
+    }
+    let dropped = drop_headers(&mut meta, false);
+    if dropped > 0 {
+        meta.headers
+            .insert(header::HEADERS_DROPPED, (already + dropped).to_string());
+        return Some(Message::bytes(meta, payload));
+    }
+    None
 }

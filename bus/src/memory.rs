@@ -34,7 +34,7 @@ use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
-use crate::redrive::DeadLetters;
+use crate::redrive::{DeadLetters, RedriveSummary};
 use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
 
@@ -60,6 +60,7 @@ pub struct MemoryConfig {
     publish_timeout: Duration,
     max_message_bytes: Option<usize>,
     dead_letter_capacity: usize,
+    dead_letter_max_bytes: usize,
 }
 
 impl Default for MemoryConfig {
@@ -72,6 +73,7 @@ impl Default for MemoryConfig {
             publish_timeout: Duration::from_secs(30),
             max_message_bytes: None,
             dead_letter_capacity: 10_000,
+            dead_letter_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -126,6 +128,14 @@ impl MemoryConfig {
     /// keeps none). They are kept in memory: not across restarts.
     pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
         self.dead_letter_capacity = capacity;
+        self
+    }
+
+    /// Bytes of dead letters kept per `*.dlq` topic, counting payload, key
+    /// and headers (default 64 MiB); past it the oldest are dropped with a
+    /// warning, and a dead letter larger than the bound alone is not kept.
+    pub fn dead_letter_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.dead_letter_max_bytes = max_bytes;
         self
     }
 }
@@ -299,7 +309,10 @@ impl MemoryBroker {
             inner: Arc::new(BrokerInner {
                 topics: RwLock::new(FastMap::default()),
                 inboxes: RwLock::new(FastMap::default()),
-                dead_letters: DeadLetters::new(config.dead_letter_capacity),
+                dead_letters: DeadLetters::new(
+                    config.dead_letter_capacity,
+                    config.dead_letter_max_bytes,
+                ),
                 config,
             }),
         }
@@ -310,7 +323,7 @@ impl MemoryBroker {
     }
 
     /// Moves the kept dead letters of `topic` back to it.
-    pub(crate) async fn redrive(&self, topic: &str) -> Result<u64> {
+    pub(crate) async fn redrive(&self, topic: &str) -> Result<RedriveSummary> {
         self.inner
             .dead_letters
             .redrive(topic, |message| self.publish(message))

@@ -113,6 +113,21 @@ impl Headers {
         Some(self.0.remove(at).1)
     }
 
+    /// Headers as received, of which the last of each name counts, in
+    /// linear time (a record may carry many: [`Headers::insert`] scans).
+    pub(crate) fn from_received(list: Vec<(Cow<'static, str>, Vec<u8>)>) -> Self {
+        let mut seen = std::collections::HashSet::with_capacity(list.len());
+        let last: Vec<bool> = list
+            .iter()
+            .rev()
+            .map(|(name, _)| seen.insert(name.as_ref()))
+            .collect();
+        let mut last = last.into_iter().rev();
+        let mut list = list;
+        list.retain(|_| last.next().unwrap_or(true));
+        Self(list)
+    }
+
     /// All headers in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(n, v)| (n.as_ref(), v.as_slice()))
@@ -155,6 +170,10 @@ pub mod header {
     /// On a dead letter the broker refused as too large: the size of the
     /// payload that was left out (it is still in the original topic).
     pub const PAYLOAD_OMITTED: &str = "topicbus_payload_omitted";
+    /// On a received message: how many of its headers were dropped for
+    /// passing the bound on headers (count or bytes); such a message is
+    /// dead-lettered by a typed consumer (kind `header`).
+    pub const HEADERS_DROPPED: &str = "topicbus_headers_dropped";
     /// How many times the message was moved back from its dead-letter topic
     /// by [`Bus::redrive`](crate::Bus::redrive).
     pub const REDRIVES: &str = "topicbus_redrives";

@@ -1,5 +1,5 @@
 //! The header set of a message on the wire (CloudEvents binary mode plus
-//! topicbus's own headers), shared by every transport. WIRE.md documents it.
+//! topicbus's own headers), shared by every transport. docs/wire.md documents it.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -162,13 +162,51 @@ pub(crate) fn meta(
     key: Option<Vec<u8>>,
     headers: Headers,
     default_source: &Arc<str>,
+    limits: HeaderLimits,
 ) -> Meta {
     read_meta(
         topic,
         key,
         headers.iter(),
-        &mut Recent::new(Arc::clone(default_source)),
+        &mut Recent::new(Arc::clone(default_source), limits),
     )
+}
+
+/// Bounds on the headers of a received record: how many, and how many
+/// bytes of names and values in all. Past either, the rest are dropped,
+/// counted in `topicbus_headers_dropped`, and a typed consumer dead-letters
+/// the record (kind `header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderLimits {
+    pub count: usize,
+    pub bytes: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self {
+            count: 256,
+            bytes: 64 * 1024,
+        }
+    }
+}
+
+/// At most this many characters of a received value are quoted in a
+/// reason (a dead letter's `topicbus_error`, a log line).
+const QUOTED_CHARS: usize = 64;
+
+/// `text` quoted for a reason: escaped, and cut after [`QUOTED_CHARS`]
+/// characters with the length it had.
+pub(crate) fn quote(text: &str) -> String {
+    let mut quoted: String = text
+        .chars()
+        .take(QUOTED_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(QUOTED_CHARS).is_some() {
+        quoted.push_str(&format!("… ({} bytes in all)", text.len()));
+    }
+    format!("\"{quoted}\"")
 }
 
 /// The last values one reader read of the headers that repeat from record
@@ -178,14 +216,16 @@ pub(crate) fn meta(
 pub(crate) struct Recent {
     /// Stands in for an absent `ce_source`.
     missing_source: Arc<str>,
+    limits: HeaderLimits,
     source: Option<Arc<str>>,
     time: Option<(Vec<u8>, SystemTime)>,
 }
 
 impl Recent {
-    pub fn new(missing_source: Arc<str>) -> Self {
+    pub fn new(missing_source: Arc<str>, limits: HeaderLimits) -> Self {
         Self {
             missing_source,
+            limits,
             source: None,
             time: None,
         }
@@ -222,9 +262,20 @@ pub(crate) fn read_meta<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     recent: &mut Recent,
 ) -> Meta {
-    let mut app = Headers::new();
+    let limits = recent.limits;
+    let mut app: Vec<(Cow<'static, str>, Vec<u8>)> = Vec::new();
     let mut own = Own::default();
+    let (mut kept, mut kept_bytes) = (0usize, 0usize);
+    let (mut dropped, mut dropped_bytes) = (0usize, 0usize);
     for (name, value) in headers {
+        let size = name.len() + value.len();
+        if kept == limits.count || kept_bytes + size > limits.bytes {
+            dropped += 1;
+            dropped_bytes += size;
+            continue;
+        }
+        kept += 1;
+        kept_bytes += size;
         let slot = match name {
             ce::SPECVERSION => continue,
             // The type is the topic unless the writer said otherwise (another
@@ -232,7 +283,7 @@ pub(crate) fn read_meta<'a>(
             // kept, so it is written on as received.
             ce::TYPE => {
                 if value != topic.as_bytes() {
-                    app.insert(ce::TYPE, value);
+                    app.push((Cow::Borrowed(ce::TYPE), value.to_vec()));
                 }
                 continue;
             }
@@ -243,13 +294,21 @@ pub(crate) fn read_meta<'a>(
             header::CORRELATION_ID => &mut own.correlation_id,
             header::REPLY_TO => &mut own.reply_to,
             _ => {
-                app.insert(name.to_owned(), value);
+                app.push((Cow::Owned(name.to_owned()), value.to_vec()));
                 continue;
             }
         };
         *slot = Some(value);
     }
+    let mut app = Headers::from_received(app);
     let mut problems: Vec<String> = Vec::new();
+    if dropped > 0 {
+        problems.push(format!(
+            "{dropped} headers ({dropped_bytes} bytes) past the limit of {} headers and {} bytes were dropped (max_headers)",
+            limits.count, limits.bytes
+        ));
+        app.insert(header::HEADERS_DROPPED, dropped.to_string());
+    }
     let mut text = |app: &mut Headers, name: &'static str, value: Option<&'a [u8]>| {
         let value = value?;
         match std::str::from_utf8(value) {
@@ -287,8 +346,9 @@ pub(crate) fn read_meta<'a>(
             }
             Err(error) => {
                 problems.push(format!(
-                    "header `{}` is not an RFC 3339 time ({error}): {text:?}",
-                    ce::TIME
+                    "header `{}` is not an RFC 3339 time ({error}): {}",
+                    ce::TIME,
+                    quote(text)
                 ));
                 app.insert(ce::TIME, text);
                 SystemTime::now()
@@ -299,8 +359,9 @@ pub(crate) fn read_meta<'a>(
         Ok(()) => Some(Arc::from(name)),
         Err(reason) => {
             problems.push(format!(
-                "header `{}` is not a topic name ({reason}): {name:?}",
-                header::REPLY_TO
+                "header `{}` is not a topic name ({reason}): {}",
+                header::REPLY_TO,
+                quote(name)
             ));
             app.insert(header::REPLY_TO, name);
             None
@@ -412,6 +473,7 @@ mod tests {
             original.key.clone(),
             wire,
             &Arc::from("x"),
+            HeaderLimits::default(),
         );
         assert_eq!(back.id, original.id);
         assert_eq!(back.time, original.time);
@@ -430,7 +492,13 @@ mod tests {
         app.insert("tenant", "acme");
         let meta = Meta {
             headers: app,
-            ..meta(Cow::Borrowed("t"), None, Headers::new(), &Arc::from("x"))
+            ..meta(
+                Cow::Borrowed("t"),
+                None,
+                Headers::new(),
+                &Arc::from("x"),
+                HeaderLimits::default(),
+            )
         };
         let wire = fold_headers(&meta, Vec::new(), |mut wire, name, value| {
             wire.push((name.to_owned(), value.to_vec()));
@@ -463,7 +531,7 @@ mod tests {
             (header::CONTENT_TYPE, b"application/json"),
             (ce::TIME, b"2023-11-14T22:13:20.123Z"),
         ];
-        let mut recent = Recent::new(Arc::from("unknown"));
+        let mut recent = Recent::new(Arc::from("unknown"), HeaderLimits::default());
         let one = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
         let two = read_meta(Cow::Borrowed("t"), None, record, &mut recent);
         assert_eq!(&*one.source, "search");
@@ -495,7 +563,13 @@ mod tests {
         wire.insert(ce::TIME, "yesterday");
         wire.insert(header::REPLY_TO, "no spaces allowed");
         wire.insert("trace", vec![0x00, 0xff]);
-        let meta = meta(Cow::Borrowed("t"), None, wire, &Arc::from("x"));
+        let meta = meta(
+            Cow::Borrowed("t"),
+            None,
+            wire,
+            &Arc::from("x"),
+            HeaderLimits::default(),
+        );
         let why = meta.malformed.as_deref().expect("malformed");
         for name in [ce::ID, ce::TIME, header::REPLY_TO] {
             assert!(why.contains(name), "{why}");

@@ -44,6 +44,15 @@ impl Cluster {
                         .to_owned(),
                 )
             })?;
+        // Every client is built from these properties: refuse a bad one
+        // before anything is sent, in the library's words, which never show
+        // a refused value.
+        properties
+            .iter()
+            .fold(KafkaConfig::new(brokers.clone()), |config, (key, value)| {
+                config.set(key, value)
+            })
+            .validate()?;
         Ok(Self {
             brokers,
             properties,
@@ -157,12 +166,14 @@ impl Cluster {
     }
 }
 
-/// A client librdkafka refused to create: a property is wrong.
+/// A client librdkafka refused to create. The user's properties passed
+/// [`KafkaConfig::validate`]; a property refused here is one the tool sets,
+/// named without librdkafka's text, which would quote its value.
 fn config_error(error: KafkaError) -> Failure {
     match error {
-        KafkaError::ClientConfig(_, description, key, _) => Failure(format!(
-            "librdkafka refused the property `{key}`: {description}"
-        )),
+        KafkaError::ClientConfig(_, _, key, _) => {
+            Failure(format!("librdkafka refused the property `{key}`"))
+        }
         other => Failure(format!("cannot create the Kafka client: {other}")),
     }
 }

@@ -9,10 +9,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use topicbus::header;
 
 use crate::cluster::Cluster;
-use crate::show::{self, Record};
+use crate::show::{self, Json, Record};
 use crate::Failure;
 
-/// Dead-letter headers, shown first under a plain label (WIRE.md, "Dead letters").
+/// Dead-letter headers, shown first under a plain label (docs/wire.md, "Dead letters").
 const DEAD_LETTER_HEADERS: [(&str, &str); 5] = [
     (header::ERROR, "reason"),
     (header::ERROR_KIND, "kind"),
@@ -26,12 +26,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// `dlq list`: every record of `{topic}.dlq` up to its end when the listing
 /// started, with its dead-letter headers, then the count.
-pub async fn list(cluster: Cluster, topic: String) -> Result<(), Failure> {
+pub async fn list(cluster: Cluster, topic: String, json: Json) -> Result<(), Failure> {
     let dlq = format!("{topic}.dlq");
     let (dlq, count) = tokio::task::spawn_blocking(move || {
         let mut stdout = std::io::stdout().lock();
         read_to_end(&cluster, &dlq, |record| {
-            show::emit(&mut stdout, &record.render(&DEAD_LETTER_HEADERS))
+            show::emit(&mut stdout, &record.render(&DEAD_LETTER_HEADERS, json))
         })
         .map(|count| (dlq, count))
     })
@@ -46,7 +46,8 @@ pub async fn list(cluster: Cluster, topic: String) -> Result<(), Failure> {
 
 /// `dlq redrive`: moves the messages now in `{topic}.dlq` back to `topic`
 /// (`Bus::redrive`), so that the consumer group that gave up on each one
-/// handles it again; prints how many it moved.
+/// handles it again; prints how many it moved, and warns of those it
+/// skipped.
 pub async fn redrive(cluster: Cluster, topic: String) -> Result<(), Failure> {
     let topic = topic.strip_suffix(".dlq").unwrap_or(&topic).to_owned();
     let dlq = format!("{topic}.dlq");
@@ -54,12 +55,22 @@ pub async fn redrive(cluster: Cluster, topic: String) -> Result<(), Failure> {
     cluster.require_topic(&topic).await?;
     let bus = cluster.bus().await?;
     eprintln!("re-driving `{dlq}` to `{topic}`");
-    let moved = bus.redrive(&topic).await;
+    let done = bus.redrive(&topic).await;
     crate::send::close(&bus).await;
-    let moved = moved?;
+    let done = done?;
+    if done.skipped > 0 {
+        show::warn(&format!(
+            "skipped {} dead letter{} that cannot be re-driven: larger than the producer or \
+             broker accepts once re-driven, or with a `topicbus_redrives` count that is not a \
+             number below 1000000; they stay in `{dlq}`, and later re-drives pass them by",
+            done.skipped,
+            if done.skipped == 1 { "" } else { "s" }
+        ));
+    }
     let summary = format!(
-        "moved {moved} message{} from `{dlq}` back to `{topic}`\n",
-        if moved == 1 { "" } else { "s" }
+        "moved {} message{} from `{dlq}` back to `{topic}`\n",
+        done.moved,
+        if done.moved == 1 { "" } else { "s" }
     );
     show::emit(&mut std::io::stdout(), &summary).map(drop)
 }
@@ -133,7 +144,7 @@ pub fn read_to_end(
                 last_progress = Instant::now();
                 ends.remove(&partition);
             }
-            Some(Err(error)) => eprintln!("topicbus: warning: reading `{topic}`: {error}"),
+            Some(Err(error)) => show::warn(&format!("reading `{topic}`: {error}")),
             None => {}
         }
         if last_progress.elapsed() > cluster.timeout {
@@ -170,7 +181,7 @@ mod tests {
             ],
             payload: None,
         };
-        let shown = record.render(&DEAD_LETTER_HEADERS);
+        let shown = record.render(&DEAD_LETTER_HEADERS, Json::AsSent);
         assert!(shown.contains("  reason: boom\n"), "{shown}");
         assert!(shown.contains("  attempts: 4\n"), "{shown}");
         assert!(shown.contains("  original topic: orders\n"), "{shown}");

@@ -72,6 +72,8 @@ enum Command {
         /// Stop after this many records (default: run until Ctrl-C)
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        #[command(flatten)]
+        view: View,
     },
     /// Publish a JSON payload with topicbus's CloudEvents headers; prints the message id
     Publish {
@@ -90,6 +92,8 @@ enum Command {
         json: String,
         #[command(flatten)]
         extra: Extra,
+        #[command(flatten)]
+        view: View,
     },
     /// Dead-letter topics (`{topic}.dlq`)
     Dlq {
@@ -112,6 +116,8 @@ enum DlqCommand {
     List {
         /// The topic whose dead letters to list (without `.dlq`)
         topic: String,
+        #[command(flatten)]
+        view: View,
     },
     /// Move the messages now in `{topic}.dlq` back to the topic, for the consumer group that gave up on them
     Redrive {
@@ -129,6 +135,24 @@ struct Extra {
     /// An application header, as name=value (repeatable)
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = key_value)]
     headers: Vec<(String, String)>,
+}
+
+/// How received payloads are shown.
+#[derive(Debug, Args)]
+struct View {
+    /// Indent JSON payloads, one member per line (default: the JSON text as sent, on one line)
+    #[arg(long)]
+    pretty: bool,
+}
+
+impl View {
+    fn json(&self) -> show::Json {
+        if self.pretty {
+            show::Json::Pretty
+        } else {
+            show::Json::AsSent
+        }
+    }
 }
 
 /// Where `tail` starts reading.
@@ -199,7 +223,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("topicbus: error: {failure}");
+            // The failure may quote what a responder or broker sent.
+            eprintln!("topicbus: error: {}", show::escape(&failure.0));
             ExitCode::FAILURE
         }
     }
@@ -214,15 +239,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         connection.auto_create_topics,
     )?;
     match cli.command {
-        Command::Tail { topic, from, count } => tail::run(cluster, topic, from, count).await,
+        Command::Tail {
+            topic,
+            from,
+            count,
+            view,
+        } => tail::run(cluster, topic, from, count, view.json()).await,
         Command::Publish { topic, json, extra } => {
             send::publish(cluster, topic, &json, extra.key, extra.headers).await
         }
-        Command::Request { topic, json, extra } => {
-            send::request(cluster, topic, &json, extra.key, extra.headers).await
-        }
+        Command::Request {
+            topic,
+            json,
+            extra,
+            view,
+        } => send::request(cluster, topic, &json, extra.key, extra.headers, view.json()).await,
         Command::Dlq { command } => match command {
-            DlqCommand::List { topic } => dlq::list(cluster, topic).await,
+            DlqCommand::List { topic, view } => dlq::list(cluster, topic, view.json()).await,
             DlqCommand::Redrive { topic } => dlq::redrive(cluster, topic).await,
         },
         Command::Replay { event_log, since } => replay::run(cluster, event_log, since).await,

@@ -8,7 +8,7 @@ use crate::cluster::Cluster;
 use crate::show;
 use crate::Failure;
 
-/// The CloudEvents id header (WIRE.md).
+/// The CloudEvents id header (docs/wire.md).
 const CE_ID: &str = "ce_id";
 
 /// Publishes `json` to `topic` and prints its message id.
@@ -35,13 +35,14 @@ pub async fn publish(
 }
 
 /// Sends `json` as a request to `topic` and prints the reply's payload
-/// (compact JSON when it is JSON).
+/// (shown as `view` says when it is JSON).
 pub async fn request(
     cluster: Cluster,
     topic: String,
     json: &str,
     key: Option<String>,
     headers: Vec<(String, String)>,
+    view: show::Json,
 ) -> Result<(), Failure> {
     let message = message(&topic, json, key, headers)?;
     cluster.require_topic(&topic).await?;
@@ -62,11 +63,14 @@ pub async fn request(
         }
         other => other.into(),
     })?;
-    let source = reply.headers.get_str("ce_source").unwrap_or("unknown");
-    let correlation = reply.headers.get_str(header::CORRELATION_ID).unwrap_or("-");
-    eprintln!("reply from `{source}` (correlation id {correlation})");
+    let shown = |name| reply.headers.get(name).map(show::text);
+    eprintln!(
+        "reply from `{}` (correlation id {})",
+        shown("ce_source").unwrap_or_else(|| "unknown".to_owned()),
+        shown(header::CORRELATION_ID).unwrap_or_else(|| "-".to_owned())
+    );
     let content_type = reply.headers.get_str(header::CONTENT_TYPE);
-    match show::json_or_bytes(content_type, &reply.payload) {
+    match show::json_or_bytes(content_type, &reply.payload, view) {
         Ok(json) => println!("{json}"),
         Err(described) => println!("{described}"),
     }
@@ -114,7 +118,7 @@ fn payload(json: &str) -> Result<Vec<u8>, Failure> {
 /// since the outcome of the command is already known.
 pub async fn close(bus: &Bus) {
     if let Err(error) = bus.shutdown().await {
-        eprintln!("topicbus: warning: shutting down: {error}");
+        show::warn(&format!("shutting down: {error}"));
     }
 }
 

@@ -1,13 +1,29 @@
 //! How records, headers and payloads are printed.
+//!
+//! Everything received (topic, key, header names and values, payloads,
+//! error texts of replies) goes through [`escape`] before it reaches the
+//! terminal, so that a record cannot move the cursor, recolour the screen,
+//! set the window title or forge lines of output.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use serde_json::value::RawValue;
 
 /// Payload bytes shown in hex before the rest is elided.
 const HEX_LIMIT: usize = 1024;
+
+/// How JSON payloads are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    /// The text as sent, on one line.
+    AsSent,
+    /// Indented, one member per line, in the order sent.
+    Pretty,
+}
 
 /// A record as read from Kafka.
 #[derive(Debug, Clone)]
@@ -53,22 +69,22 @@ impl Record {
         }
     }
 
-    /// The value of header `name` as text (the last one, as Kafka clients
-    /// read repeated headers).
-    pub fn header(&self, name: &str) -> Option<String> {
+    /// The raw value of header `name` (the last one, as Kafka clients read
+    /// repeated headers); `Some(None)` for a null value.
+    fn header(&self, name: &str) -> Option<Option<&[u8]>> {
         self.headers
             .iter()
             .rev()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_deref().map_or_else(|| "(null)".to_owned(), text))
+            .map(|(_, v)| v.as_deref())
     }
 
     /// The record: a heading line, then one line per header except
     /// `featured` ones (shown first, under their label), then the payload.
-    pub fn render(&self, featured: &[(&str, &str)]) -> String {
+    pub fn render(&self, featured: &[(&str, &str)], json: Json) -> String {
         let mut out = format!(
             "{}  partition {}  offset {}  key {}",
-            self.topic,
+            escape(&self.topic),
             self.partition,
             self.offset,
             self.key.as_deref().map_or_else(|| "-".to_owned(), quoted),
@@ -79,22 +95,22 @@ impl Record {
         }
         out.push('\n');
         for (name, label) in featured {
-            let value = self.header(name).unwrap_or_else(|| "-".to_owned());
+            let value = self.header(name).map_or_else(|| "-".to_owned(), value);
             let _ = writeln!(out, "  {label}: {value}");
         }
-        for (name, value) in &self.headers {
+        for (name, raw) in &self.headers {
             if featured.iter().any(|(f, _)| f == name) {
                 continue;
             }
-            let value = value.as_deref().map_or_else(|| "(null)".to_owned(), text);
-            let _ = writeln!(out, "  {name}: {value}");
+            let _ = writeln!(out, "  {}: {}", escape(name), value(raw.as_deref()));
         }
-        let content_type = self.header("content-type");
-        let _ = writeln!(
-            out,
-            "  {}",
-            payload(content_type.as_deref(), self.payload.as_deref())
-        );
+        // A content type that is not UTF-8 is as good as none.
+        let content_type = self
+            .header("content-type")
+            .flatten()
+            .and_then(|v| std::str::from_utf8(v).ok());
+        let payload = payload(content_type, self.payload.as_deref(), json);
+        let _ = writeln!(out, "  {}", payload.replace('\n', "\n  "));
         out
     }
 }
@@ -109,18 +125,69 @@ pub fn emit(out: &mut impl std::io::Write, text: &str) -> Result<bool, crate::Fa
     }
 }
 
-/// Bytes as text when they are UTF-8, else as `hex:...`.
+/// Prints a warning to stderr, its text escaped (it may quote what a
+/// broker or another client sent).
+pub fn warn(message: &str) {
+    eprintln!("topicbus: warning: {}", escape(message));
+}
+
+/// `text` safe to print on a terminal: control characters (C0 such as ESC
+/// and BEL, DEL, C1 such as CSI) and the invisible format characters that
+/// reorder or hide text (bidirectional overrides, zero-width characters)
+/// become `\u{..}` escapes; tab, carriage return and line feed become
+/// `\t`, `\r` and `\n`, so that one received value stays on one line.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_on_a_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if unsafe_on_a_terminal(c) => {
+                let _ = write!(out, "{}", c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn unsafe_on_a_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}
+
+/// Received bytes as printable text: UTF-8 [`escape`]d, else `hex:` and
+/// the bytes.
 pub fn text(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
+        Ok(text) => escape(text).into_owned(),
         Err(_) => format!("hex:{}", hex(bytes)),
     }
 }
 
+/// A header value as shown: its [`text`], or `(null)`.
+fn value(raw: Option<&[u8]>) -> String {
+    raw.map_or_else(|| "(null)".to_owned(), text)
+}
+
+/// A key as shown: quoted text, or hex.
 fn quoted(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
-        Ok(text) => format!("{text:?}"),
-        Err(_) => format!("hex:{}", hex(bytes)),
+        Ok(_) => format!("\"{}\"", text(bytes)),
+        Err(_) => text(bytes),
     }
 }
 
@@ -141,18 +208,35 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")
 }
 
-/// The payload as compact JSON when it is JSON (by its content type, or,
-/// without one, because it parses), else as its length and hex.
-pub fn json_or_bytes(content_type: Option<&str>, bytes: &[u8]) -> Result<String, String> {
+/// The payload as JSON when it is JSON (by its content type, or, without
+/// one, because it parses): its text as sent, or indented; else its length
+/// and hex. Either way escaped for the terminal.
+pub fn json_or_bytes(
+    content_type: Option<&str>,
+    bytes: &[u8],
+    json: Json,
+) -> Result<String, String> {
     let declared = content_type.is_some_and(is_json);
     if declared || content_type.is_none() {
-        match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(value) => return Ok(value.to_string()),
+        match serde_json::from_slice::<&RawValue>(bytes) {
+            Ok(raw) => {
+                return Ok(match json {
+                    Json::AsSent => escape(raw.get()).into_owned(),
+                    // Indenting leaves the text of strings as it is (JSON
+                    // strings hold no raw line breaks): each line is
+                    // escaped on its own, keeping the breaks it adds.
+                    Json::Pretty => indent(raw.get())
+                        .lines()
+                        .map(escape)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                });
+            }
             Err(error) if declared => {
                 return Err(format!(
                     "({} bytes, {}, not valid JSON: {error}) hex:{}",
                     bytes.len(),
-                    content_type.unwrap_or_default(),
+                    escape(content_type.unwrap_or_default()),
                     hex(bytes)
                 ))
             }
@@ -162,17 +246,76 @@ pub fn json_or_bytes(content_type: Option<&str>, bytes: &[u8]) -> Result<String,
     Err(format!(
         "({} bytes, {}) hex:{}",
         bytes.len(),
-        content_type.unwrap_or("no content-type"),
+        escape(content_type.unwrap_or("no content-type")),
         hex(bytes)
     ))
 }
 
-/// The `payload ...` line of a record.
-pub fn payload(content_type: Option<&str>, payload: Option<&[u8]>) -> String {
+/// Valid JSON text indented by two spaces per level, one member or element
+/// per line, keeping the order and the text of every token (serde_json's
+/// own pretty printer goes through a map that sorts keys and may rewrite
+/// numbers).
+fn indent(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = json.char_indices().peekable();
+    let new_line = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    };
+    while let Some((at, c)) = rest.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {}
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                let close = if c == '{' { '}' } else { ']' };
+                let next = json[at + 1..].trim_start().chars().next();
+                if next == Some(close) {
+                    while rest.next().is_some_and(|(_, c)| c != close) {}
+                    out.push(close);
+                } else {
+                    depth += 1;
+                    new_line(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                new_line(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                new_line(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `payload ...` line of a record (lines, when indented).
+pub fn payload(content_type: Option<&str>, payload: Option<&[u8]>, json: Json) -> String {
     match payload {
         None => "payload: none (tombstone)".to_owned(),
         Some([]) => "payload: empty".to_owned(),
-        Some(bytes) => match json_or_bytes(content_type, bytes) {
+        Some(bytes) => match json_or_bytes(content_type, bytes, json) {
             Ok(json) => format!("payload: {json}"),
             Err(described) => format!("payload {described}"),
         },
@@ -184,37 +327,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_payloads_are_decoded_and_others_shown_as_length_and_hex() {
+    fn json_payloads_are_shown_as_sent_and_others_as_length_and_hex() {
+        let shown = |content_type, bytes| payload(content_type, bytes, Json::AsSent);
         assert_eq!(
-            payload(Some("application/json"), Some(br#"{ "a" : 1 }"#)),
-            r#"payload: {"a":1}"#
+            shown(
+                Some("application/json"),
+                Some(&br#"{ "z" : 1, "a": 2 }"#[..])
+            ),
+            r#"payload: { "z" : 1, "a": 2 }"#
         );
         assert_eq!(
-            payload(
+            shown(
                 Some("application/cloudevents+json; charset=utf-8"),
                 Some(b"[1]")
             ),
             "payload: [1]"
         );
         assert_eq!(
-            payload(Some("application/x-postcard"), Some(&[0x01, 0xff])),
+            shown(Some("application/x-postcard"), Some(&[0x01, 0xff])),
             "payload (2 bytes, application/x-postcard) hex:01ff"
         );
-        assert!(payload(Some("application/json"), Some(b"{oops"))
+        assert!(shown(Some("application/json"), Some(b"{oops"))
             .starts_with("payload (5 bytes, application/json, not valid JSON: "));
-        assert_eq!(payload(None, Some(b"[true]")), "payload: [true]");
+        assert_eq!(shown(None, Some(b"[true]")), "payload: [true]");
         assert_eq!(
-            payload(None, Some(b"abc")),
+            shown(None, Some(b"abc")),
             "payload (3 bytes, no content-type) hex:616263"
         );
-        assert_eq!(payload(None, None), "payload: none (tombstone)");
+        assert_eq!(shown(None, None), "payload: none (tombstone)");
+    }
+
+    #[test]
+    fn pretty_json_keeps_the_order_and_the_text_of_every_token() {
+        let sent = br#"{"z":1.50,"a":[1, {}, [ ], "x,\"}:y"],"m":{"k":null}}"#;
+        assert_eq!(
+            payload(Some("application/json"), Some(sent), Json::Pretty),
+            "payload: {\n  \"z\": 1.50,\n  \"a\": [\n    1,\n    {},\n    [],\n    \
+             \"x,\\\"}:y\"\n  ],\n  \"m\": {\n    \"k\": null\n  }\n}"
+        );
     }
 
     #[test]
     fn long_binary_payloads_are_elided_with_their_length() {
-        let shown = payload(Some("application/octet-stream"), Some(&[7u8; 1500]));
+        let shown = payload(
+            Some("application/octet-stream"),
+            Some(&[7u8; 1500]),
+            Json::AsSent,
+        );
         assert!(shown.starts_with("payload (1500 bytes, application/octet-stream) hex:0707"));
         assert!(shown.ends_with("... (476 more bytes)"), "{shown}");
+    }
+
+    #[test]
+    fn control_and_format_characters_are_escaped() {
+        assert_eq!(
+            escape("a\u{1b}[31mred\u{7}\u{9b}2J\t\r\n\u{202e}b\u{200b}"),
+            "a\\u{1b}[31mred\\u{7}\\u{9b}2J\\t\\r\\n\\u{202e}b\\u{200b}"
+        );
+        assert!(matches!(escape("plain é 漢字"), Cow::Borrowed(_)));
+        // Raw control characters are not JSON; C1 and format characters are.
+        assert_eq!(
+            payload(None, Some("[\"\u{9b}\u{202e}\"]".as_bytes()), Json::Pretty),
+            "payload: [\n  \"\\u{9b}\\u{202e}\"\n]"
+        );
+        assert_eq!(
+            payload(Some("text/\u{1b}]0;x\u{7}"), Some(b"a"), Json::AsSent),
+            "payload (1 bytes, text/\\u{1b}]0;x\\u{7}) hex:61"
+        );
     }
 
     #[test]
@@ -233,16 +412,24 @@ mod tests {
             payload: Some(br#"{"id":1}"#.to_vec()),
         };
         assert_eq!(
-            record.render(&[
-                ("topicbus_error", "reason"),
-                ("topicbus_attempts", "attempts")
-            ]),
+            record.render(
+                &[
+                    ("topicbus_error", "reason"),
+                    ("topicbus_attempts", "attempts")
+                ],
+                Json::AsSent
+            ),
             "orders.dlq  partition 1  offset 7  key \"o-1\"  time 2023-11-14T22:13:20.123Z\n\
              \x20 reason: boom\n\
              \x20 attempts: -\n\
              \x20 content-type: application/json\n\
              \x20 raw: hex:ff\n\
              \x20 payload: {\"id\":1}\n"
+        );
+        assert_eq!(
+            record.render(&[], Json::Pretty).lines().last(),
+            Some("  }"),
+            "an indented payload stays under its record"
         );
     }
 }

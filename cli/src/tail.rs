@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cluster::Cluster;
-use crate::show::{self, Record};
+use crate::show::{self, Json, Record};
 use crate::{Failure, From};
 
 /// How long one poll waits before the stop flag is looked at again.
@@ -19,6 +19,7 @@ pub async fn run(
     topic: String,
     from: From,
     count: Option<u64>,
+    json: Json,
 ) -> Result<(), Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     let on_interrupt = Arc::clone(&stop);
@@ -27,7 +28,7 @@ pub async fn run(
             on_interrupt.store(true, Ordering::Release);
         }
     });
-    tokio::task::spawn_blocking(move || tail(&cluster, &topic, from, count, &stop))
+    tokio::task::spawn_blocking(move || tail(&cluster, &topic, from, count, json, &stop))
         .await
         .map_err(|e| Failure(format!("the reader failed: {e}")))?
 }
@@ -37,6 +38,7 @@ fn tail(
     topic: &str,
     from: From,
     count: Option<u64>,
+    json: Json,
     stop: &AtomicBool,
 ) -> Result<(), Failure> {
     let consumer = cluster.consumer(false)?;
@@ -61,12 +63,12 @@ fn tail(
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
                 let record = Record::from_kafka(&message);
-                if !show::emit(&mut stdout, &record.render(&[]))? {
+                if !show::emit(&mut stdout, &record.render(&[], json))? {
                     break;
                 }
                 seen += 1;
             }
-            Some(Err(error)) => eprintln!("topicbus: warning: reading `{topic}`: {error}"),
+            Some(Err(error)) => show::warn(&format!("reading `{topic}`: {error}")),
             None => {}
         }
     }

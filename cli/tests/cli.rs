@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, EventLog, Topic};
@@ -228,8 +231,8 @@ fn published_json_shows_up_in_tail_with_its_key_headers_and_payload() {
     assert!(out.contains("  content-type: application/json\n"), "{out}");
     assert!(out.contains("  tenant: acme\n"), "{out}");
     assert!(
-        out.contains(r#"  payload: {"order_id":"o-1","total":12.5}"#),
-        "the JSON payload is decoded: {out}"
+        out.contains(r#"  payload: { "order_id": "o-1", "total": 12.5 }"#),
+        "the JSON payload as sent: {out}"
     );
     assert!(tail.stderr.contains("1 record read"), "{tail:#?}");
 }
@@ -480,9 +483,21 @@ fn bad_input_is_refused_before_anything_is_sent() {
         run.stderr.contains("expected NAME=VALUE, got `novalue`"),
         "{run:#?}"
     );
-    let run = topicbus(&kafka, &["-X", "acks=sometimes", "tail", "cli.orders"]);
-    failed(&run);
-    assert!(run.stderr.contains("property `acks`"), "{run:#?}");
+    for (property, value) in [("acks", "sometimes"), ("sasl.passwrod", "hunter2")] {
+        let setting = format!("{property}={value}");
+        let run = topicbus(&kafka, &["-X", &setting, "tail", "cli.orders"]);
+        failed(&run);
+        assert!(
+            run.stderr.contains(&format!(
+                "invalid configuration `{property}`: librdkafka refused it"
+            )),
+            "{run:#?}"
+        );
+        assert!(
+            !run.stderr.contains(value),
+            "the value is not shown: {run:#?}"
+        );
+    }
     // The refused publishes sent nothing: the first record is the next one.
     succeeded(&topicbus(
         &kafka,
@@ -630,4 +645,215 @@ async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
 #[topic(name = "cli.replayed")]
 struct Replayed {
     n: u32,
+}
+
+/// Writes one record with exactly these bytes, as any Kafka client may.
+fn produce(kafka: &MockKafka, topic: &str, key: &[u8], headers: &[(&str, &[u8])], payload: &[u8]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .create()
+        .expect("a plain producer");
+    let headers = headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (name, value)| {
+            all.insert(Header {
+                key: name,
+                value: Some(*value),
+            })
+        });
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+        )
+        .map_err(|(error, _)| error)
+        .expect("the record is enqueued");
+    producer.flush(HANG).expect("the record is delivered");
+}
+
+/// The first character of `text` that could drive a terminal (other than
+/// the line breaks the tool prints itself), with its position.
+fn terminal_control(text: &str) -> Option<(usize, char)> {
+    text.char_indices().find(|&(_, c)| {
+        c != '\n'
+            && (c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    })
+}
+
+#[test]
+fn control_characters_in_records_reach_the_terminal_escaped() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.hostile", 1);
+    kafka.create_topic("cli.hostile.dlq", 1);
+    let headers: [(&str, &[u8]); 4] = [
+        ("x-\u{1b}]0;pwned\u{7}", b"name"),
+        ("x-note", b"\x1b[2J\r\n  reason: forged"),
+        ("topicbus_error", b"\x1b[31mboom\x1b[0m"),
+        ("content-type", b"application/json\x1b[8m"),
+    ];
+    produce(&kafka, "cli.hostile", b"k\x1b[1A", &headers, b"{}");
+    produce(&kafka, "cli.hostile.dlq", b"k\x1b[1A", &headers, b"{}");
+    // JSON may carry C1 controls and bidirectional overrides unescaped.
+    produce(
+        &kafka,
+        "cli.hostile",
+        b"k",
+        &[("content-type", b"application/json")],
+        "{\"a\":\"\u{9b}2J\u{202e}\"}".as_bytes(),
+    );
+
+    let tail = topicbus(
+        &kafka,
+        &["tail", "cli.hostile", "--from", "earliest", "--count", "2"],
+    );
+    let listed = topicbus(&kafka, &["dlq", "list", "cli.hostile"]);
+    let pretty = topicbus(
+        &kafka,
+        &[
+            "tail",
+            "cli.hostile",
+            "--from",
+            "earliest",
+            "--count",
+            "2",
+            "--pretty",
+        ],
+    );
+    for run in [&tail, &listed, &pretty] {
+        succeeded(run);
+        let out = &run.stdout;
+        assert_eq!(terminal_control(out), None, "{run:#?}");
+        assert!(out.contains("key \"k\\u{1b}[1A\""), "the key: {out}");
+        assert!(
+            out.contains("  x-\\u{1b}]0;pwned\\u{7}: name\n"),
+            "a header name: {out}"
+        );
+        assert!(
+            out.contains("  x-note: \\u{1b}[2J\\r\\n  reason: forged\n"),
+            "a header value, on its line: {out}"
+        );
+        assert!(
+            out.contains("(2 bytes, application/json\\u{1b}[8m) hex:7b7d"),
+            "the content type: {out}"
+        );
+    }
+    assert!(
+        listed
+            .stdout
+            .contains("  reason: \\u{1b}[31mboom\\u{1b}[0m\n"),
+        "topicbus_error: {listed:#?}"
+    );
+    assert!(
+        tail.stdout
+            .contains("  topicbus_error: \\u{1b}[31mboom\\u{1b}[0m\n"),
+        "{tail:#?}"
+    );
+    assert!(
+        tail.stdout
+            .contains(r#"  payload: {"a":"\u{9b}2J\u{202e}"}"#),
+        "{tail:#?}"
+    );
+    assert!(
+        pretty
+            .stdout
+            .contains("  payload: {\n    \"a\": \"\\u{9b}2J\\u{202e}\"\n  }\n"),
+        "{pretty:#?}"
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
+#[topic(name = "cli.hostile.square", response = Squared)]
+struct HostileSquare {
+    n: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_reply_reach_the_terminal_escaped() {
+    let kafka = MockKafka::start();
+    let responder = service(&kafka, "math\u{1b}]0;pwned\u{7}").await;
+    responder
+        .group("cli.hostile-math")
+        .serve(|request: HostileSquare| async move {
+            if request.n < 0 {
+                Err("no\u{1b}[2J\u{9b}1;1H".to_owned())
+            } else {
+                Ok(Squared { n: request.n })
+            }
+        })
+        .await
+        .expect("serve");
+    for (n, succeeds) in [("1", true), ("-1", false)] {
+        let json = format!(r#"{{"n":{n}}}"#);
+        let run = topicbus_async(
+            &kafka,
+            &["request", "cli.hostile.square", &json, "--timeout", "30s"],
+        )
+        .await;
+        assert_eq!(run.status.success(), succeeds, "{run:#?}");
+        assert_eq!(terminal_control(&run.stdout), None, "{run:#?}");
+        assert_eq!(terminal_control(&run.stderr), None, "{run:#?}");
+        if succeeds {
+            assert!(
+                run.stderr
+                    .contains("reply from `math\\u{1b}]0;pwned\\u{7}`"),
+                "ce_source: {run:#?}"
+            );
+        } else {
+            assert!(
+                run.stderr.contains("failed: no\\u{1b}[2J\\u{9b}1;1H"),
+                "the error text: {run:#?}"
+            );
+        }
+    }
+    responder.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn tail_shows_json_as_sent_and_indented_on_request() {
+    let kafka = MockKafka::start();
+    kafka.create_topic("cli.order", 1);
+    let sent = r#"{"zone":"eu","amount":1.50,"items":[{"sku":"b"},{"sku":"a"}]}"#;
+    succeeded(&topicbus(&kafka, &["publish", "cli.order", sent]));
+    let tail = topicbus(
+        &kafka,
+        &["tail", "cli.order", "--from", "earliest", "--count", "1"],
+    );
+    succeeded(&tail);
+    assert!(
+        tail.stdout.contains(&format!("  payload: {sent}\n")),
+        "the bytes as sent, keys in their order: {tail:#?}"
+    );
+    let pretty = topicbus(
+        &kafka,
+        &[
+            "tail",
+            "cli.order",
+            "--from",
+            "earliest",
+            "--count",
+            "1",
+            "--pretty",
+        ],
+    );
+    succeeded(&pretty);
+    assert!(
+        pretty.stdout.ends_with(
+            "  payload: {\n\
+             \x20   \"zone\": \"eu\",\n\
+             \x20   \"amount\": 1.50,\n\
+             \x20   \"items\": [\n\
+             \x20     {\n\
+             \x20       \"sku\": \"b\"\n\
+             \x20     },\n\
+             \x20     {\n\
+             \x20       \"sku\": \"a\"\n\
+             \x20     }\n\
+             \x20   ]\n\
+             \x20 }\n"
+        ),
+        "{pretty:#?}"
+    );
 }

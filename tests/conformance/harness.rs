@@ -324,7 +324,7 @@ impl Network for MemoryNet {
 
 /// The Kafka transport, on librdkafka's in-process mock cluster (a cluster
 /// of its own per network, so cases share no groups or offsets) or on a real
-/// broker process (tansu) named by `TOPICBUS_KAFKA_BROKERS`.
+/// broker (Apache Kafka: scripts/kafka.sh) named by `TOPICBUS_KAFKA_BROKERS`.
 #[cfg(feature = "kafka")]
 #[derive(Debug, Clone, Copy)]
 pub struct Kafka {
@@ -359,9 +359,8 @@ impl Harness for Kafka {
     }
 
     fn unavailable(&self) -> Option<String> {
-        (self.real_broker && Kafka::brokers().is_none()).then(|| {
-            "set TOPICBUS_KAFKA_BROKERS to a broker (scripts/tansu.sh starts one)".to_owned()
-        })
+        (self.real_broker && Kafka::brokers().is_none())
+            .then(|| "set TOPICBUS_KAFKA_BROKERS to a broker: $(scripts/kafka.sh start)".to_owned())
     }
 
     fn keeps_history(&self) -> bool {
@@ -378,14 +377,16 @@ impl Harness for Kafka {
 
     /// librdkafka's mock cluster answers ListOffsets by time with the end
     /// of every partition, so there a new group started at a time starts at
-    /// the end. tansu (patched, scripts/tansu.sh) looks the offset up by the
-    /// time it stored each batch.
+    /// the end. A real broker looks the offset up by each batch's time.
     fn finds_messages_by_time(&self) -> bool {
         self.real_broker
     }
 
+    /// Apache Kafka accepts a member's commit while its group rebalances
+    /// (the member's generation is still current); librdkafka's mock
+    /// cluster refuses it.
     fn commits_survive_rebalances(&self) -> bool {
-        false
+        self.real_broker
     }
 
     fn partitions_as_declared(&self) -> bool {

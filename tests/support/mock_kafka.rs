@@ -9,9 +9,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use topicbus::kafka::KafkaConfig;
 
-/// `config` with the consumer settings every test uses on a test broker
-/// (the mock cluster or tansu): they answer a waiting fetch only when it
-/// ends, so the wait is short (real Kafka does not need this), and short
+/// `config` with the consumer settings every test uses: the mock cluster
+/// answers a waiting fetch only when it ends, so the wait is short (Apache
+/// Kafka answers as soon as data arrives and does not need this), and short
 /// sessions notice a departed member quickly. Then any extra librdkafka
 /// properties for investigating, e.g.
 /// `TOPICBUS_TEST_KAFKA_SET=debug=cgrp,fetch,linger.ms=5` (logs with `RUST_LOG`).

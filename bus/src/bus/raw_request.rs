@@ -105,7 +105,13 @@ impl<'a> IntoFuture for RawRequestCall<'a> {
             crate::limit::check_size(&topic, payload.len(), core.max_message_bytes)?;
             let limit = self.timeout.unwrap_or(core.settings.request_timeout);
             let has_id = headers.get(wire::ce::ID).is_some();
-            let mut meta = wire::meta(Cow::Owned(topic.clone()), key, headers, &core.service);
+            let mut meta = wire::meta(
+                Cow::Owned(topic.clone()),
+                key,
+                headers,
+                &core.service,
+                core.settings.header_limits,
+            );
             let correlation = MessageId::new();
             if !has_id {
                 meta.id = correlation.clone();

@@ -4,7 +4,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::produce::config_error;
+use super::config::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 

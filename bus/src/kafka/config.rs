@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 
 use crate::config::is_secret;
+use crate::error::{Error, Result};
 
 /// Settings of the Kafka transport.
 ///
@@ -31,6 +33,8 @@ pub struct KafkaConfig {
     pub(crate) replication_factor: i32,
     pub(crate) provision_topics: bool,
     pub(crate) max_message_bytes: usize,
+    /// Set by the bus builder (`max_headers`).
+    pub(crate) header_limits: crate::wire::HeaderLimits,
     pub(crate) reply_topic_prefix: String,
     pub(crate) go_envelope: bool,
     pub(crate) statistics_interval: Duration,
@@ -49,6 +53,7 @@ impl KafkaConfig {
             replication_factor: 1,
             provision_topics: true,
             max_message_bytes: 1_000_000,
+            header_limits: crate::wire::HeaderLimits::default(),
             reply_topic_prefix: "topicbus.reply".to_owned(),
             go_envelope: false,
             statistics_interval: Duration::from_secs(5),
@@ -57,8 +62,9 @@ impl KafkaConfig {
 
     /// Sets a librdkafka property on every client (producer, consumers,
     /// admin), overriding topicbus's defaults. Values of secret-looking keys
-    /// (every `sasl.*` property, passwords, keys, tokens, JAAS config) never
-    /// appear in `Debug` output.
+    /// (every `sasl.*` property, passwords, keys, tokens, credentials, JAAS
+    /// config) never appear in `Debug` output, and no value librdkafka
+    /// refuses appears in an error.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
@@ -140,6 +146,28 @@ impl KafkaConfig {
         self
     }
 
+    /// Checks every property with librdkafka without connecting (`connect`
+    /// does the same): an unknown name or a refused value fails with
+    /// [`Error::Config`] naming the property and librdkafka's reason,
+    /// never the value.
+    ///
+    /// ```
+    /// use topicbus::kafka::KafkaConfig;
+    ///
+    /// let error = KafkaConfig::new("127.0.0.1:9092")
+    ///     .set("sasl.passwrod", "hunter2")
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert!(error.to_string().contains("sasl.passwrod"));
+    /// assert!(!error.to_string().contains("hunter2"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        self.client_config(&[])
+            .create_native_config()
+            .map(drop)
+            .map_err(config_error)
+    }
+
     /// Whether consumer groups rebalance cooperatively: with the
     /// `cooperative-sticky` assignor (librdkafka refuses to mix it with
     /// eager ones) or the KIP-848 group protocol.
@@ -162,6 +190,52 @@ impl KafkaConfig {
         }
         config
     }
+}
+
+/// A librdkafka client that could not be created: a property is wrong.
+///
+/// rdkafka's own message ends with the value, and librdkafka's reason may
+/// quote it. A refused value may be a secret whose name is not recognised
+/// as one (a misspelt `sasl.passwrod`), so no refused value is shown: the
+/// error names the property and gives librdkafka's reason with the value
+/// cut out.
+pub(super) fn config_error(error: KafkaError) -> Error {
+    match error {
+        KafkaError::ClientConfig(_, reason, key, value) => Error::Config {
+            message: format!(
+                "librdkafka refused it: {}",
+                without(&reason, &value).trim_end()
+            ),
+            key,
+        },
+        other => Error::Config {
+            key: "kafka".to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// `text` with each occurrence of `value` that is not part of a longer word
+/// or number replaced by `<redacted>` (so that a refused `0` leaves the
+/// `1..1000` of a range alone).
+fn without(text: &str, value: &str) -> String {
+    if value.is_empty() {
+        return text.to_owned();
+    }
+    let joined = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices(value) {
+        let end = at + value.len();
+        if joined(text[..at].chars().next_back()) || joined(text[end..].chars().next()) {
+            continue;
+        }
+        out.push_str(&text[copied..at]);
+        out.push_str("<redacted>");
+        copied = end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -212,5 +286,18 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("visible"));
+    }
+
+    #[test]
+    fn a_refused_value_is_cut_out_of_librdkafkas_reason() {
+        assert_eq!(
+            without(r#"Invalid value "pw 1" for "x": pw 1"#, "pw 1"),
+            r#"Invalid value "<redacted>" for "x": <redacted>"#
+        );
+        assert_eq!(
+            without("value 0 is outside allowed range 1..1000", "0"),
+            "value <redacted> is outside allowed range 1..1000"
+        );
+        assert_eq!(without("no value here", ""), "no value here");
     }
 }

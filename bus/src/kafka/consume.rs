@@ -19,7 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, Notify};
 
-use super::produce::config_error;
+use super::config::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::dispatch::{Feed, Member};
 use crate::error::{Error, Result};
@@ -86,6 +86,7 @@ impl GroupConsumer {
             reading: Reading {
                 topic: spec.topic.clone(),
                 go_envelope: config.go_envelope,
+                header_limits: config.header_limits,
                 member: Arc::clone(&member),
                 runtime: tokio::runtime::Handle::current(),
             },
@@ -262,10 +263,14 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub fn new(topic: Cow<'static, str>, go_envelope: bool) -> Self {
+    pub fn new(
+        topic: Cow<'static, str>,
+        go_envelope: bool,
+        header_limits: crate::wire::HeaderLimits,
+    ) -> Self {
         Self {
             topic,
-            recent: Recent::new(Arc::from("unknown")),
+            recent: Recent::new(Arc::from("unknown"), header_limits),
             go_envelope,
         }
     }
@@ -360,6 +365,7 @@ struct GroupContext {
 struct Reading {
     topic: Cow<'static, str>,
     go_envelope: bool,
+    header_limits: crate::wire::HeaderLimits,
     member: Arc<dyn Member>,
     runtime: tokio::runtime::Handle,
 }
@@ -407,7 +413,11 @@ impl Worker {
         });
         *shared.lock_queue() = Some(queue);
         let (done_tx, done) = std_mpsc::channel::<()>();
-        let mut reader = Reader::new(reading.topic.clone(), reading.go_envelope);
+        let mut reader = Reader::new(
+            reading.topic.clone(),
+            reading.go_envelope,
+            reading.header_limits,
+        );
         let member = Arc::clone(&reading.member);
         let state = Arc::clone(&shared);
         reading.runtime.spawn(async move {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::config::config_error;
 use super::consume::{Reader, POLL_INTERVAL};
-use super::produce::config_error;
 use super::{unavailable, KafkaConfig};
 use crate::error::Result;
 use crate::request::Pending;
@@ -36,7 +36,7 @@ impl Inbox {
         let topic = topic.to_owned();
         let topic_name = topic.clone();
         let timeout = config.connect_timeout;
-        let go_envelope = config.go_envelope;
+        let (go_envelope, header_limits) = (config.go_envelope, config.header_limits);
         let consumer = tokio::task::spawn_blocking(move || -> Result<BaseConsumer> {
             let end = end_offset(&consumer, &topic, timeout)?;
             let mut assignment = TopicPartitionList::new();
@@ -54,7 +54,7 @@ impl Inbox {
         let thread = std::thread::Builder::new()
             .name("topicbus-inbox".to_owned())
             .spawn(move || {
-                let mut reader = Reader::new(Cow::Owned(topic_name), go_envelope);
+                let mut reader = Reader::new(Cow::Owned(topic_name), go_envelope, header_limits);
                 while !stopping.load(Ordering::Acquire) {
                     match consumer.poll(POLL_INTERVAL) {
                         Some(Ok(reply)) => {

@@ -18,8 +18,7 @@
 //!   offset before `connect` returns, so a first reply cannot be missed and
 //!   a reply always reaches the instance that asked.
 //!
-//! WIRE.md documents the headers; README "Running on Kafka" and "Scaling"
-//! the operational side.
+//! docs/wire.md documents the headers; docs/kafka.md the operational side.
 
 mod admin;
 mod config;
@@ -232,7 +231,7 @@ impl KafkaTransport {
     }
 
     /// Moves the messages now in `{topic}.dlq` back to `topic`.
-    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+    pub async fn redrive(&self, topic: &str) -> Result<crate::RedriveSummary> {
         // The topic may never have been published to by this instance.
         self.ensure_topic(topic, None).await?;
         redrive::run(

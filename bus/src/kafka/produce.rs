@@ -26,8 +26,17 @@ impl ProducerContext for Observer {
 
     fn delivery(&self, delivered: &DeliveryResult<'_>, acks: Arc<Acks>) {
         if let Err((error, message)) = delivered {
+            use rdkafka::message::Headers as _;
             use rdkafka::Message as _;
-            let size = message.payload().map_or(0, <[u8]>::len);
+            let headers = message.headers().map_or(0, |headers| {
+                headers
+                    .iter()
+                    .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                    .sum()
+            });
+            let size = message.payload().map_or(0, <[u8]>::len)
+                + message.key().map_or(0, <[u8]>::len)
+                + headers;
             let mut failure = acks.failure.lock().unwrap_or_else(|e| e.into_inner());
             failure.get_or_insert_with(|| (error.clone(), message.topic().to_owned(), size));
         }
@@ -43,7 +52,8 @@ pub(crate) struct Acks {
     /// 0 (all settled) unless it waits for room in a full producer queue.
     wake_at: AtomicUsize,
     woken: Notify,
-    /// The first failure reported: error, topic, payload size.
+    /// The first failure reported: error, topic, record size (payload,
+    /// key and headers).
     failure: Mutex<Option<(KafkaError, String, usize)>>,
 }
 
@@ -116,20 +126,8 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError
             ("message.max.bytes", producer_limit(config).to_string()),
         ])
         .create_with_context(observer)
-        .map_err(config_error)?;
+        .map_err(super::config::config_error)?;
     Ok((producer, last_error))
-}
-
-/// A librdkafka client that could not be created: a property is wrong.
-pub(super) fn config_error(error: KafkaError) -> Error {
-    let key = match &error {
-        KafkaError::ClientConfig(_, _, key, _) => key.clone(),
-        _ => "kafka".to_owned(),
-    };
-    Error::Config {
-        key,
-        message: error.to_string(),
-    }
 }
 
 /// Fails unless a broker answers a metadata request within the connect
@@ -257,10 +255,12 @@ fn enqueue(
     // The size limit is checked before this, where a publish is made (the
     // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
+    let mut headers_size = 0;
     let headers = wire::fold_headers(
         &message.meta,
         OwnedHeaders::new_with_capacity(8 + message.meta.headers.len()),
         |headers, key, value| {
+            headers_size += key.len() + value.len();
             headers.insert(Header {
                 key,
                 value: Some(value),
@@ -288,7 +288,9 @@ fn enqueue(
     if let Some(partition) = partition {
         record = record.partition(partition);
     }
-    let size = payload.len();
+    // What librdkafka's `message.max.bytes` counts, give or take the
+    // record's framing: an error names the real size.
+    let size = payload.len() + record.key.map_or(0, <[u8]>::len) + headers_size;
     // Counted before the send: its delivery may be reported before `send`
     // returns.
     acks.pending.fetch_add(1, Ordering::SeqCst);
@@ -300,7 +302,7 @@ fn enqueue(
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.
 /// librdkafka's and the broker's "too large" become [`Error::TooLarge`]
-/// with the payload's size. The limit named is librdkafka's when the
+/// with the record's size (payload, key and headers). The limit named is librdkafka's when the
 /// payload is over it; else the broker refused it, whose limit is not known
 /// here but is below the size.
 fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaError) -> Error {
@@ -331,7 +333,7 @@ fn delivery_error(config: &KafkaConfig, topic: &str, size: usize, error: KafkaEr
 /// librdkafka's `message.max.bytes` for the producer: the user's, or
 /// topicbus's payload limit plus room for headers and the record batch
 /// overhead (dead letters and re-drives may carry payloads up to it).
-fn producer_limit(config: &KafkaConfig) -> usize {
+pub(super) fn producer_limit(config: &KafkaConfig) -> usize {
     config
         .properties
         .get("message.max.bytes")

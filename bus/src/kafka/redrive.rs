@@ -4,7 +4,8 @@
 //! assigned the partitions of `{topic}.dlq` at the group's committed offsets
 //! (the oldest kept where it has none) and reads up to the end offsets
 //! captured at the start. Messages are republished in batches; a batch's
-//! offsets are committed only after the broker acknowledged all of it.
+//! offsets are committed only after the broker acknowledged all of it, or
+//! refused what it skips.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -14,18 +15,24 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
+use super::config::config_error;
 use super::consume::Reader;
-use super::produce::{self, config_error, KafkaProducer};
+use super::produce::{self, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::redrive::{dead_letter_topic, revive};
+use crate::redrive::{dead_letter_topic, revive, skipped, RedriveSummary};
+use crate::wire;
 
 /// Messages republished before their offsets are committed.
 const BATCH: usize = 256;
 
 /// Moves the messages of `{topic}.dlq` present now back to `topic`.
-pub(super) async fn run(producer: KafkaProducer, config: KafkaConfig, topic: &str) -> Result<u64> {
+pub(super) async fn run(
+    producer: KafkaProducer,
+    config: KafkaConfig,
+    topic: &str,
+) -> Result<RedriveSummary> {
     let runtime = tokio::runtime::Handle::current();
     let topic = topic.to_owned();
     // librdkafka's consumer calls block: the whole re-drive runs on a
@@ -43,7 +50,7 @@ fn redrive(
     producer: &KafkaProducer,
     config: &KafkaConfig,
     topic: &str,
-) -> Result<u64> {
+) -> Result<RedriveSummary> {
     let dlq = dead_letter_topic(topic);
     let consumer: BaseConsumer = config
         .client_config(&[
@@ -56,10 +63,14 @@ fn redrive(
         .create()
         .map_err(config_error)?;
     let mut ends = assign_from_committed(&consumer, config, &dlq)?;
-    let mut reader = Reader::new(Cow::Owned(dlq.clone()), config.go_envelope);
-    let mut batch: Vec<Message> = Vec::new();
-    let mut next: HashMap<i32, i64> = HashMap::new();
-    let mut moved = 0;
+    let mut reader = Reader::new(
+        Cow::Owned(dlq.clone()),
+        config.go_envelope,
+        config.header_limits,
+    );
+    let mut batch = Batch::default();
+    let mut done = RedriveSummary::default();
+    let limit = produce::producer_limit(config);
     let mut progress = Instant::now();
     while !ends.is_empty() {
         let polled = consumer.poll(Duration::from_millis(100));
@@ -71,8 +82,14 @@ fn redrive(
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
                         let dead = reader.read(&message);
-                        batch.push(revive(&dead, topic)?);
-                        next.insert(partition, offset + 1);
+                        match revive(&dead, topic).and_then(|revived| fits(revived, limit)) {
+                            Ok(revived) => batch.messages.push((revived, partition, offset)),
+                            Err(reason) => {
+                                skipped(&dlq, &at(partition, offset), &dead.meta.id, &reason);
+                                done.skipped += 1;
+                            }
+                        }
+                        batch.next.insert(partition, offset + 1);
                     }
                     if offset + 1 >= end {
                         ends.remove(&partition);
@@ -99,24 +116,60 @@ fn redrive(
                 if progress.elapsed() > config.connect_timeout && !ends.is_empty() {
                     return Err(Error::Unavailable {
                         message: format!(
-                            "re-drive of `{dlq}` read nothing for {:?} (brokers `{}`); {moved} moved so far",
-                            config.connect_timeout, config.brokers
+                            "re-drive of `{dlq}` read nothing for {:?} (brokers `{}`); {} moved so far",
+                            config.connect_timeout, config.brokers, done.moved
                         ),
                         source: None,
                     });
                 }
             }
         }
-        if batch.len() >= BATCH || (!batch.is_empty() && (idle || ends.is_empty())) {
-            moved += flush(
-                runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+        if batch.messages.len() >= BATCH || (!batch.next.is_empty() && (idle || ends.is_empty())) {
+            flush(
+                runtime, producer, &consumer, config, &dlq, &mut batch, &mut done,
             )?;
         }
     }
-    moved += flush(
-        runtime, producer, &consumer, config, &dlq, &mut batch, &mut next,
+    flush(
+        runtime, producer, &consumer, config, &dlq, &mut batch, &mut done,
     )?;
-    Ok(moved)
+    Ok(done)
+}
+
+/// Re-driven messages not yet acknowledged, and the offsets to commit
+/// once they are.
+#[derive(Default)]
+struct Batch {
+    /// Each with the partition and offset of its dead letter.
+    messages: Vec<(Message, i32, i64)>,
+    /// Per partition, the offset after the last dead letter read
+    /// (re-driven or skipped).
+    next: HashMap<i32, i64>,
+}
+
+/// Where a dead letter is, for the log.
+fn at(partition: i32, offset: i64) -> String {
+    format!("partition {partition} offset {offset}")
+}
+
+/// `message` if it fits the producer's `limit`, else why not: refused
+/// before it is sent, so that the rest of its batch goes through.
+fn fits(message: Message, limit: usize) -> std::result::Result<Message, String> {
+    match record_size(&message) {
+        size if size > limit => Err(format!(
+            "{size} bytes once re-driven, over the producer's limit of {limit} bytes (message.max.bytes)"
+        )),
+        _ => Ok(message),
+    }
+}
+
+/// The bytes of `message` as a record: payload, key and headers.
+fn record_size(message: &Message) -> usize {
+    let meta = &message.meta;
+    let bare = message.payload().size() + meta.key.as_ref().map_or(0, Vec::len);
+    wire::fold_headers(meta, bare, |size, name, value| {
+        size + name.len() + value.len()
+    })
 }
 
 /// Assigns the partitions of `dlq` that hold messages past the group's
@@ -178,22 +231,49 @@ fn assign_from_committed(
 }
 
 /// Republishes `batch`, waits for the broker's acknowledgements, then
-/// commits the offsets after it; returns how many were moved.
+/// commits the offsets after it.
+///
+/// When the producer or the broker refuses the batch as too large, which
+/// record is not known (a broker refuses a whole record batch), so the
+/// batch is sent again one record at a time and a record refused alone is
+/// skipped. Records of the batch already delivered arrive again
+/// (at-least-once); none is lost, and the next run does not meet the
+/// skipped one again.
 fn flush(
     runtime: &tokio::runtime::Handle,
     producer: &KafkaProducer,
     consumer: &BaseConsumer,
     config: &KafkaConfig,
     dlq: &str,
-    batch: &mut Vec<Message>,
-    next: &mut HashMap<i32, i64>,
-) -> Result<u64> {
-    if batch.is_empty() {
-        return Ok(0);
+    batch: &mut Batch,
+    done: &mut RedriveSummary,
+) -> Result<()> {
+    if batch.next.is_empty() {
+        return Ok(());
     }
-    runtime.block_on(produce::publish_batch(producer, config, batch))?;
+    let messages: Vec<Message> = batch.messages.iter().map(|(m, ..)| m.clone()).collect();
+    match runtime.block_on(produce::publish_batch(producer, config, &messages)) {
+        Ok(()) => done.moved += messages.len() as u64,
+        Err(Error::TooLarge { .. }) => {
+            for (message, partition, offset) in &batch.messages {
+                match runtime.block_on(produce::publish(producer, config, message)) {
+                    Ok(()) => done.moved += 1,
+                    Err(error @ Error::TooLarge { .. }) => {
+                        let reason = format!(
+                            "about {} bytes once re-driven, refused: {error}",
+                            record_size(message)
+                        );
+                        skipped(dlq, &at(*partition, *offset), &message.meta.id, &reason);
+                        done.skipped += 1;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Err(other) => return Err(other),
+    }
     let mut offsets = TopicPartitionList::new();
-    for (&partition, &offset) in next.iter() {
+    for (&partition, &offset) in batch.next.iter() {
         offsets
             .add_partition_offset(dlq, partition, Offset::Offset(offset))
             .map_err(|e| unavailable("cannot set an offset to commit", e))?;
@@ -204,8 +284,7 @@ fn flush(
             e,
         )
     })?;
-    let moved = batch.len() as u64;
-    batch.clear();
-    next.clear();
-    Ok(moved)
+    batch.messages.clear();
+    batch.next.clear();
+    Ok(())
 }

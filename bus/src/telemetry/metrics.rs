@@ -18,7 +18,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 use crate::error::{Error, ErrorKind};
 use crate::hash::FastMap;
 
-/// Metric names (all prefixed `topicbus_`). README "Metrics" lists their
+/// Metric names (all prefixed `topicbus_`). docs/operations.md lists their
 /// labels and meaning.
 pub mod names {
     /// Counter: messages published (publish, publish_batch, publish_raw and
@@ -30,7 +30,8 @@ pub mod names {
     pub const DELIVERED: &str = "topicbus_delivered_total";
     /// Counter: what became of delivered messages and failed attempts.
     /// Labels `topic`, `group`, `outcome` (`ok`, `retried`, `dead_lettered`,
-    /// `error_replied`).
+    /// `error_replied`, `redrive_skipped`: acknowledged without the handler,
+    /// re-driven for another group by `topicbus_redrive_group`).
     pub const HANDLER_OUTCOMES: &str = "topicbus_handler_outcomes_total";
     /// Histogram: duration of each handler call, in seconds. Labels `topic`,
     /// `group`.
@@ -55,6 +56,10 @@ pub mod names {
     /// the partition's worker has not read yet, from librdkafka's
     /// statistics (`fetchq_cnt`). Labels `topic`, `partition`, `group`.
     pub const KAFKA_CONSUMER_PREFETCHED: &str = "topicbus_kafka_consumer_prefetched";
+    /// Counter: dead letters the transport refused as too large even
+    /// without payload and application headers, so not written (the message
+    /// stays in its topic). Label `topic` (the original).
+    pub const DEAD_LETTERS_TOO_LARGE: &str = "topicbus_dead_letters_too_large_total";
 }
 
 /// Gives the recorder the unit and help text of every metric (once per bus:
@@ -67,6 +72,11 @@ pub(crate) fn describe() {
         "Messages published, by topic and outcome (ok, error)"
     );
     describe_counter!(
+        names::DEAD_LETTERS_TOO_LARGE,
+        Unit::Count,
+        "Dead letters not written: too large even without payload and application headers"
+    );
+    describe_counter!(
         names::DELIVERED,
         Unit::Count,
         "Messages handed to a handler registration, by topic and consumer group"
@@ -74,7 +84,7 @@ pub(crate) fn describe() {
     describe_counter!(
         names::HANDLER_OUTCOMES,
         Unit::Count,
-        "Handled messages (ok, dead_lettered, error_replied) and failed attempts that are retried (retried)"
+        "Handled messages (ok, dead_lettered, error_replied), failed attempts that are retried (retried), and messages re-driven for another group (redrive_skipped)"
     );
     describe_histogram!(
         names::HANDLER_DURATION,
@@ -308,6 +318,7 @@ pub(crate) struct HandlerMetrics {
     retried: Counter,
     dead_lettered: Counter,
     error_replied: Counter,
+    redrive_skipped: Counter,
     duration: Histogram,
     in_flight: Gauge,
     /// Whether handler calls are timed: only for a real recorder, since the
@@ -342,6 +353,7 @@ impl HandlerMetrics {
             retried: outcome("retried"),
             dead_lettered: outcome("dead_lettered"),
             error_replied: outcome("error_replied"),
+            redrive_skipped: outcome("redrive_skipped"),
             duration: metrics::histogram!(names::HANDLER_DURATION, &labels),
             in_flight: metrics::gauge!(names::HANDLERS_IN_FLIGHT, &labels),
             timed: recorder_installed(),
@@ -378,6 +390,10 @@ impl HandlerMetrics {
 
     pub fn error_replied(&self) {
         self.error_replied.increment(1);
+    }
+
+    pub fn redrive_skipped(&self) {
+        self.redrive_skipped.increment(1);
     }
 }
 

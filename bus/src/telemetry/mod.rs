@@ -7,7 +7,7 @@
 //!   ([`TraceContext`]); with the `otel` feature the ids come from
 //!   OpenTelemetry.
 //!
-//! README "Metrics" and "Tracing" describe both.
+//! docs/operations.md ("Metrics", "Tracing") describes both.
 
 pub(crate) mod metrics;
 mod otel;

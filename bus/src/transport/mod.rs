@@ -198,8 +198,9 @@ impl Transport {
         }
     }
 
-    /// Moves the dead letters of `topic` back to it; returns how many.
-    pub async fn redrive(&self, topic: &str) -> Result<u64> {
+    /// Moves the dead letters of `topic` back to it; returns how many it
+    /// moved and skipped.
+    pub async fn redrive(&self, topic: &str) -> Result<crate::RedriveSummary> {
         match self {
             Transport::Memory(m) => m.redrive(topic).await,
             #[cfg(feature = "kafka")]
