@@ -722,6 +722,42 @@ async fn a_reply_key_on_one_side_only_kafka() {
     keys_on_one_side_only(Net::kafka()).await;
 }
 
+/// A handler's error of any length comes back bounded (to 1 KiB, saying how
+/// long it was), so that an error reply is never too large to send.
+async fn a_long_handler_error_comes_back_bounded(net: Net) {
+    let responder = net.bus("vault", |b| b).await;
+    responder
+        .group("vault")
+        .serve(|vault: Vault| async move {
+            Err::<Answer, _>(format!("{} {}", vault.n, "e".repeat(100_000)))
+        })
+        .await
+        .expect("serve");
+    let client = net.bus("client", |b| b).await;
+    match guard("a failing request", client.request(&Vault { n: 7 })).await {
+        Err(Error::Remote { message, .. }) => {
+            assert!(message.len() <= 1024, "{} bytes", message.len());
+            assert!(message.starts_with("7 eee"), "{message}");
+            assert!(message.ends_with("(100002 bytes in all)"), "{message}");
+        }
+        other => panic!("expected the responder's error, got {other:?}"),
+    }
+    for bus in [client, responder] {
+        guard("shutdown", bus.shutdown()).await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handler_error_comes_back_bounded_memory() {
+    a_long_handler_error_comes_back_bounded(Net::memory()).await;
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handler_error_comes_back_bounded_kafka() {
+    a_long_handler_error_comes_back_bounded(Net::kafka()).await;
+}
+
 // ------------------------------------- item 6: replies are checked
 
 /// The client's limit: a reply larger than this is refused.

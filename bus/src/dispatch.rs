@@ -590,9 +590,14 @@ fn decode<T: Topic>(message: &Message) -> Result<T, Failure> {
     }
 }
 
+/// The headers of an error reply or a dead letter, the reason bounded: a
+/// handler's error of any length must not make the reply too large to send.
 fn error_headers(kind: &'static str, reason: &str) -> Vec<(&'static str, String)> {
     vec![
-        (header::ERROR, reason.to_owned()),
+        (
+            header::ERROR,
+            crate::limit::bounded_reason(reason.to_owned()),
+        ),
         (header::ERROR_KIND, kind.to_owned()),
     ]
 }
