@@ -188,7 +188,7 @@ pub mod header {
     pub const CONTENT_TYPE: &str = "content-type";
     /// On a reply of a responder with a [`ReplyKey`](crate::ReplyKey): the
     /// HMAC-SHA256 that binds the reply to its request, as 64 lower-case
-    /// hexadecimal digits (WIRE.md, "Authenticated replies").
+    /// hexadecimal digits (docs/wire.md, "Authenticated replies").
     pub const REPLY_MAC: &str = "topicbus_reply_mac";
     /// The W3C trace context of a traced message (see
     /// [`TraceContext`](crate::TraceContext)).

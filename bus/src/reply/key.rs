@@ -117,7 +117,7 @@ impl ReplyKey {
     }
 }
 
-/// Feeds the MAC input of a reply (WIRE.md, "Authenticated replies"):
+/// Feeds the MAC input of a reply (docs/wire.md, "Authenticated replies"):
 /// the domain, then the correlation id, the request topic, the SHA-256 of
 /// the request payload, the reply's `content-type`, `topicbus_error_kind`
 /// and `topicbus_error` (each present or absent), and the reply payload.
