@@ -415,6 +415,8 @@ fn reply_settings_are_validated_and_the_key_stays_secret() {
         }
         other => panic!("a short key: {other:?}"),
     }
+    let loader = BusConfig::loader().env_vars([("RICE_REPLY_KEY", KEY)]);
+    assert!(!format!("{loader:?}").contains(KEY), "{loader:?}");
     let config = load(&[("RICE_REPLY_KEY", KEY)]).expect("a key of 43 bytes");
     assert!(config.reply_key.is_some());
     let shown = format!("{config:?}");
