@@ -159,7 +159,9 @@ pub mod header {
     pub const ERROR: &str = "topicbus_error";
     /// The kind of failure: `handler`, `decode`, `panic`, `timeout`, `type`,
     /// `encode`, `too_large` (payload over the consumer's size limit),
-    /// `header` (a CloudEvents or routing header that cannot be read).
+    /// `header` (a CloudEvents or routing header that cannot be read, headers
+    /// past the bound on received headers, or a `reply_to` outside the reply
+    /// topics a responder answers).
     pub const ERROR_KIND: &str = "topicbus_error_kind";
     /// How many times the handler was tried.
     pub const ATTEMPTS: &str = "topicbus_attempts";
