@@ -7,11 +7,14 @@
 //! format's `Deserializer` so that:
 //!
 //! - a value nests at most [`MAX_DEPTH`] levels;
-//! - the length-prefixed sequences and maps of a payload hold, together, at
-//!   most as many elements as the payload has bytes (an element of any type
-//!   that is not zero-sized takes at least one byte), and the lengths they
-//!   declare are passed on as size hints only up to that, so that no
-//!   declared length reserves memory or loops past what the payload holds;
+//! - the lengths that the sequences and maps of a payload declare are passed
+//!   on as size hints only up to the payload's length in bytes, counted over
+//!   the whole payload (an element of any type that is not zero-sized takes
+//!   at least one byte), so that collections reserve no more than the
+//!   payload can fill;
+//! - those sequences and maps hold at most [`MAX_ELEMENTS`] elements in all,
+//!   or as many as the payload has bytes if that is more, so that a declared
+//!   length of zero-sized elements cannot loop for ever;
 //! - strings and byte strings are read borrowed from the payload, so that
 //!   their length is checked against the bytes present before anything is
 //!   allocated, and then copied at their real length.
@@ -23,6 +26,11 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, DeserializeSeed};
 
 use super::{CodecError, MAX_DEPTH};
+
+/// The elements a payload's sequences and maps may hold in all when the
+/// payload has fewer bytes: only zero-sized elements (`Vec<()>`) take no
+/// byte each.
+const MAX_ELEMENTS: usize = 1 << 20;
 
 /// Decodes a `T` with `deserialize`, which drives the [`Root`] seed over a
 /// format's deserializer for the `payload_len` bytes of a payload (and
@@ -39,8 +47,9 @@ where
 {
     let budget = Budget {
         depth: Cell::new(0),
-        elements: Cell::new(payload_len),
-        payload_len,
+        reservable: Cell::new(payload_len),
+        elements: Cell::new(payload_len.max(MAX_ELEMENTS)),
+        max_elements: payload_len.max(MAX_ELEMENTS),
         refused: RefCell::new(None),
     };
     deserialize(Root {
@@ -56,9 +65,11 @@ where
 /// What one payload may still use.
 pub(super) struct Budget {
     depth: Cell<usize>,
+    /// Elements that declared lengths may still reserve room for.
+    reservable: Cell<usize>,
     /// Elements that length-prefixed sequences and maps may still hold.
     elements: Cell<usize>,
-    payload_len: usize,
+    max_elements: usize,
     /// The first bound broken, in words.
     refused: RefCell<Option<String>>,
 }
@@ -92,17 +103,19 @@ impl Budget {
                 Ok(())
             }
             None => Err(self.refuse(format!(
-                "the sequences and maps hold more elements than the {}-byte payload can \
-                 (an element takes a byte at least)",
-                self.payload_len
+                "the sequences and maps hold more than {} elements in all (the larger of \
+                 the payload's length in bytes and {MAX_ELEMENTS})",
+                self.max_elements
             ))),
         }
     }
 
-    /// A declared length as a size hint: at most the elements left, so that
-    /// a collection reserves no more than the payload can fill.
-    fn hint(&self, declared: Option<usize>) -> Option<usize> {
-        declared.map(|declared| declared.min(self.elements.get()))
+    /// How many of the `declared` elements of a sequence or map may be
+    /// reserved room for: what the payload's bytes can still fill.
+    fn reserve(&self, declared: Option<usize>) -> usize {
+        let reserved = declared.unwrap_or(0).min(self.reservable.get());
+        self.reservable.set(self.reservable.get() - reserved);
+        reserved
     }
 }
 
@@ -326,23 +339,25 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visitor<'_, V> {
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, inner: A) -> Result<Self::Value, A::Error> {
-        let (budget, prefixed) = (self.budget, self.prefixed);
+        let budget = self.budget;
+        let reserved = self.prefixed.then(|| budget.reserve(inner.size_hint()));
         budget.nested(|| {
             self.inner.visit_seq(Access {
                 inner,
                 budget,
-                prefixed,
+                reserved,
             })
         })
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, inner: A) -> Result<Self::Value, A::Error> {
-        let (budget, prefixed) = (self.budget, self.prefixed);
+        let budget = self.budget;
+        let reserved = self.prefixed.then(|| budget.reserve(inner.size_hint()));
         budget.nested(|| {
             self.inner.visit_map(Access {
                 inner,
                 budget,
-                prefixed,
+                reserved,
             })
         })
     }
@@ -353,19 +368,20 @@ impl<'de, V: de::Visitor<'de>> de::Visitor<'de> for Visitor<'_, V> {
             self.inner.visit_enum(Access {
                 inner,
                 budget,
-                prefixed: false,
+                reserved: None,
             })
         })
     }
 }
 
 /// A sequence, map, enum or enum variant being read, bounded: whatever it
-/// hands on is read through [`Seed`] or [`Visitor`]; `prefixed` when it is
-/// a sequence or map that declared its length, whose elements are counted.
+/// hands on is read through [`Seed`] or [`Visitor`]. A sequence or map that
+/// declared its length has its elements counted, and `reserved`: the most
+/// its size hint may say.
 struct Access<'b, A> {
     inner: A,
     budget: &'b Budget,
-    prefixed: bool,
+    reserved: Option<usize>,
 }
 
 impl<'b, A> Access<'b, A> {
@@ -385,10 +401,9 @@ impl<'b, A> Access<'b, A> {
     }
 
     fn hint(&self, declared: Option<usize>) -> Option<usize> {
-        if self.prefixed {
-            self.budget.hint(declared)
-        } else {
-            declared
+        match self.reserved {
+            Some(reserved) => declared.map(|declared| declared.min(reserved)),
+            None => declared,
         }
     }
 }
@@ -402,7 +417,7 @@ impl<'de, A: de::SeqAccess<'de>> de::SeqAccess<'de> for Access<'_, A> {
     ) -> Result<Option<S::Value>, A::Error> {
         let seed = self.seed(seed);
         let element = self.inner.next_element_seed(seed)?;
-        if self.prefixed && element.is_some() {
+        if self.reserved.is_some() && element.is_some() {
             self.budget.element()?;
         }
         Ok(element)
@@ -422,7 +437,7 @@ impl<'de, A: de::MapAccess<'de>> de::MapAccess<'de> for Access<'_, A> {
     ) -> Result<Option<S::Value>, A::Error> {
         let seed = self.seed(seed);
         let key = self.inner.next_key_seed(seed)?;
-        if self.prefixed && key.is_some() {
+        if self.reserved.is_some() && key.is_some() {
             self.budget.element()?;
         }
         Ok(key)
@@ -452,7 +467,7 @@ impl<'b, 'de, A: de::EnumAccess<'de>> de::EnumAccess<'de> for Access<'b, A> {
         let variant = Access {
             inner,
             budget,
-            prefixed: false,
+            reserved: None,
         };
         Ok((value, variant))
     }
@@ -713,29 +728,29 @@ mod tests {
     }
 
     #[test]
-    fn declared_elements_are_bounded_by_the_payload() {
-        // A million zero-sized elements in four bytes: each would be read
-        // from nothing, as long as the length says.
-        let bytes = Postcard::encode(&vec![(); 1_000_000]).unwrap();
-        assert_eq!(bytes.len(), 3);
-        let refusal = "the sequences and maps hold more elements than the 3-byte payload can \
-                       (an element takes a byte at least)";
+    fn zero_sized_elements_are_bounded() {
+        // Two million elements that take no byte each, declared in a few
+        // bytes: each would be read from nothing, for as long as the
+        // length says.
+        let refusal = "the sequences and maps hold more than 1048576 elements in all (the \
+                       larger of the payload's length in bytes and 1048576)";
+        let bytes = Postcard::encode(&vec![(); 2_000_000]).unwrap();
         let error = Postcard::decode::<Vec<()>>(&bytes).unwrap_err();
         assert_eq!(error.to_string(), refusal);
-        let bytes = Bincode::encode(&vec![(); 1_000_000]).unwrap();
-        assert_eq!(bytes.len(), 5);
+        let bytes = Bincode::encode(&vec![(); 2_000_000]).unwrap();
         let error = Bincode::decode::<Vec<()>>(&bytes).unwrap_err();
-        assert_eq!(error.to_string(), refusal.replace("3-byte", "5-byte"));
-        let bytes = Bincode::encode(&HashMap::from([((), ())])).unwrap();
-        assert_eq!(bytes, [1]);
-        let mut lying = bytes.clone();
-        lying[0] = 2; // two entries of nothing, one byte
-        let error = Bincode::decode::<HashMap<(), ()>>(&lying).unwrap_err();
-        assert!(error.to_string().contains("1-byte payload"), "{error}");
+        assert_eq!(error.to_string(), refusal);
+        let bytes = Bincode::encode(&vec![vec![(); 1 << 19]; 3]).unwrap();
+        let error = Bincode::decode::<Vec<Vec<()>>>(&bytes).unwrap_err();
+        assert_eq!(error.to_string(), refusal, "counted over the whole payload");
 
-        // As many zero-sized elements as the payload has bytes decode.
-        let units = Postcard::encode(&vec![(); 1]).unwrap();
-        assert_eq!(Postcard::decode::<Vec<()>>(&units).unwrap(), [()]);
+        // Up to the bound they decode, whatever the payload's length.
+        let units = vec![(); 1 << 20];
+        let bytes = Postcard::encode(&units).unwrap();
+        assert_eq!(bytes.len(), 3);
+        assert_eq!(Postcard::decode::<Vec<()>>(&bytes).unwrap(), units);
+        let bytes = Bincode::encode(&units).unwrap();
+        assert_eq!(Bincode::decode::<Vec<()>>(&bytes).unwrap(), units);
     }
 
     #[test]
@@ -746,6 +761,15 @@ mod tests {
         bytes.push(0);
         let hints: Vec<Option<usize>> = Bincode::decode::<Hints>(&bytes).unwrap().0;
         assert_eq!(hints, [Some(10)]);
+
+        // The payload's bytes are shared out: a sequence gets what those
+        // before it did not take.
+        let mut bytes = Bincode::encode(&(6u8, [0u8; 6])).unwrap();
+        bytes.extend(Bincode::encode(&u64::pow(2, 60)).unwrap());
+        bytes.push(0);
+        let (first, second) = Bincode::decode::<(Vec<u8>, Hints)>(&bytes).unwrap();
+        assert_eq!(first, [0; 6]);
+        assert_eq!(second.0, [Some(bytes.len() - 6)]);
     }
 
     /// Records the size hint its sequence gives, then reads one element.

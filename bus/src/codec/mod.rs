@@ -24,10 +24,13 @@
 //! - [`Json`]: serde_json's recursion limit (128 nested arrays and objects);
 //!   strings and arrays grow only with the bytes read.
 //! - [`Postcard`] and [`Bincode`]: a value nests at most [`MAX_DEPTH`]
-//!   levels; the length-prefixed sequences and maps of a payload declare,
-//!   together, at most as many elements as the payload has bytes; a
-//!   string's or byte string's declared length is checked against the bytes
-//!   present before anything is allocated for it.
+//!   levels; a string's or byte string's declared length is checked against
+//!   the bytes present before anything is allocated for it; a collection
+//!   reserves room for no more elements than the payload has bytes left
+//!   (counted over the whole payload); the sequences and maps of a payload
+//!   hold at most 1 048 576 elements in all, or as many as the payload has
+//!   bytes if that is more (only zero-sized elements, as in `Vec<()>`, take
+//!   no byte each).
 //!
 //! A payload is at most `max_message_bytes` long before it is decoded
 //! (larger ones are refused as `too_large`), so these bounds tie what one
