@@ -39,7 +39,8 @@ for target in "${targets[@]}"; do
     fi
     log="$(mktemp)"
     if ! cargo fuzz run -s none "$target" "$corpus" "$PWD/fuzz/seeds/$target" -- "${options[@]}" >"$log" 2>&1; then
-        tail -n 60 "$log"
+        grep -m 1 -A 4 -E 'panicked at|fuzz: an allocation|overflowed its stack|ERROR: libFuzzer' "$log" || true
+        tail -n 30 "$log"
         echo "fuzz $target: FAILED; the input is in fuzz/artifacts/$target/"
         exit 1
     fi
