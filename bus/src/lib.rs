@@ -58,6 +58,11 @@ mod wire;
 #[path = "private.rs"]
 pub mod __private;
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 pub use crate::bus::{
     Bus, BusBuilder, BusStats, Group, RawHandler, RawRequestCall, RequestCall, Subscribe,
 };

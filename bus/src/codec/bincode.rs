@@ -1,7 +1,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Codec, CodecError};
+use super::{bounded, Codec, CodecError};
 
 /// bincode 2.x (standard configuration) through its serde layer.
 ///
@@ -9,6 +9,10 @@ use super::{Codec, CodecError};
 /// release on crates.io is an empty crate; prefer [`Postcard`](super::Postcard)
 /// for new binary topics. This codec exists for payloads already written with
 /// bincode.
+///
+/// Decoding is bounded (see [the module docs](super#hostile-input)): depth
+/// [`MAX_DEPTH`](super::MAX_DEPTH), and no allocation for a declared length
+/// beyond the payload's bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
@@ -23,8 +27,11 @@ impl Codec for Bincode {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(CodecError::new)?;
+        // Borrowed from the slice: the owned decoder allocates a string's
+        // declared length before it reads the bytes.
+        let (value, read) = bounded::decode(bytes.len(), |root| {
+            bincode::serde::seed_decode_from_slice(root, bytes, bincode::config::standard())
+        })?;
         if read != bytes.len() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after the value",

@@ -14,6 +14,28 @@
 //! assert_eq!(back, [1, 2, 3]);
 //! assert_eq!(Json::CONTENT_TYPE, "application/json");
 //! ```
+//!
+//! # Hostile input
+//!
+//! Any client that can write to a topic can write any bytes, so decoding is
+//! bounded; a payload past a bound fails with a [`CodecError`] naming the
+//! bound, and the message is dead-lettered with kind `decode`:
+//!
+//! - [`Json`]: serde_json's recursion limit (128 nested arrays and objects);
+//!   strings and arrays grow only with the bytes read.
+//! - [`Postcard`] and [`Bincode`]: a value nests at most [`MAX_DEPTH`]
+//!   levels; a string's or byte string's declared length is checked against
+//!   the bytes present before anything is allocated for it; a collection
+//!   reserves room for no more elements than the payload has bytes left
+//!   (counted over the whole payload); the sequences and maps of a payload
+//!   hold at most 1 048 576 elements in all, or as many as the payload has
+//!   bytes if that is more (only zero-sized elements, as in `Vec<()>`, take
+//!   no byte each).
+//!
+//! A payload is at most `max_message_bytes` long before it is decoded
+//! (larger ones are refused as `too_large`), so these bounds tie what one
+//! message can make a decoder do to that size. A custom [`Codec`] is
+//! responsible for bounding its own decoder in the same way.
 
 use std::fmt;
 
@@ -22,6 +44,8 @@ use serde::Serialize;
 
 #[cfg(feature = "bincode")]
 mod bincode;
+#[cfg(any(feature = "bincode", feature = "postcard"))]
+mod bounded;
 mod json;
 #[cfg(feature = "postcard")]
 mod postcard;
@@ -32,10 +56,21 @@ pub use self::json::Json;
 #[cfg(feature = "postcard")]
 pub use self::postcard::Postcard;
 
+/// How many levels a value decoded by [`Postcard`] or [`Bincode`] may nest.
+///
+/// Each sequence, tuple, struct, map, enum, `Some` and newtype struct on the
+/// way down is a level; deeper payloads fail to decode instead of
+/// overflowing the decoding thread's stack. serde_json's limit for [`Json`]
+/// is also 128, counting only arrays and objects.
+pub const MAX_DEPTH: usize = 128;
+
 /// Turns payloads into bytes and back.
 ///
 /// Implement it for a unit struct to plug in another format, then name the
-/// struct in `#[topic(codec = MyCodec)]`.
+/// struct in `#[topic(codec = MyCodec)]`. `decode` reads bytes from any
+/// client that can write to the topic: a custom codec bounds its own
+/// nesting depth and what a declared length may allocate (see
+/// [Hostile input](self#hostile-input)).
 pub trait Codec: Send + Sync + 'static {
     /// Short name used in errors and metrics, e.g. `json`.
     const NAME: &'static str;
@@ -45,7 +80,7 @@ pub trait Codec: Send + Sync + 'static {
     /// Appends the encoding of `value` to `out`.
     fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
-    /// Decodes a whole value from `bytes`.
+    /// Decodes a whole value from `bytes`, which may be hostile.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
 
     /// The length of `value`'s encoding, for the message size limit

@@ -1,9 +1,13 @@
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed as _};
 use serde::Serialize;
 
-use super::{Codec, CodecError};
+use super::{bounded, Codec, CodecError};
 
 /// postcard: a compact, maintained binary format with a stable wire spec.
+///
+/// Decoding is bounded (see [the module docs](super#hostile-input)): depth
+/// [`MAX_DEPTH`](super::MAX_DEPTH), and no declared length beyond the
+/// payload's bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
 
@@ -18,7 +22,9 @@ impl Codec for Postcard {
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, rest) = postcard::take_from_bytes(bytes).map_err(CodecError::new)?;
+        let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+        let value = bounded::decode(bytes.len(), |root| root.deserialize(&mut deserializer))?;
+        let rest = deserializer.finalize().map_err(CodecError::new)?;
         if !rest.is_empty() {
             return Err(CodecError::new(format!(
                 "{} trailing bytes after the value",

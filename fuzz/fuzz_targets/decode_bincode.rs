@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    topicbus_fuzz::decode_all::<topicbus::codec::Bincode>(data)
+});
