@@ -120,6 +120,28 @@ fn header_text<'a>(record: &'a raw_kafka::Record, name: &str) -> &'a str {
     std::str::from_utf8(value).expect("UTF-8")
 }
 
+/// Sends `value` with `headers`, then two valid orders, to a consumer made
+/// with `tune`; returns once the valid ones are handled, with the hostile
+/// record's dead letter.
+async fn hostile(
+    kafka: &MockKafka,
+    tune: impl FnOnce(BusBuilder) -> BusBuilder,
+    value: &[u8],
+    headers: &[(String, Vec<u8>)],
+) -> (Bus, raw_kafka::Record) {
+    let (bus, handled) = consumer(kafka, tune).await;
+    produce(kafka, value, headers);
+    handled_both(&handled).await;
+    (bus, dead_letter(kafka).await)
+}
+
+/// 110 headers of 10 kB: more than a broker takes in one record.
+fn megabyte_of_headers() -> Vec<(String, Vec<u8>)> {
+    (0..110)
+        .map(|i| (format!("x-padding-{i}"), vec![b'h'; 10_000]))
+        .collect()
+}
+
 /// A ~200 kB record whose `ce_time` is 200 000 × U+0001: quoted in the
 /// reason it made a dead letter of ~1.2 MB that the broker refused for
 /// ever, and the partition stalled. The header is past the header bound;
@@ -127,15 +149,9 @@ fn header_text<'a>(record: &'a raw_kafka::Record, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_unreadable_header_is_dead_lettered_and_the_partition_moves_on() {
     let kafka = MockKafka::start(1);
-    let (bus, handled) = consumer(&kafka, |b| b).await;
     let value = format!(r#"{{"n":0,"pad":"{}"}}"#, "x".repeat(200_000));
-    produce(
-        &kafka,
-        value.as_bytes(),
-        &[("ce_time".to_owned(), "\u{1}".repeat(200_000).into_bytes())],
-    );
-    handled_both(&handled).await;
-    let dead = dead_letter(&kafka).await;
+    let ce_time = ("ce_time".to_owned(), "\u{1}".repeat(200_000).into_bytes());
+    let (bus, dead) = hostile(&kafka, |b| b, value.as_bytes(), &[ce_time]).await;
     assert_eq!(header_text(&dead, header::ERROR_KIND), "header");
     let reason = header_text(&dead, header::ERROR);
     assert!(
@@ -154,13 +170,8 @@ async fn a_huge_unreadable_header_is_dead_lettered_and_the_partition_moves_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_megabyte_of_headers_is_dropped_on_reading_and_counted() {
     let kafka = MockKafka::start(1);
-    let (bus, handled) = consumer(&kafka, |b| b).await;
-    let headers: Vec<(String, Vec<u8>)> = (0..110)
-        .map(|i| (format!("x-padding-{i}"), vec![b'h'; 10_000]))
-        .collect();
-    produce(&kafka, br#"{"wrong":true}"#, &headers);
-    handled_both(&handled).await;
-    let dead = dead_letter(&kafka).await;
+    let headers = megabyte_of_headers();
+    let (bus, dead) = hostile(&kafka, |b| b, br#"{"wrong":true}"#, &headers).await;
     assert_eq!(header_text(&dead, header::ERROR_KIND), "header");
     let dropped: usize = header_text(&dead, header::HEADERS_DROPPED).parse().unwrap();
     assert!(
@@ -178,13 +189,9 @@ async fn a_megabyte_of_headers_is_dropped_on_reading_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_over_the_limit_is_written_without_what_does_not_fit() {
     let kafka = MockKafka::start(1);
-    let (bus, handled) = consumer(&kafka, |b| b.max_headers(1_000, 8 << 20)).await;
-    let headers: Vec<(String, Vec<u8>)> = (0..110)
-        .map(|i| (format!("x-padding-{i}"), vec![b'h'; 10_000]))
-        .collect();
-    produce(&kafka, br#"{"wrong":true}"#, &headers);
-    handled_both(&handled).await;
-    let dead = dead_letter(&kafka).await;
+    let raised = |b: BusBuilder| b.max_headers(1_000, 8 << 20);
+    let headers = megabyte_of_headers();
+    let (bus, dead) = hostile(&kafka, raised, br#"{"wrong":true}"#, &headers).await;
     assert_eq!(header_text(&dead, header::ERROR_KIND), "decode");
     assert_eq!(header_text(&dead, header::HEADERS_DROPPED), "110");
     assert!(!dead.2.contains_key("x-padding-0"));
@@ -197,13 +204,10 @@ async fn a_dead_letter_over_the_limit_is_written_without_what_does_not_fit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_headers_are_bounded() {
     let kafka = MockKafka::start(1);
-    let (bus, handled) = consumer(&kafka, |b| b).await;
     let headers: Vec<(String, Vec<u8>)> = (0..100_000)
         .map(|i| (format!("h{i}"), b"v".to_vec()))
         .collect();
-    produce(&kafka, br#"{"n":0}"#, &headers);
-    handled_both(&handled).await;
-    let dead = dead_letter(&kafka).await;
+    let (bus, dead) = hostile(&kafka, |b| b, br#"{"n":0}"#, &headers).await;
     assert_eq!(header_text(&dead, header::ERROR_KIND), "header");
     assert_eq!(header_text(&dead, header::HEADERS_DROPPED), "99744");
     bus.shutdown().await.expect("shutdown");
