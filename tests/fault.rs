@@ -388,6 +388,7 @@ struct Revived {
     redrives: Option<String>,
     tenant: Option<String>,
     error_header: bool,
+    type_header: bool,
 }
 
 /// The worker's handler fails on every message ("the bug"): all go to the
@@ -421,6 +422,7 @@ async fn redrive(net: Net) {
                 redrives: headers.get_str(header::REDRIVES).map(str::to_owned),
                 tenant: headers.get_str("tenant").map(str::to_owned),
                 error_header: headers.get(header::ERROR).is_some(),
+                type_header: headers.get("ce_type").is_some(),
             });
             sink.push(m.n);
             futures::future::ready(Ok(()))
@@ -539,6 +541,10 @@ async fn redrive(net: Net) {
         assert!(
             !revived.error_header,
             "{case}: the failure headers are taken off"
+        );
+        assert!(
+            !revived.type_header,
+            "{case}: the dead letter's kept ce_type is the topic's again, no application header"
         );
     }
     assert_eq!(odd.len() as u64, N / 2);

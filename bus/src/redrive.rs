@@ -83,6 +83,11 @@ pub(crate) fn revive(dead: &Message, topic: &str) -> std::result::Result<Message
     for name in FAILURE_HEADERS {
         meta.headers.remove(name);
     }
+    // The type a dead letter kept is its topic's again: no application
+    // header of that name on the way back.
+    if meta.headers.get(crate::wire::ce::TYPE) == Some(topic.as_bytes()) {
+        meta.headers.remove(crate::wire::ce::TYPE);
+    }
     meta.headers
         .insert(header::REDRIVES, redrives.saturating_add(1).to_string());
     match group {
