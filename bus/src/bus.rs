@@ -585,18 +585,18 @@ impl Bus {
         H: Handler<M, Output = ()>,
         M: NamedHandler,
     {
-        Subscribe::new(self, handler)
+        Subscribe::new(self, handler, Event)
     }
 
     /// Registers a request handler: its result is the reply. Groups work as
     /// for [`Bus::subscribe`].
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve<H::Output>>
     where
         H: Handler<M>,
         H::Topic: Request<Response = H::Output>,
         M: NamedHandler,
     {
-        Subscribe::new(self, handler)
+        Subscribe::new(self, handler, Serve::of::<H::Topic>())
     }
 
     /// Registrations in the consumer group `group`: the way to register a
@@ -1071,9 +1071,16 @@ impl BusCore {
 /// Marker: the registration handles events.
 #[doc(hidden)]
 pub struct Event;
-/// Marker: the registration answers requests.
+/// Marker: the registration answers requests, with replies made by its
+/// function (the request topic's codec).
 #[doc(hidden)]
-pub struct Serve;
+pub struct Serve<O>(ReplyFn<O>);
+
+impl<O> Serve<O> {
+    fn of<T: Request<Response = O>>() -> Self {
+        Serve(reply_payload::<T> as ReplyFn<O>)
+    }
+}
 /// Marker: the registration handles raw messages.
 #[doc(hidden)]
 pub struct RawEvent;
@@ -1094,16 +1101,16 @@ impl<'a> Group<'a> {
     where
         H: Handler<M, Output = ()>,
     {
-        Subscribe::new(self.bus, handler).group(self.name.clone())
+        Subscribe::new(self.bus, handler, Event).group(self.name.clone())
     }
 
     /// Registers a request handler in this group (see [`Bus::serve`]).
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve<H::Output>>
     where
         H: Handler<M>,
         H::Topic: Request<Response = H::Output>,
     {
-        Subscribe::new(self.bus, handler).group(self.name.clone())
+        Subscribe::new(self.bus, handler, Serve::of::<H::Topic>()).group(self.name.clone())
     }
 
     /// Registers a handler of raw messages (bytes and all headers) on any
@@ -1124,6 +1131,7 @@ impl<'a> Group<'a> {
                 topic: topic.into(),
                 handler,
             },
+            RawEvent,
         )
         .group(self.name.clone())
     }
@@ -1140,17 +1148,19 @@ pub struct Subscribe<'a, H, M, K> {
     options: HandlerOptions,
     broadcast: bool,
     start: StartFrom,
-    marker: PhantomData<fn(M, K)>,
+    kind: K,
+    marker: PhantomData<fn(M)>,
 }
 
 impl<'a, H, M, K> Subscribe<'a, H, M, K> {
-    fn new(bus: &'a Bus, handler: H) -> Self {
+    fn new(bus: &'a Bus, handler: H, kind: K) -> Self {
         Self {
             bus,
             handler,
             options: HandlerOptions::new(),
             broadcast: false,
             start: StartFrom::Latest,
+            kind,
             marker: PhantomData,
         }
     }
@@ -1303,15 +1313,18 @@ where
     }
 }
 
-impl<H, M> Registers<H, M> for Serve
+// Only `H: Handler<M>`: the request bound was checked where the reply
+// function was made (`serve`), so a handler that is not a request handler
+// is one error there, not a second one at `.await`.
+impl<H, M> Registers<H, M> for Serve<H::Output>
 where
     H: Handler<M>,
-    H::Topic: Request<Response = H::Output>,
     M: 'static,
 {
     fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
+        let reply = registration.kind.0;
         Box::pin(async move {
             registration
                 .register(
@@ -1320,7 +1333,7 @@ where
                     options,
                     name,
                     |h| Typed(h, PhantomData),
-                    Some(reply_payload::<H::Topic> as ReplyFn<H::Output>),
+                    Some(reply),
                 )
                 .await
         })

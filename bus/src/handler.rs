@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::context::Context;
-use crate::topic::Topic;
+use crate::topic::{Request, Topic};
 
 /// Something that handles messages of one topic.
 ///
@@ -169,7 +169,7 @@ impl HandlerOptions {
 )]
 pub trait NamedHandler {}
 
-impl NamedHandler for crate::__private::Macro {}
+impl NamedHandler for Macro {}
 
 /// Marker for closures taking only the payload.
 #[doc(hidden)]
@@ -219,3 +219,47 @@ where
         self(message, context())
     }
 }
+
+/// Marker for handlers made by `#[handler]`.
+#[doc(hidden)]
+pub struct Macro;
+
+/// Splits a handler's return type into its success and error types.
+#[diagnostic::on_unimplemented(
+    message = "a handler returns a `Result`, not `{Self}`",
+    label = "expected `Result<_, E>` here",
+    note = "return `Result<(), E>` to handle an event, or `Result<Response, E>` to answer a request, where `E: Display`"
+)]
+#[doc(hidden)]
+pub trait HandlerResult {
+    type Ok;
+    type Err;
+}
+
+impl<O, E> HandlerResult for Result<O, E> {
+    type Ok = O;
+    type Err = E;
+}
+
+#[diagnostic::on_unimplemented(
+    message = "this handler returns `{Self}`, but `{Req}` is not answered with `{Self}`",
+    label = "does not match the `response = ...` type declared in `#[topic(...)]` of `{Req}`",
+    note = "a request handler returns `Result<R, E>` where `R` is the request's response type; an event handler returns `Result<(), E>`"
+)]
+#[doc(hidden)]
+pub trait ResponseOf<Req> {}
+
+// Through `Same` rather than `impl ResponseOf<Req> for Req::Response`: a
+// mismatch is then an unmet bound, which shows the message above, instead of
+// a projection mismatch ("type mismatch resolving ..."), which does not.
+impl<Req: Request, Resp: Same<Req::Response>> ResponseOf<Req> for Resp {}
+
+/// `T: Same<U>` holds exactly when `T` and `U` are the same type.
+#[doc(hidden)]
+pub trait Same<T> {}
+
+impl<T> Same<T> for T {}
+
+/// Compiles only when `Resp` is the response type of `Req`.
+#[doc(hidden)]
+pub const fn assert_response<Req, Resp: ResponseOf<Req>>() {}

@@ -58,6 +58,12 @@ mod wire;
 #[path = "private.rs"]
 pub mod __private;
 
+// The traits behind a handler's compile-time checks, named here so that a
+// compiler error shows `topicbus::HandlerResult` rather than a path into
+// `__private`. Not for use.
+#[doc(hidden)]
+pub use crate::handler::{assert_response, HandlerResult, ResponseOf, Same};
+
 #[cfg(fuzzing)]
 #[doc(hidden)]
 #[path = "fuzz.rs"]
