@@ -627,12 +627,13 @@ impl Bus {
 
     /// Sends a request and waits for its reply (default timeout 30 s; set
     /// another per call with `.timeout(..)`).
-    pub fn request<'a, T: Request>(&'a self, request: &'a T) -> RequestCall<'a, T> {
+    pub fn request<'a, T: Request>(&'a self, request: &'a T) -> RequestCall<'a, T, T::Response> {
         RequestCall {
             bus: self,
             request,
             timeout: None,
             headers: Headers::new(),
+            run: RequestCall::<'a, T, T::Response>::run,
         }
     }
 
@@ -1407,16 +1408,21 @@ fn reply_payload<T: Request>(
     }
 }
 
-/// A request being set up; `.await` it for the reply.
+/// A request being set up; `.await` it for the reply of type `R` (the
+/// request topic `T`'s response).
 #[must_use = "a request does nothing until it is awaited"]
-pub struct RequestCall<'a, T> {
+pub struct RequestCall<'a, T, R> {
     bus: &'a Bus,
     request: &'a T,
     timeout: Option<Duration>,
     headers: Headers,
+    // Made by `Bus::request`, where `T: Request<Response = R>` is checked,
+    // so that `.await` needs no bound of its own: a request to a topic
+    // without a response is one error, at `request`.
+    run: fn(Self) -> BoxFuture<'a, Result<R>>,
 }
 
-impl<T> RequestCall<'_, T> {
+impl<T, R> RequestCall<'_, T, R> {
     /// Waits at most `timeout` for the reply instead of the bus default.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -1430,11 +1436,17 @@ impl<T> RequestCall<'_, T> {
     }
 }
 
-impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
-    type Output = Result<T::Response>;
-    type IntoFuture = BoxFuture<'a, Result<T::Response>>;
+impl<'a, T, R> IntoFuture for RequestCall<'a, T, R> {
+    type Output = Result<R>;
+    type IntoFuture = BoxFuture<'a, Result<R>>;
 
-    fn into_future(mut self) -> Self::IntoFuture {
+    fn into_future(self) -> Self::IntoFuture {
+        (self.run)(self)
+    }
+}
+
+impl<'a, T: Request> RequestCall<'a, T, T::Response> {
+    fn run(mut self) -> BoxFuture<'a, Result<T::Response>> {
         Box::pin(async move {
             let core = self.bus.core();
             let started = Instant::now();
@@ -1445,9 +1457,7 @@ impl<'a, T: Request> IntoFuture for RequestCall<'a, T> {
             result
         })
     }
-}
 
-impl<T: Request> RequestCall<'_, T> {
     async fn send(self, span: &tracing::Span) -> Result<T::Response> {
         let core = self.bus.core();
         core.check_open()?;
