@@ -85,32 +85,18 @@ pub(crate) fn smaller_dead_letter(dead: &Message) -> Option<Message> {
         .get_str(header::HEADERS_DROPPED)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    // Application headers go: the oversized ones first, then all. Of
+    // topicbus's own, only an oversized `ce_*` value (an unreadable one kept
+    // as received) goes.
     let drop_headers = |meta: &mut crate::message::Meta, oversized_only: bool| -> usize {
-        let doomed: Vec<String> = meta
-            .headers
-            .iter()
-            .filter(|(name, value)| {
-                !is_own(name)
-                    && (!oversized_only || name.len() + value.len() > OVERSIZED_HEADER_BYTES)
-            })
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        for name in &doomed {
-            meta.headers.remove(name);
-        }
-        // The unreadable values kept as received are topicbus's own names.
-        let own_oversized: Vec<String> = meta
-            .headers
-            .iter()
-            .filter(|(name, value)| {
-                name.starts_with("ce_") && name.len() + value.len() > OVERSIZED_HEADER_BYTES
-            })
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        for name in &own_oversized {
-            meta.headers.remove(name);
-        }
-        doomed.len() + own_oversized.len()
+        meta.headers.remove_where(|name, value| {
+            let oversized = name.len() + value.len() > OVERSIZED_HEADER_BYTES;
+            if is_own(name) {
+                name.starts_with("ce_") && oversized
+            } else {
+                oversized || !oversized_only
+            }
+        })
     };
     let dropped = drop_headers(&mut meta, true);
     if dropped > 0 {

@@ -128,6 +128,13 @@ impl Headers {
         Self(list)
     }
 
+    /// Removes every header for which `doomed` holds; returns how many.
+    pub(crate) fn remove_where(&mut self, mut doomed: impl FnMut(&str, &[u8]) -> bool) -> usize {
+        let before = self.0.len();
+        self.0.retain(|(name, value)| !doomed(name, value));
+        before - self.0.len()
+    }
+
     /// All headers in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(n, v)| (n.as_ref(), v.as_slice()))
