@@ -25,6 +25,8 @@
 mod fault;
 #[path = "support/kafka_cluster.rs"]
 mod kafka_cluster;
+#[path = "support/kafka_log.rs"]
+mod kafka_log;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::IntoFuture;
@@ -33,8 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
 use topicbus::{Bus, ErrorKind, Topic};
@@ -233,45 +233,18 @@ fn read_log(
     partitions: i32,
     run: u64,
 ) -> (HashMap<u64, u32>, BTreeMap<String, Vec<u64>>) {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("failover.log-reader.{run}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("log reader");
-    let mut list = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(10))
-            .expect("watermarks");
-        ends.insert(p, high);
-    }
-    consumer.assign(&list).expect("assign");
-    let mut read: HashMap<i32, i64> = (0..partitions).map(|p| (p, 0)).collect();
     let mut copies: HashMap<u64, u32> = HashMap::new();
     let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    while read.iter().any(|(p, at)| *at < ends[p]) {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(record)) => {
-                read.insert(record.partition(), record.offset() + 1);
-                let value: serde_json::Value =
-                    serde_json::from_slice(record.payload().unwrap_or_default())
-                        .expect("a JSON message");
-                if value["run"].as_u64() != Some(run) {
-                    continue;
-                }
-                let seq = value["seq"].as_u64().expect("a numbered message");
-                let key = value["key"].as_str().expect("a keyed message").to_owned();
-                *copies.entry(seq).or_default() += 1;
-                order.entry(key).or_default().push(seq);
-            }
-            Some(Err(error)) => panic!("reading the log of {topic}: {error}"),
-            None => panic!("reading the log of {topic} stalled at {read:?} of {ends:?}"),
+    let group = format!("failover.log-reader.{run}");
+    kafka_log::each_record(brokers, &group, topic, partitions, |_, _, value| {
+        if value["run"].as_u64() != Some(run) {
+            return;
         }
-    }
+        let seq = value["seq"].as_u64().expect("a numbered message");
+        let key = value["key"].as_str().expect("a keyed message").to_owned();
+        *copies.entry(seq).or_default() += 1;
+        order.entry(key).or_default().push(seq);
+    });
     (copies, order)
 }
 

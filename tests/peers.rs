@@ -363,6 +363,24 @@ fn report(direction: &str, sent: usize, handled: usize, duplicates: usize, probl
     assert_eq!((sent, lost), (COUNT, 0), "{direction}: sent and lost");
 }
 
+/// How many handlings of `seen` (per message id) were repeats.
+fn repeats<V>(seen: &BTreeMap<String, Vec<V>>) -> usize {
+    seen.values().map(|h| h.len() - 1).sum()
+}
+
+/// The counts of a direction where a peer asked and topicbus answered:
+/// `seen` is what topicbus handled, `asked` what the peer checked.
+fn report_answered<V>(direction: &str, seen: &BTreeMap<String, Vec<V>>, asked: &Summary) {
+    println!(
+        "peers {direction}: handled by topicbus={} replies checked by the peer={} unmatched={}",
+        seen.len(),
+        asked.handled,
+        asked.unmatched
+    );
+    let duplicates = repeats(seen) + asked.duplicates;
+    report(direction, asked.sent, asked.handled, duplicates, &[]);
+}
+
 fn chunk_text(seq: u64) -> String {
     format!("chunk {seq} <b>&</b> ü")
 }
@@ -451,8 +469,7 @@ async fn go_events_reach_a_typed_handler() {
             ));
         }
     }
-    let duplicates = seen.values().map(|h| h.len() - 1).sum();
-    report(direction, sent.sent, seen.len(), duplicates, &problems);
+    report(direction, sent.sent, seen.len(), repeats(&seen), &problems);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -500,14 +517,7 @@ async fn go_requests_get_typed_replies() {
     ]);
     let asked: Summary = go.summary().await;
     let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
-    let duplicates = seen.values().map(|h| h.len() - 1).sum::<usize>() + asked.duplicates;
-    println!(
-        "peers {direction}: handled by topicbus={} typed replies received by Go={} unmatched={}",
-        seen.len(),
-        asked.handled,
-        asked.unmatched
-    );
-    report(direction, asked.sent, asked.handled, duplicates, &[]);
+    report_answered(direction, &seen, &asked);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -750,8 +760,7 @@ async fn python_events_reach_a_typed_handler() {
             problems.push(format!("{what}: time {time:?}, want {expected_time:?}"));
         }
     }
-    let duplicates = seen.values().map(|h| h.len() - 1).sum();
-    report(direction, sent.sent, seen.len(), duplicates, &problems);
+    report(direction, sent.sent, seen.len(), repeats(&seen), &problems);
     bus.shutdown().await.expect("shutdown");
 }
 
@@ -797,14 +806,7 @@ async fn python_requests_get_replies() {
     ]);
     let asked: Summary = python.summary().await;
     let seen = std::mem::take(&mut *seen.lock().expect("poisoned"));
-    let duplicates = seen.values().map(|h| h.len() - 1).sum::<usize>() + asked.duplicates;
-    println!(
-        "peers {direction}: handled by topicbus={} replies checked by Python={} unmatched={}",
-        seen.len(),
-        asked.handled,
-        asked.unmatched
-    );
-    report(direction, asked.sent, asked.handled, duplicates, &[]);
+    report_answered(direction, &seen, &asked);
     bus.shutdown().await.expect("shutdown");
 }
 
