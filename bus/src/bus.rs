@@ -93,6 +93,12 @@ pub struct BusStats {
     /// Replies dropped because their MAC did not hold (with a
     /// [`ReplyKey`]): forged, altered, or from a responder without the key.
     pub rejected_replies: u64,
+    /// Replies read on a `{topic}.response` topic (Kafka in Go-envelope
+    /// mode, where every requester of `topic` reads the Go bus's replies)
+    /// that no request of this instance waits for: replies to other
+    /// instances, and late replies of its own (which cannot be told apart
+    /// there).
+    pub foreign_replies: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -655,6 +661,7 @@ impl Bus {
             pending_requests: core.pending.len(),
             late_replies: core.pending.late_replies(),
             rejected_replies: core.pending.rejected_replies(),
+            foreign_replies: core.pending.foreign_replies(),
         }
     }
 
@@ -792,7 +799,7 @@ impl BusCore {
         sent: impl FnOnce(bool),
     ) -> Result<Message> {
         let topic = request.meta.topic.clone();
-        self.transport.open_inbox().await?;
+        self.transport.open_inbox(&topic).await?;
         let now = Instant::now();
         // Past what an `Instant` holds, a request waits as good as forever.
         let deadline = now
