@@ -196,6 +196,7 @@ impl Pending {
     /// bus's responders answer): one that no request of this instance waits
     /// for is counted as foreign, not late, as it most likely answers
     /// another instance (a late reply there cannot be told apart from it).
+    #[cfg(feature = "kafka")]
     pub fn complete_shared(&self, reply: Message) {
         if self.hand_over(reply) == Handed::Unclaimed {
             self.foreign_replies.fetch_add(1, Ordering::Relaxed);
@@ -511,6 +512,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka")]
     fn a_shared_reply_nobody_here_waits_for_is_foreign_not_late() {
         let pending = Pending::new(8, None);
         let id = MessageId::new();
