@@ -1219,7 +1219,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         handler_name: &str,
         make: impl FnOnce(H) -> I,
         reply: Option<ReplyFn<I::Output>>,
-    ) -> Result<()> {
+    ) -> Result<Subscription> {
         let core = self.bus.core();
         if core.draining.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -1259,15 +1259,124 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             ephemeral: self.broadcast,
         };
         core.transport.join(spec, Arc::clone(&member)).await?;
+        let registration = Registration {
+            topic,
+            group,
+            member,
+        };
+        let subscription = Subscription {
+            core: Arc::clone(core),
+            topic: registration.topic.clone(),
+            group: Arc::clone(&registration.group),
+            member: Arc::clone(&registration.member),
+        };
         core.registrations
             .lock()
             .expect("poisoned")
-            .push(Registration {
-                topic,
-                group,
-                member,
-            });
-        Ok(())
+            .push(registration);
+        Ok(subscription)
+    }
+}
+
+/// One registration (`subscribe`, `serve`, `subscribe_raw`), returned by
+/// awaiting it: [`Subscription::stop`] ends it alone, the way
+/// [`Bus::shutdown`] ends them all.
+///
+/// Dropping the handle does not stop the subscription: it lasts until
+/// `stop`, the bus's shutdown, or the drop of the bus's last handle.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+/// # #[topic(name = "index.chunk.created")]
+/// # struct ChunkCreated { chunk_id: String }
+/// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+/// let audit = bus
+///     .group("audit")
+///     .subscribe(|chunk: ChunkCreated| async move {
+///         println!("{}", chunk.chunk_id);
+///         Ok::<(), std::convert::Infallible>(())
+///     })
+///     .await?;
+/// // ... later: finish what it is handling, leave the group, keep the bus
+/// audit.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    core: Arc<BusCore>,
+    topic: Cow<'static, str>,
+    group: Arc<str>,
+    member: Arc<dyn Member>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its consumer group (for a broadcast subscription, the group unique
+    /// to this instance).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Stops this subscription as [`Bus::shutdown`] stops every one: no new
+    /// messages are taken, the handlers in flight finish, and on a transport
+    /// that queues in this process (memory) what is queued for its group is
+    /// handled first when it is the group's last member here; then it
+    /// leaves the group, whose other members (here or elsewhere) take its
+    /// share. The bus and its other subscriptions go on.
+    ///
+    /// Waits at most the bus's shutdown timeout, then leaves at once and
+    /// returns [`Error::Timeout`]. Stopping a subscription that the bus
+    /// already stopped (a shutdown, a dropped bus) does nothing.
+    pub async fn stop(self) -> Result<()> {
+        let core = &self.core;
+        let registration = {
+            let mut registrations = core.registrations.lock().expect("poisoned");
+            let Some(at) = registrations
+                .iter()
+                .position(|reg| Arc::ptr_eq(&reg.member, &self.member))
+            else {
+                return Ok(());
+            };
+            registrations.swap_remove(at)
+        };
+        let limit = core.settings.shutdown_timeout;
+        let stop = async {
+            core.drain_last_members(std::slice::from_ref(&registration))
+                .await;
+            core.transport
+                .leave(
+                    &registration.topic,
+                    &registration.group,
+                    &registration.member,
+                )
+                .await;
+            registration.member.close().await;
+        };
+        if tokio::time::timeout(limit, stop).await.is_ok() {
+            return Ok(());
+        }
+        core.transport.leave_now(
+            &registration.topic,
+            &registration.group,
+            &registration.member,
+        );
+        Err(Error::Timeout {
+            topic: registration.topic.into_owned(),
+            after: limit,
+        })
     }
 }
 
@@ -1276,15 +1385,15 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
 /// unmet bound is reported as itself rather than as "not a future".
 #[doc(hidden)]
 pub trait Registers<H, M>: Sized + 'static {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>>;
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>>;
 }
 
 impl<'a, H, M, K> IntoFuture for Subscribe<'a, H, M, K>
 where
     K: Registers<H, M>,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
+    type Output = Result<Subscription>;
+    type IntoFuture = BoxFuture<'a, Result<Subscription>>;
 
     fn into_future(self) -> Self::IntoFuture {
         K::start(self)
@@ -1296,7 +1405,7 @@ where
     H: Handler<M, Output = ()>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         Box::pin(async move {
@@ -1322,7 +1431,7 @@ where
     H: Handler<M>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         let reply = registration.kind.0;
@@ -1353,7 +1462,9 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: std::fmt::Display + Send + 'static,
 {
-    fn start(registration: Subscribe<'_, RawHandler<F>, (), Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(
+        registration: Subscribe<'_, RawHandler<F>, (), Self>,
+    ) -> BoxFuture<'_, Result<Subscription>> {
         let topic = registration.handler.topic.clone();
         let name = format!("raw.{topic}");
         Box::pin(async move {

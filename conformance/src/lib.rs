@@ -122,6 +122,7 @@ macro_rules! __instantiate {
             // shutdown
             shutdown::shutdown_drains_in_flight_handlers_then_rejects_work,
             shutdown::shutdown_hands_queued_work_to_remaining_members,
+            shutdown::a_stopped_subscription_ends_alone,
             // start position, backpressure
             flow::start_from_earliest_replays_kept_history_to_a_new_group,
             flow::start_from_timestamp_replays_from_that_time,
