@@ -477,13 +477,57 @@ impl Bus {
         &self.core().service
     }
 
-    /// Publishes `message` to its topic; returns once the transport took it.
-    pub async fn publish<T: Topic>(&self, message: &T) -> Result<()> {
-        self.publish_with(message, Headers::new()).await
+    /// Publishes `message` to its topic; returns once the transport took it,
+    /// with the message's id (what its handlers see as [`Context::id`]).
+    pub async fn publish<T: Topic>(&self, message: &T) -> Result<MessageId> {
+        self.publish_message(message, None, Headers::new()).await
     }
 
-    /// Publishes `message` with application headers.
-    pub async fn publish_with<T: Topic>(&self, message: &T, mut headers: Headers) -> Result<()> {
+    /// Publishes `message` with application headers; returns its id.
+    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<MessageId> {
+        self.publish_message(message, None, headers).await
+    }
+
+    /// Publishes `message` under an id of the caller's (`ce_id` on the
+    /// wire), with application headers: a producer that derives ids from
+    /// its input (a database row, an upstream event) republishes the same
+    /// event under the same id, so that consumers can tell a repeat by its
+    /// id. An empty id is refused with [`Error::Config`].
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+    /// use topicbus::{Headers, MessageId};
+    ///
+    /// let chunk = ChunkCreated { chunk_id: "c-17".into() };
+    /// let id = MessageId::parse(&format!("chunk-created-{}", chunk.chunk_id));
+    /// bus.publish_with_id(&chunk, id, Headers::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with_id<T: Topic>(
+        &self,
+        message: &T,
+        id: MessageId,
+        headers: Headers,
+    ) -> Result<MessageId> {
+        if id.is_empty() {
+            return Err(Error::Config {
+                key: "ce_id".into(),
+                message: format!("the id of a message on `{}` must not be empty", T::NAME),
+            });
+        }
+        self.publish_message(message, Some(id), headers).await
+    }
+
+    async fn publish_message<T: Topic>(
+        &self,
+        message: &T,
+        id: Option<MessageId>,
+        mut headers: Headers,
+    ) -> Result<MessageId> {
         let core = self.core();
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
@@ -492,9 +536,11 @@ impl Bus {
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
-            let message = core.message(message, None, headers)?;
+            let message = core.message(message, None, headers, id)?;
             trace::record_message(&span, &message.meta);
-            core.publish(message).await
+            let id = message.meta.id.clone();
+            core.publish(message).await?;
+            Ok(id)
         }
         .await;
         core.metrics.published(T::NAME, 1, published.is_ok());
@@ -527,7 +573,7 @@ impl Bus {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
             let messages = messages
-                .map(|message| core.message(message, None, headers.clone()))
+                .map(|message| core.message(message, None, headers.clone(), None))
                 .collect::<Result<Vec<_>>>()?;
             count = messages.len();
             core.publish_batch(messages).await
@@ -848,18 +894,19 @@ impl BusCore {
         self.transport.close_now(&self.inbox);
     }
 
-    /// Builds the in-flight form of a typed message; a request (one with a
-    /// `reply_to`) is correlated by its own id.
+    /// Builds the in-flight form of a typed message, with `id` or a new
+    /// one; a request (one with a `reply_to`) is correlated by its own id.
     fn message<T: Topic>(
         &self,
         value: &T,
         reply_to: Option<Arc<str>>,
         headers: Headers,
+        id: Option<MessageId>,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
-            let id = MessageId::new();
+            let id = id.unwrap_or_default();
             Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
@@ -1578,7 +1625,12 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             });
         }
         let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-        let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
+        let message = core.message(
+            self.request,
+            Some(Arc::clone(&core.inbox)),
+            self.headers,
+            None,
+        )?;
         trace::record_message(span, &message.meta);
         core.ensure_topic::<T>().await?;
         let reply = core
