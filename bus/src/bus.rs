@@ -483,13 +483,57 @@ impl Bus {
         &self.core().service
     }
 
-    /// Publishes `message` to its topic; returns once the transport took it.
-    pub async fn publish<T: Topic>(&self, message: &T) -> Result<()> {
-        self.publish_with(message, Headers::new()).await
+    /// Publishes `message` to its topic; returns once the transport took it,
+    /// with the message's id (what its handlers see as [`Context::id`]).
+    pub async fn publish<T: Topic>(&self, message: &T) -> Result<MessageId> {
+        self.publish_message(message, None, Headers::new()).await
     }
 
-    /// Publishes `message` with application headers.
-    pub async fn publish_with<T: Topic>(&self, message: &T, mut headers: Headers) -> Result<()> {
+    /// Publishes `message` with application headers; returns its id.
+    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<MessageId> {
+        self.publish_message(message, None, headers).await
+    }
+
+    /// Publishes `message` under an id of the caller's (`ce_id` on the
+    /// wire), with application headers: a producer that derives ids from
+    /// its input (a database row, an upstream event) republishes the same
+    /// event under the same id, so that consumers can tell a repeat by its
+    /// id. An empty id is refused with [`Error::Config`].
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+    /// use topicbus::{Headers, MessageId};
+    ///
+    /// let chunk = ChunkCreated { chunk_id: "c-17".into() };
+    /// let id = MessageId::parse(&format!("chunk-created-{}", chunk.chunk_id));
+    /// bus.publish_with_id(&chunk, id, Headers::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with_id<T: Topic>(
+        &self,
+        message: &T,
+        id: MessageId,
+        headers: Headers,
+    ) -> Result<MessageId> {
+        if id.is_empty() {
+            return Err(Error::Config {
+                key: "ce_id".into(),
+                message: format!("the id of a message on `{}` must not be empty", T::NAME),
+            });
+        }
+        self.publish_message(message, Some(id), headers).await
+    }
+
+    async fn publish_message<T: Topic>(
+        &self,
+        message: &T,
+        id: Option<MessageId>,
+        mut headers: Headers,
+    ) -> Result<MessageId> {
         let core = self.core();
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
@@ -498,9 +542,11 @@ impl Bus {
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
-            let message = core.message(message, None, headers)?;
+            let message = core.message(message, None, headers, id)?;
             trace::record_message(&span, &message.meta);
-            core.publish(message).await
+            let id = message.meta.id.clone();
+            core.publish(message).await?;
+            Ok(id)
         }
         .await;
         core.metrics.published(T::NAME, 1, published.is_ok());
@@ -533,7 +579,7 @@ impl Bus {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
             let messages = messages
-                .map(|message| core.message(message, None, headers.clone()))
+                .map(|message| core.message(message, None, headers.clone(), None))
                 .collect::<Result<Vec<_>>>()?;
             count = messages.len();
             core.publish_batch(messages).await
@@ -855,18 +901,19 @@ impl BusCore {
         self.transport.close_now(&self.inbox);
     }
 
-    /// Builds the in-flight form of a typed message; a request (one with a
-    /// `reply_to`) is correlated by its own id.
+    /// Builds the in-flight form of a typed message, with `id` or a new
+    /// one; a request (one with a `reply_to`) is correlated by its own id.
     fn message<T: Topic>(
         &self,
         value: &T,
         reply_to: Option<Arc<str>>,
         headers: Headers,
+        id: Option<MessageId>,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
-            let id = MessageId::new();
+            let id = id.unwrap_or_default();
             Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
@@ -1226,7 +1273,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         handler_name: &str,
         make: impl FnOnce(H) -> I,
         reply: Option<ReplyFn<I::Output>>,
-    ) -> Result<()> {
+    ) -> Result<Subscription> {
         let core = self.bus.core();
         if core.draining.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -1266,15 +1313,124 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             ephemeral: self.broadcast,
         };
         core.transport.join(spec, Arc::clone(&member)).await?;
+        let registration = Registration {
+            topic,
+            group,
+            member,
+        };
+        let subscription = Subscription {
+            core: Arc::clone(core),
+            topic: registration.topic.clone(),
+            group: Arc::clone(&registration.group),
+            member: Arc::clone(&registration.member),
+        };
         core.registrations
             .lock()
             .expect("poisoned")
-            .push(Registration {
-                topic,
-                group,
-                member,
-            });
-        Ok(())
+            .push(registration);
+        Ok(subscription)
+    }
+}
+
+/// One registration (`subscribe`, `serve`, `subscribe_raw`), returned by
+/// awaiting it: [`Subscription::stop`] ends it alone, the way
+/// [`Bus::shutdown`] ends them all.
+///
+/// Dropping the handle does not stop the subscription: it lasts until
+/// `stop`, the bus's shutdown, or the drop of the bus's last handle.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+/// # #[topic(name = "index.chunk.created")]
+/// # struct ChunkCreated { chunk_id: String }
+/// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+/// let audit = bus
+///     .group("audit")
+///     .subscribe(|chunk: ChunkCreated| async move {
+///         println!("{}", chunk.chunk_id);
+///         Ok::<(), std::convert::Infallible>(())
+///     })
+///     .await?;
+/// // ... later: finish what it is handling, leave the group, keep the bus
+/// audit.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    core: Arc<BusCore>,
+    topic: Cow<'static, str>,
+    group: Arc<str>,
+    member: Arc<dyn Member>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its consumer group (for a broadcast subscription, the group unique
+    /// to this instance).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Stops this subscription as [`Bus::shutdown`] stops every one: no new
+    /// messages are taken, the handlers in flight finish, and on a transport
+    /// that queues in this process (memory) what is queued for its group is
+    /// handled first when it is the group's last member here; then it
+    /// leaves the group, whose other members (here or elsewhere) take its
+    /// share. The bus and its other subscriptions go on.
+    ///
+    /// Waits at most the bus's shutdown timeout, then leaves at once and
+    /// returns [`Error::Timeout`]. Stopping a subscription that the bus
+    /// already stopped (a shutdown, a dropped bus) does nothing.
+    pub async fn stop(self) -> Result<()> {
+        let core = &self.core;
+        let registration = {
+            let mut registrations = core.registrations.lock().expect("poisoned");
+            let Some(at) = registrations
+                .iter()
+                .position(|reg| Arc::ptr_eq(&reg.member, &self.member))
+            else {
+                return Ok(());
+            };
+            registrations.swap_remove(at)
+        };
+        let limit = core.settings.shutdown_timeout;
+        let stop = async {
+            core.drain_last_members(std::slice::from_ref(&registration))
+                .await;
+            core.transport
+                .leave(
+                    &registration.topic,
+                    &registration.group,
+                    &registration.member,
+                )
+                .await;
+            registration.member.close().await;
+        };
+        if tokio::time::timeout(limit, stop).await.is_ok() {
+            return Ok(());
+        }
+        core.transport.leave_now(
+            &registration.topic,
+            &registration.group,
+            &registration.member,
+        );
+        Err(Error::Timeout {
+            topic: registration.topic.into_owned(),
+            after: limit,
+        })
     }
 }
 
@@ -1283,15 +1439,15 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
 /// unmet bound is reported as itself rather than as "not a future".
 #[doc(hidden)]
 pub trait Registers<H, M>: Sized + 'static {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>>;
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>>;
 }
 
 impl<'a, H, M, K> IntoFuture for Subscribe<'a, H, M, K>
 where
     K: Registers<H, M>,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
+    type Output = Result<Subscription>;
+    type IntoFuture = BoxFuture<'a, Result<Subscription>>;
 
     fn into_future(self) -> Self::IntoFuture {
         K::start(self)
@@ -1303,7 +1459,7 @@ where
     H: Handler<M, Output = ()>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         Box::pin(async move {
@@ -1329,7 +1485,7 @@ where
     H: Handler<M>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         let reply = registration.kind.0;
@@ -1360,7 +1516,9 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: std::fmt::Display + Send + 'static,
 {
-    fn start(registration: Subscribe<'_, RawHandler<F>, (), Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(
+        registration: Subscribe<'_, RawHandler<F>, (), Self>,
+    ) -> BoxFuture<'_, Result<Subscription>> {
         let topic = registration.handler.topic.clone();
         let name = format!("raw.{topic}");
         Box::pin(async move {
@@ -1474,7 +1632,12 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             });
         }
         let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-        let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
+        let message = core.message(
+            self.request,
+            Some(Arc::clone(&core.inbox)),
+            self.headers,
+            None,
+        )?;
         trace::record_message(span, &message.meta);
         core.ensure_topic::<T>().await?;
         let reply = core

@@ -71,6 +71,7 @@ pub mod __fuzz;
 
 pub use crate::bus::{
     Bus, BusBuilder, BusStats, Group, RawHandler, RawRequestCall, RequestCall, Subscribe,
+    Subscription,
 };
 pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use crate::context::Context;
