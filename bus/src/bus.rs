@@ -12,10 +12,11 @@ use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::handler::{Handler, HandlerOptions, NamedHandler};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, RawMessage};
+use crate::middleware::{Delivery, ErasedLayer, Handled, HandlerService};
 use crate::reply::topics::ReplyTopics;
 use crate::reply::ReplyKey;
 use crate::request::{Outcome, Pending};
@@ -24,6 +25,7 @@ use crate::telemetry::trace;
 use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
+use tower::{Layer, Service};
 
 mod raw_request;
 pub use raw_request::RawRequestCall;
@@ -118,6 +120,8 @@ pub(crate) struct Settings {
     allowed_reply_topics: Vec<String>,
     reply_key: Option<ReplyKey>,
     pub(crate) header_limits: wire::HeaderLimits,
+    /// Around every handler call of every subscription, the first outermost.
+    layers: Vec<ErasedLayer>,
 }
 
 impl Default for Settings {
@@ -136,6 +140,7 @@ impl Default for Settings {
             max_message_bytes: None,
             allowed_reply_topics: Vec::new(),
             reply_key: None,
+            layers: Vec::new(),
         }
     }
 }
@@ -178,6 +183,21 @@ impl<T> BusBuilder<T> {
     /// Default time a request waits for its reply (default 30 s, as the Go bus).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Wraps every handler call of every subscription of the bus in
+    /// `layer`, outside the subscription's own layers (see
+    /// [`middleware`](crate::middleware)). Each subscription gets its own
+    /// instance of the layer's service.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.settings.layers.push(ErasedLayer::new(layer));
         self
     }
 
@@ -1204,6 +1224,7 @@ pub struct Subscribe<'a, H, M, K> {
     broadcast: bool,
     start: StartFrom,
     kind: K,
+    layers: Vec<ErasedLayer>,
     marker: PhantomData<fn(M)>,
 }
 
@@ -1216,8 +1237,23 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             broadcast: false,
             start: StartFrom::Latest,
             kind,
+            layers: Vec::new(),
             marker: PhantomData,
         }
+    }
+
+    /// Wraps every call of this handler in `layer`, inside the bus's layers
+    /// (see [`middleware`](crate::middleware)); the layer added first is
+    /// the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.layers.push(ErasedLayer::new(layer));
+        self
     }
 
     /// Joins this consumer group instead of the default one. Instances
@@ -1304,6 +1340,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             Arc::clone(&group),
             policy,
             reply,
+            &[&core.settings.layers[..], &self.layers[..]].concat(),
         ));
         let spec = SubscriptionSpec {
             topic: topic.clone(),

@@ -46,6 +46,7 @@ pub mod kafka;
 mod limit;
 pub mod memory;
 mod message;
+pub mod middleware;
 mod redrive;
 mod reply;
 mod request;
@@ -103,6 +104,8 @@ mod markdown {
     struct Delivery;
     #[doc = include_str!("../../docs/memory.md")]
     struct Memory;
+    #[doc = include_str!("../../docs/middleware.md")]
+    struct Middleware;
     #[cfg(feature = "kafka")]
     #[doc = include_str!("../../docs/kafka.md")]
     struct Kafka;

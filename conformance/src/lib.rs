@@ -111,6 +111,10 @@ macro_rules! __instantiate {
             failures::panicking_handler_is_contained_and_dead_lettered,
             failures::undecodable_message_is_dead_lettered_at_once,
             failures::hanging_handler_times_out_and_is_dead_lettered,
+            // the shipped middleware
+            middleware::dedup_layer_skips_ids_handled_in_its_window,
+            middleware::throttle_layer_spaces_handler_calls,
+            middleware::circuit_breaker_pauses_calls_while_the_dependency_fails,
             // request / reply
             request_reply::request_reply_round_trip_is_typed,
             request_reply::thousand_concurrent_requests_each_get_their_own_reply,

@@ -3,6 +3,7 @@
 pub mod failures;
 pub mod flow;
 pub mod groups;
+pub mod middleware;
 pub mod order;
 pub mod pubsub;
 pub mod raw_request;
