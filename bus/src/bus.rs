@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
 use crate::error::{BoxError, Error, Result};
-use crate::handler::{Handler, HandlerOptions, NamedHandler};
+use crate::handler::{Handler, HandlerOptions, HandlerResult, NamedHandler, OutputOf};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, RawMessage};
 use crate::middleware::{Delivery, ErasedLayer, Handled, HandlerService};
@@ -505,12 +505,16 @@ impl Bus {
 
     /// Publishes `message` to its topic; returns once the transport took it,
     /// with the message's id (what its handlers see as [`Context::id`]).
-    pub async fn publish<T: Topic>(&self, message: &T) -> Result<MessageId> {
+    pub async fn publish(&self, message: &dyn Publishable) -> Result<MessageId> {
         self.publish_message(message, None, Headers::new()).await
     }
 
     /// Publishes `message` with application headers; returns its id.
-    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<MessageId> {
+    pub async fn publish_with(
+        &self,
+        message: &dyn Publishable,
+        headers: Headers,
+    ) -> Result<MessageId> {
         self.publish_message(message, None, headers).await
     }
 
@@ -533,43 +537,54 @@ impl Bus {
     /// bus.publish_with_id(&chunk, id, Headers::new()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn publish_with_id<T: Topic>(
+    pub async fn publish_with_id(
         &self,
-        message: &T,
+        message: &dyn Publishable,
         id: MessageId,
         headers: Headers,
     ) -> Result<MessageId> {
         if id.is_empty() {
             return Err(Error::Config {
                 key: "ce_id".into(),
-                message: format!("the id of a message on `{}` must not be empty", T::NAME),
+                message: format!(
+                    "the id of a message on `{}` must not be empty",
+                    message.__topic()
+                ),
             });
         }
         self.publish_message(message, Some(id), headers).await
     }
 
-    async fn publish_message<T: Topic>(
+    // Not generic: `publish` takes `&dyn Publishable`, so that a type that
+    // is not a topic is one error at the argument, not also one at the
+    // returned future and one at its `.await`.
+    async fn publish_message(
         &self,
-        message: &T,
+        message: &dyn Publishable,
         id: Option<MessageId>,
         mut headers: Headers,
     ) -> Result<MessageId> {
         let core = self.core();
+        let topic = message.__topic();
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
-        let span = trace::publish_span(T::NAME);
+        let span = trace::publish_span(topic);
         trace::inject(&span, &mut headers);
         let published = async {
             core.check_open()?;
-            core.ensure_topic::<T>().await?;
-            let message = core.message(message, None, headers, id)?;
+            if core.transport.provisions_topics() {
+                core.transport
+                    .ensure_topic(topic, message.__partitions())
+                    .await?;
+            }
+            let message = message.__build(Outgoing { core, headers, id })?.0;
             trace::record_message(&span, &message.meta);
             let id = message.meta.id.clone();
             core.publish(message).await?;
             Ok(id)
         }
         .await;
-        core.metrics.published(T::NAME, 1, published.is_ok());
+        core.metrics.published(topic, 1, published.is_ok());
         published
     }
 
@@ -654,7 +669,7 @@ impl Bus {
     /// in a named group with [`Bus::group`].
     pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Event>
     where
-        H: Handler<M, Output = ()>,
+        H: Handler<M, Result: HandlerResult<Ok = ()>>,
         M: NamedHandler,
     {
         Subscribe::new(self, handler, Event)
@@ -662,10 +677,10 @@ impl Bus {
 
     /// Registers a request handler: its result is the reply. Groups work as
     /// for [`Bus::subscribe`].
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve<H::Output>>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve<OutputOf<H, M>>>
     where
         H: Handler<M>,
-        H::Topic: Request<Response = H::Output>,
+        H::Topic: Request<Response = OutputOf<H, M>>,
         M: NamedHandler,
     {
         Subscribe::new(self, handler, Serve::of::<H::Topic>())
@@ -1174,16 +1189,16 @@ impl<'a> Group<'a> {
     /// Registers an event handler in this group (see [`Bus::subscribe`]).
     pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Event>
     where
-        H: Handler<M, Output = ()>,
+        H: Handler<M, Result: HandlerResult<Ok = ()>>,
     {
         Subscribe::new(self.bus, handler, Event).group(self.name.clone())
     }
 
     /// Registers a request handler in this group (see [`Bus::serve`]).
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve<H::Output>>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve<OutputOf<H, M>>>
     where
         H: Handler<M>,
-        H::Topic: Request<Response = H::Output>,
+        H::Topic: Request<Response = OutputOf<H, M>>,
     {
         Subscribe::new(self.bus, handler, Serve::of::<H::Topic>()).group(self.name.clone())
     }
@@ -1493,7 +1508,7 @@ where
 
 impl<H, M> Registers<H, M> for Event
 where
-    H: Handler<M, Output = ()>,
+    H: Handler<M, Result: HandlerResult<Ok = ()>>,
     M: 'static,
 {
     fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
@@ -1517,7 +1532,7 @@ where
 // Only `H: Handler<M>`: the request bound was checked where the reply
 // function was made (`serve`), so a handler that is not a request handler
 // is one error there, not a second one at `.await`.
-impl<H, M> Registers<H, M> for Serve<H::Output>
+impl<H, M> Registers<H, M> for Serve<OutputOf<H, M>>
 where
     H: Handler<M>,
     M: 'static,
@@ -1685,3 +1700,51 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
         crate::reply::read::typed::<T>(reply, core.max_message_bytes)
     }
 }
+
+/// What [`Bus::publish`] takes: a value of any [`Topic`] type (derive it).
+/// Implemented for every topic type, and only for them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a topic",
+    label = "this type is not bound to a topic",
+    note = "add `#[derive(topicbus::Topic)]` and `#[topic(name = \"...\")]` to the type's definition"
+)]
+pub trait Publishable: Sync {
+    #[doc(hidden)]
+    fn __topic(&self) -> &'static str;
+    #[doc(hidden)]
+    fn __partitions(&self) -> Option<u32>;
+    #[doc(hidden)]
+    fn __build(&self, outgoing: Outgoing<'_>) -> Result<Built>;
+}
+
+// Not looked through in errors: a type that is not a topic is reported as
+// not `Publishable`, with the message above, at the user's argument.
+#[diagnostic::do_not_recommend]
+impl<T: Topic> Publishable for T {
+    fn __topic(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn __partitions(&self) -> Option<u32> {
+        T::PARTITIONS
+    }
+
+    fn __build(&self, outgoing: Outgoing<'_>) -> Result<Built> {
+        outgoing
+            .core
+            .message(self, None, outgoing.headers, outgoing.id)
+            .map(Built)
+    }
+}
+
+/// What a publish adds to the value. Not public API.
+#[doc(hidden)]
+pub struct Outgoing<'a> {
+    core: &'a BusCore,
+    headers: Headers,
+    id: Option<MessageId>,
+}
+
+/// A message ready for the transport. Not public API.
+#[doc(hidden)]
+pub struct Built(Message);

@@ -20,7 +20,7 @@ use crate::bus::BusCore;
 use crate::codec::Codec;
 use crate::context::Context;
 use crate::error::BoxError;
-use crate::handler::Handler;
+use crate::handler::{Handler, HandlerResult, OutputOf};
 use crate::message::{header, Message, Meta, Payload, RawMessage};
 use crate::middleware::{CallError, Delivery, ErasedLayer, Handled, HandlerService};
 use crate::telemetry::metrics::HandlerMetrics;
@@ -129,8 +129,8 @@ pub(crate) trait Invoke: Send + Sync + 'static {
 pub(crate) struct Typed<H, M>(pub H, pub PhantomData<fn(M)>);
 
 impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
-    type Output = H::Output;
-    type Error = H::Error;
+    type Output = OutputOf<H, M>;
+    type Error = <H::Result as HandlerResult>::Err;
     const CHECKS_INPUT: bool = true;
     const CONTENT_TYPE: Option<&'static str> =
         Some(<<H::Topic as Topic>::Codec as Codec>::CONTENT_TYPE);
@@ -139,9 +139,10 @@ impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
         &self,
         message: &Message,
         context: impl FnOnce() -> Context,
-    ) -> Result<impl Future<Output = Result<H::Output, H::Error>> + Send, Failure> {
+    ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure> {
         let value = decode::<H::Topic>(message)?;
-        Ok(self.0.call(value, context))
+        let call = self.0.call(value, context);
+        Ok(async move { call.await.into_result() })
     }
 }
 
