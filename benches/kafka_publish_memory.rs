@@ -13,6 +13,14 @@
 //! ```text
 //! cargo bench --features kafka --bench kafka_publish_memory
 //! ```
+//!
+//! Its processes also serve to count instructions per record with
+//! callgrind (docs/performance.md has the commands): with env
+//! `BENCH_PUBLISH_MEMORY_ROLE` = `mock` it serves the mock cluster and prints
+//! its address; `topicbus` or `raw` publishes, `consume` (a topicbus
+//! subscription in a fresh group) or `raw-consume` (an assigned raw
+//! consumer that decodes each event) reads N events from the start, each on
+//! the brokers in `BENCH_PUBLISH_MEMORY_BROKERS`.
 
 mod common;
 
@@ -20,12 +28,17 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::util::Timeout;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
 use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, Topic};
+use topicbus::{Bus, StartFrom, Topic};
 
 const PARTITIONS: i32 = 8;
 const ROLE: &str = "BENCH_PUBLISH_MEMORY_ROLE";
@@ -107,6 +120,90 @@ fn publish_topicbus(brokers: &str, n: usize) {
     });
 }
 
+/// Reads `n` events from the start of the topic in a fresh group.
+fn consume_topicbus(brokers: &str, n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let bus = Bus::builder()
+            .service("bench-consume-cost")
+            .kafka(
+                KafkaConfig::new(brokers)
+                    .provision_topics(false)
+                    .set("fetch.wait.max.ms", "1")
+                    .set("session.timeout.ms", "6000")
+                    .set("heartbeat.interval.ms", "500"),
+            )
+            .connect()
+            .await
+            .expect("connect");
+        let seen = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let (counting, finished) = (Arc::clone(&seen), Arc::clone(&done));
+        let group = format!("bench.cost.{}", std::process::id());
+        bus.group(group)
+            .subscribe(move |event: Published| {
+                std::hint::black_box(&event);
+                if counting.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                    finished.notify_one();
+                }
+                std::future::ready(Ok::<(), std::convert::Infallible>(()))
+            })
+            .start_from(StartFrom::Earliest)
+            .await
+            .expect("subscribe");
+        let start = Instant::now();
+        done.notified().await;
+        println!(
+            "peak_kib={} took_ms={}",
+            peak_rss_kib(),
+            start.elapsed().as_millis()
+        );
+        bus.shutdown().await.expect("shutdown");
+    });
+}
+
+/// Reads `n` events from the start of every partition with a raw consumer
+/// (assigned, no group), decoding each as topicbus's handler does.
+fn consume_raw(brokers: &str, n: usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench.cost.raw.{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "1")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(Published::NAME, partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let start = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let event: Published =
+                    serde_json::from_slice(message.payload().unwrap_or_default()).expect("decode");
+                std::hint::black_box(&event);
+                seen += 1;
+            }
+            Some(Err(error)) => panic!("raw consume: {error}"),
+            None => {}
+        }
+    }
+    println!(
+        "peak_kib={} took_ms={}",
+        peak_rss_kib(),
+        start.elapsed().as_millis()
+    );
+}
+
 fn publish_raw(brokers: &str, n: usize) {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -178,6 +275,8 @@ fn main() {
         Ok("mock") => return serve_mock(),
         Ok("topicbus") => return publish_topicbus(&std::env::var(BROKERS).expect("brokers"), n),
         Ok("raw") => return publish_raw(&std::env::var(BROKERS).expect("brokers"), n),
+        Ok("consume") => return consume_topicbus(&std::env::var(BROKERS).expect("brokers"), n),
+        Ok("raw-consume") => return consume_raw(&std::env::var(BROKERS).expect("brokers"), n),
         _ => {}
     }
     let rounds: usize = env_or("BENCH_PUBLISH_MEMORY_ROUNDS", 5);
