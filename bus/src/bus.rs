@@ -531,7 +531,7 @@ impl Bus {
         // The values only: each is encoded when the transport is ready for
         // it, so a long batch is never held encoded all at once.
         let values: Vec<&T> = messages.into_iter().collect();
-        let mut count = 0;
+        let count = values.len();
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
@@ -539,7 +539,6 @@ impl Bus {
                 values: values.iter(),
                 core,
                 headers: &headers,
-                count: &mut count,
             };
             core.publish_batch(messages).await
         }
@@ -1492,13 +1491,12 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
     }
 }
 
-/// The messages of a batch, each encoded when it is taken; counts them.
-/// (A named type rather than a closure, so the publish future stays `Send`.)
+/// The messages of a batch, each encoded when it is taken. (A named type
+/// rather than a closure, so that the publish future stays `Send`.)
 struct Encoding<'a, T> {
     values: std::slice::Iter<'a, &'a T>,
     core: &'a BusCore,
     headers: &'a Headers,
-    count: &'a mut usize,
 }
 
 impl<T: Topic> Iterator for Encoding<'_, T> {
@@ -1506,7 +1504,6 @@ impl<T: Topic> Iterator for Encoding<'_, T> {
 
     fn next(&mut self) -> Option<Result<Message>> {
         let value = self.values.next()?;
-        *self.count += 1;
         Some(self.core.message(*value, None, self.headers.clone()))
     }
 }
