@@ -12,10 +12,11 @@ use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::handler::{Handler, HandlerOptions, NamedHandler};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, RawMessage};
+use crate::middleware::{Delivery, ErasedLayer, Handled, HandlerService};
 use crate::reply::topics::ReplyTopics;
 use crate::reply::ReplyKey;
 use crate::request::{Outcome, Pending};
@@ -24,6 +25,7 @@ use crate::telemetry::trace;
 use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
+use tower::{Layer, Service};
 
 mod raw_request;
 pub use raw_request::RawRequestCall;
@@ -93,6 +95,12 @@ pub struct BusStats {
     /// Replies dropped because their MAC did not hold (with a
     /// [`ReplyKey`]): forged, altered, or from a responder without the key.
     pub rejected_replies: u64,
+    /// Replies read on a `{topic}.response` topic (Kafka in Go-envelope
+    /// mode, where every requester of `topic` reads the Go bus's replies)
+    /// that no request of this instance waits for: replies to other
+    /// instances, and late replies of its own (which cannot be told apart
+    /// there).
+    pub foreign_replies: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +120,8 @@ pub(crate) struct Settings {
     allowed_reply_topics: Vec<String>,
     reply_key: Option<ReplyKey>,
     pub(crate) header_limits: wire::HeaderLimits,
+    /// Around every handler call of every subscription, the first outermost.
+    layers: Vec<ErasedLayer>,
 }
 
 impl Default for Settings {
@@ -130,6 +140,7 @@ impl Default for Settings {
             max_message_bytes: None,
             allowed_reply_topics: Vec::new(),
             reply_key: None,
+            layers: Vec::new(),
         }
     }
 }
@@ -172,6 +183,21 @@ impl<T> BusBuilder<T> {
     /// Default time a request waits for its reply (default 30 s, as the Go bus).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Wraps every handler call of every subscription of the bus in
+    /// `layer`, outside the subscription's own layers (see
+    /// [`middleware`](crate::middleware)). Each subscription gets its own
+    /// instance of the layer's service.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.settings.layers.push(ErasedLayer::new(layer));
         self
     }
 
@@ -477,13 +503,57 @@ impl Bus {
         &self.core().service
     }
 
-    /// Publishes `message` to its topic; returns once the transport took it.
-    pub async fn publish<T: Topic>(&self, message: &T) -> Result<()> {
-        self.publish_with(message, Headers::new()).await
+    /// Publishes `message` to its topic; returns once the transport took it,
+    /// with the message's id (what its handlers see as [`Context::id`]).
+    pub async fn publish<T: Topic>(&self, message: &T) -> Result<MessageId> {
+        self.publish_message(message, None, Headers::new()).await
     }
 
-    /// Publishes `message` with application headers.
-    pub async fn publish_with<T: Topic>(&self, message: &T, mut headers: Headers) -> Result<()> {
+    /// Publishes `message` with application headers; returns its id.
+    pub async fn publish_with<T: Topic>(&self, message: &T, headers: Headers) -> Result<MessageId> {
+        self.publish_message(message, None, headers).await
+    }
+
+    /// Publishes `message` under an id of the caller's (`ce_id` on the
+    /// wire), with application headers: a producer that derives ids from
+    /// its input (a database row, an upstream event) republishes the same
+    /// event under the same id, so that consumers can tell a repeat by its
+    /// id. An empty id is refused with [`Error::Config`].
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+    /// use topicbus::{Headers, MessageId};
+    ///
+    /// let chunk = ChunkCreated { chunk_id: "c-17".into() };
+    /// let id = MessageId::parse(&format!("chunk-created-{}", chunk.chunk_id));
+    /// bus.publish_with_id(&chunk, id, Headers::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with_id<T: Topic>(
+        &self,
+        message: &T,
+        id: MessageId,
+        headers: Headers,
+    ) -> Result<MessageId> {
+        if id.is_empty() {
+            return Err(Error::Config {
+                key: "ce_id".into(),
+                message: format!("the id of a message on `{}` must not be empty", T::NAME),
+            });
+        }
+        self.publish_message(message, Some(id), headers).await
+    }
+
+    async fn publish_message<T: Topic>(
+        &self,
+        message: &T,
+        id: Option<MessageId>,
+        mut headers: Headers,
+    ) -> Result<MessageId> {
         let core = self.core();
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
@@ -492,9 +562,11 @@ impl Bus {
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
-            let message = core.message(message, None, headers)?;
+            let message = core.message(message, None, headers, id)?;
             trace::record_message(&span, &message.meta);
-            core.publish(message).await
+            let id = message.meta.id.clone();
+            core.publish(message).await?;
+            Ok(id)
         }
         .await;
         core.metrics.published(T::NAME, 1, published.is_ok());
@@ -665,6 +737,7 @@ impl Bus {
             pending_requests: core.pending.len(),
             late_replies: core.pending.late_replies(),
             rejected_replies: core.pending.rejected_replies(),
+            foreign_replies: core.pending.foreign_replies(),
         }
     }
 
@@ -804,7 +877,7 @@ impl BusCore {
         sent: impl FnOnce(bool),
     ) -> Result<Message> {
         let topic = request.meta.topic.clone();
-        self.transport.open_inbox().await?;
+        self.transport.open_inbox(&topic).await?;
         let now = Instant::now();
         // Past what an `Instant` holds, a request waits as good as forever.
         let deadline = now
@@ -860,18 +933,19 @@ impl BusCore {
         self.transport.close_now(&self.inbox);
     }
 
-    /// Builds the in-flight form of a typed message; a request (one with a
-    /// `reply_to`) is correlated by its own id.
+    /// Builds the in-flight form of a typed message, with `id` or a new
+    /// one; a request (one with a `reply_to`) is correlated by its own id.
     fn message<T: Topic>(
         &self,
         value: &T,
         reply_to: Option<Arc<str>>,
         headers: Headers,
+        id: Option<MessageId>,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
-            let id = MessageId::new();
+            let id = id.unwrap_or_default();
             Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
@@ -1162,6 +1236,7 @@ pub struct Subscribe<'a, H, M, K> {
     broadcast: bool,
     start: StartFrom,
     kind: K,
+    layers: Vec<ErasedLayer>,
     marker: PhantomData<fn(M)>,
 }
 
@@ -1174,8 +1249,23 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             broadcast: false,
             start: StartFrom::Latest,
             kind,
+            layers: Vec::new(),
             marker: PhantomData,
         }
+    }
+
+    /// Wraps every call of this handler in `layer`, inside the bus's layers
+    /// (see [`middleware`](crate::middleware)); the layer added first is
+    /// the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.layers.push(ErasedLayer::new(layer));
+        self
     }
 
     /// Joins this consumer group instead of the default one. Instances
@@ -1231,7 +1321,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         handler_name: &str,
         make: impl FnOnce(H) -> I,
         reply: Option<ReplyFn<I::Output>>,
-    ) -> Result<()> {
+    ) -> Result<Subscription> {
         let core = self.bus.core();
         if core.draining.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -1262,6 +1352,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             Arc::clone(&group),
             policy,
             reply,
+            &[&core.settings.layers[..], &self.layers[..]].concat(),
         ));
         let spec = SubscriptionSpec {
             topic: topic.clone(),
@@ -1271,15 +1362,124 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             ephemeral: self.broadcast,
         };
         core.transport.join(spec, Arc::clone(&member)).await?;
+        let registration = Registration {
+            topic,
+            group,
+            member,
+        };
+        let subscription = Subscription {
+            core: Arc::clone(core),
+            topic: registration.topic.clone(),
+            group: Arc::clone(&registration.group),
+            member: Arc::clone(&registration.member),
+        };
         core.registrations
             .lock()
             .expect("poisoned")
-            .push(Registration {
-                topic,
-                group,
-                member,
-            });
-        Ok(())
+            .push(registration);
+        Ok(subscription)
+    }
+}
+
+/// One registration (`subscribe`, `serve`, `subscribe_raw`), returned by
+/// awaiting it: [`Subscription::stop`] ends it alone, the way
+/// [`Bus::shutdown`] ends them all.
+///
+/// Dropping the handle does not stop the subscription: it lasts until
+/// `stop`, the bus's shutdown, or the drop of the bus's last handle.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+/// # #[topic(name = "index.chunk.created")]
+/// # struct ChunkCreated { chunk_id: String }
+/// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+/// let audit = bus
+///     .group("audit")
+///     .subscribe(|chunk: ChunkCreated| async move {
+///         println!("{}", chunk.chunk_id);
+///         Ok::<(), std::convert::Infallible>(())
+///     })
+///     .await?;
+/// // ... later: finish what it is handling, leave the group, keep the bus
+/// audit.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    core: Arc<BusCore>,
+    topic: Cow<'static, str>,
+    group: Arc<str>,
+    member: Arc<dyn Member>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its consumer group (for a broadcast subscription, the group unique
+    /// to this instance).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Stops this subscription as [`Bus::shutdown`] stops every one: no new
+    /// messages are taken, the handlers in flight finish, and on a transport
+    /// that queues in this process (memory) what is queued for its group is
+    /// handled first when it is the group's last member here; then it
+    /// leaves the group, whose other members (here or elsewhere) take its
+    /// share. The bus and its other subscriptions go on.
+    ///
+    /// Waits at most the bus's shutdown timeout, then leaves at once and
+    /// returns [`Error::Timeout`]. Stopping a subscription that the bus
+    /// already stopped (a shutdown, a dropped bus) does nothing.
+    pub async fn stop(self) -> Result<()> {
+        let core = &self.core;
+        let registration = {
+            let mut registrations = core.registrations.lock().expect("poisoned");
+            let Some(at) = registrations
+                .iter()
+                .position(|reg| Arc::ptr_eq(&reg.member, &self.member))
+            else {
+                return Ok(());
+            };
+            registrations.swap_remove(at)
+        };
+        let limit = core.settings.shutdown_timeout;
+        let stop = async {
+            core.drain_last_members(std::slice::from_ref(&registration))
+                .await;
+            core.transport
+                .leave(
+                    &registration.topic,
+                    &registration.group,
+                    &registration.member,
+                )
+                .await;
+            registration.member.close().await;
+        };
+        if tokio::time::timeout(limit, stop).await.is_ok() {
+            return Ok(());
+        }
+        core.transport.leave_now(
+            &registration.topic,
+            &registration.group,
+            &registration.member,
+        );
+        Err(Error::Timeout {
+            topic: registration.topic.into_owned(),
+            after: limit,
+        })
     }
 }
 
@@ -1288,15 +1488,15 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
 /// unmet bound is reported as itself rather than as "not a future".
 #[doc(hidden)]
 pub trait Registers<H, M>: Sized + 'static {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>>;
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>>;
 }
 
 impl<'a, H, M, K> IntoFuture for Subscribe<'a, H, M, K>
 where
     K: Registers<H, M>,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
+    type Output = Result<Subscription>;
+    type IntoFuture = BoxFuture<'a, Result<Subscription>>;
 
     fn into_future(self) -> Self::IntoFuture {
         K::start(self)
@@ -1308,7 +1508,7 @@ where
     H: Handler<M, Output = ()>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         Box::pin(async move {
@@ -1334,7 +1534,7 @@ where
     H: Handler<M>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         let reply = registration.kind.0;
@@ -1365,7 +1565,9 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: std::fmt::Display + Send + 'static,
 {
-    fn start(registration: Subscribe<'_, RawHandler<F>, (), Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(
+        registration: Subscribe<'_, RawHandler<F>, (), Self>,
+    ) -> BoxFuture<'_, Result<Subscription>> {
         let topic = registration.handler.topic.clone();
         let name = format!("raw.{topic}");
         Box::pin(async move {
@@ -1479,7 +1681,12 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             });
         }
         let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-        let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
+        let message = core.message(
+            self.request,
+            Some(Arc::clone(&core.inbox)),
+            self.headers,
+            None,
+        )?;
         trace::record_message(span, &message.meta);
         core.ensure_topic::<T>().await?;
         let reply = core
@@ -1504,6 +1711,6 @@ impl<T: Topic> Iterator for Encoding<'_, T> {
 
     fn next(&mut self) -> Option<Result<Message>> {
         let value = self.values.next()?;
-        Some(self.core.message(*value, None, self.headers.clone()))
+        Some(self.core.message(*value, None, self.headers.clone(), None))
     }
 }

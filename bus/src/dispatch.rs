@@ -14,12 +14,15 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::Notify;
+use tower::{Service, ServiceExt};
 
 use crate::bus::BusCore;
 use crate::codec::Codec;
 use crate::context::Context;
+use crate::error::BoxError;
 use crate::handler::Handler;
 use crate::message::{header, Message, Meta, Payload, RawMessage};
+use crate::middleware::{CallError, Delivery, ErasedLayer, Handled, HandlerService};
 use crate::telemetry::metrics::HandlerMetrics;
 use crate::telemetry::trace::{self, Handling};
 use crate::topic::Topic;
@@ -176,7 +179,11 @@ where
 
 /// A registered handler, as a group member.
 pub(crate) struct HandlerMember<I: Invoke> {
-    invoke: I,
+    invoke: Arc<I>,
+    /// The user's layers around the handler call, when there are any.
+    /// Calls wait for it one at a time in `poll_ready`, as tower services
+    /// expect, and run their futures side by side.
+    stack: Option<tokio::sync::Mutex<HandlerService>>,
     core: Arc<BusCore>,
     group: Arc<str>,
     policy: Policy,
@@ -193,9 +200,19 @@ impl<I: Invoke> HandlerMember<I> {
         group: Arc<str>,
         policy: Policy,
         reply: Option<ReplyFn<I::Output>>,
+        layers: &[ErasedLayer],
     ) -> Self {
+        let invoke = Arc::new(invoke);
+        let stack = (!layers.is_empty()).then(|| {
+            let innermost = HandlerService::new(Innermost {
+                invoke: Arc::clone(&invoke),
+                timeout: policy.timeout,
+            });
+            tokio::sync::Mutex::new(ErasedLayer::stack(layers, innermost))
+        });
         Self {
             invoke,
+            stack,
             core,
             metrics: HandlerMetrics::new(topic, &group),
             group,
@@ -233,7 +250,7 @@ impl<I: Invoke> HandlerMember<I> {
         match self.attempt(message, 1).await {
             Ok(output) => {
                 self.metrics.handled();
-                if is_request {
+                if let (true, Some(output)) = (is_request, output) {
                     self.send_reply(message, Ok(output)).await;
                 }
             }
@@ -263,7 +280,7 @@ impl<I: Invoke> HandlerMember<I> {
             match self.attempt(message, attempt).await {
                 Ok(output) => {
                     self.metrics.handled();
-                    if is_request {
+                    if let (true, Some(output)) = (is_request, output) {
                         self.send_reply(message, Ok(output)).await;
                     }
                     return;
@@ -282,7 +299,9 @@ impl<I: Invoke> HandlerMember<I> {
         }
     }
 
-    async fn attempt(&self, message: &Message, attempt: u32) -> Result<I::Output, Failure> {
+    /// One call of the handler, through the layers if there are any: the
+    /// output, or `None` when a layer skipped the handler.
+    async fn attempt(&self, message: &Message, attempt: u32) -> Result<Option<I::Output>, Failure> {
         let context = || Context {
             message: message.clone(),
             attempt,
@@ -291,30 +310,12 @@ impl<I: Invoke> HandlerMember<I> {
             trace: trace::current(),
         };
         let _timer = self.metrics.call();
-        // A closure handler may panic before it returns its future (and a
-        // payload's `Deserialize` may panic while decoding): contain that too.
-        let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.invoke.invoke(message, context)));
-        let call = match started {
-            Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
-            Err(panic) => return Err(panicked(&*panic)),
-        };
-        let outcome = match self.policy.timeout {
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(Failure::transient(
-                        "timeout",
-                        format!("handler did not finish within {limit:?}"),
-                    ))
-                }
-            },
-            None => call.await,
-        };
-        match outcome {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
-            Err(panic) => Err(panicked(&*panic)),
+        match &self.stack {
+            None => call(&*self.invoke, message, context, self.policy.timeout)
+                .await
+                .map(Some),
+            // Boxed: the future of every unlayered delivery stays as small.
+            Some(stack) => Box::pin(call_layered::<I>(stack, Delivery::new(context()))).await,
         }
     }
 
@@ -548,6 +549,112 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Calls the handler on `message`, contained: its error, a panic (also
+/// while decoding or before its future exists) and its time limit are
+/// failures.
+async fn call<I: Invoke>(
+    invoke: &I,
+    message: &Message,
+    context: impl FnOnce() -> Context,
+    timeout: Option<Duration>,
+) -> Result<I::Output, Failure> {
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| invoke.invoke(message, context)));
+    let call = match started {
+        Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
+        Err(panic) => return Err(panicked(&*panic)),
+    };
+    let outcome = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Failure::transient(
+                    "timeout",
+                    format!("handler did not finish within {limit:?}"),
+                ))
+            }
+        },
+        None => call.await,
+    };
+    match outcome {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
+        Err(panic) => Err(panicked(&*panic)),
+    }
+}
+
+/// Calls the handler through the layers of `stack`; a panic in a layer is
+/// contained like one in the handler.
+async fn call_layered<I: Invoke>(
+    stack: &tokio::sync::Mutex<HandlerService>,
+    delivery: Delivery,
+) -> Result<Option<I::Output>, Failure> {
+    let through = async {
+        let mut service = stack.lock().await;
+        service.ready().await?;
+        let call = service.call(delivery);
+        drop(service);
+        call.await
+    };
+    match AssertUnwindSafe(through).catch_unwind().await {
+        Ok(Ok(handled)) => match handled.into_output() {
+            None => Ok(None),
+            Some(output) => output
+                .downcast::<I::Output>()
+                .map(|output| Some(*output))
+                .map_err(|_| {
+                    Failure::permanent(
+                        "middleware",
+                        "a layer answered with an output the handler does not make".to_owned(),
+                    )
+                }),
+        },
+        Ok(Err(error)) => Err(match error.downcast::<CallError>() {
+            Ok(call) => Failure {
+                kind: call.kind,
+                reason: call.reason,
+                permanent: call.permanent,
+            },
+            Err(other) => Failure::transient("middleware", other.to_string()),
+        }),
+        Err(panic) => Err(panicked(&*panic)),
+    }
+}
+
+/// The innermost service of a layered handler: the handler call itself.
+struct Innermost<I> {
+    invoke: Arc<I>,
+    timeout: Option<Duration>,
+}
+
+impl<I: Invoke> tower::Service<Delivery> for Innermost<I> {
+    type Response = Handled;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Handled, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let (invoke, timeout) = (Arc::clone(&self.invoke), self.timeout);
+        Box::pin(async move {
+            let context = delivery.into_context();
+            let message = context.message.clone();
+            match call(&*invoke, &message, move || context, timeout).await {
+                Ok(output) => Ok(Handled::output(Box::new(output))),
+                Err(failure) => Err(Box::new(CallError {
+                    kind: failure.kind,
+                    reason: failure.reason,
+                    permanent: failure.permanent,
+                }) as BoxError),
+            }
+        })
     }
 }
 

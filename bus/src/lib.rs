@@ -46,6 +46,7 @@ pub mod kafka;
 mod limit;
 pub mod memory;
 mod message;
+pub mod middleware;
 mod redrive;
 mod reply;
 mod request;
@@ -71,6 +72,7 @@ pub mod __fuzz;
 
 pub use crate::bus::{
     Bus, BusBuilder, BusStats, Group, RawHandler, RawRequestCall, RequestCall, Subscribe,
+    Subscription,
 };
 pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use crate::context::Context;
@@ -102,6 +104,8 @@ mod markdown {
     struct Delivery;
     #[doc = include_str!("../../docs/memory.md")]
     struct Memory;
+    #[doc = include_str!("../../docs/middleware.md")]
+    struct Middleware;
     #[cfg(feature = "kafka")]
     #[doc = include_str!("../../docs/kafka.md")]
     struct Kafka;
