@@ -590,6 +590,13 @@ impl Bus {
 
     /// Publishes several messages of one topic, in order.
     ///
+    /// Each message is encoded when the transport is ready for it: on Kafka
+    /// at most 8 192 are encoded and waiting for their acknowledgement at a
+    /// time, however long the batch, so memory does not grow with it. The
+    /// first error ends the batch: one that cannot be encoded, or is too
+    /// large, fails it once the messages before it are published, and none
+    /// after it is sent.
+    ///
     /// ```
     /// # use serde::{Deserialize, Serialize};
     /// # #[derive(Clone, Serialize, Deserialize, topicbus::Topic)]
@@ -608,15 +615,18 @@ impl Bus {
         let span = trace::publish_span(T::NAME);
         let mut headers = Headers::new();
         trace::inject(&span, &mut headers);
-        let messages = messages.into_iter();
-        let mut count = messages.size_hint().0;
+        // The values only: each is encoded when the transport is ready for
+        // it, so a long batch is never held encoded all at once.
+        let values: Vec<&T> = messages.into_iter().collect();
+        let count = values.len();
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
-            let messages = messages
-                .map(|message| core.message(message, None, headers.clone(), None))
-                .collect::<Result<Vec<_>>>()?;
-            count = messages.len();
+            let messages = Encoding {
+                values: values.iter(),
+                core,
+                headers: &headers,
+            };
             core.publish_batch(messages).await
         }
         .await;
@@ -854,12 +864,14 @@ impl BusCore {
     }
 
     /// [`BusCore::publish`] for several messages, pipelined.
-    async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+    async fn publish_batch(&self, messages: impl Iterator<Item = Result<Message>>) -> Result<()> {
         let Some(log) = self.event_log() else {
             return self.transport.publish_batch(messages).await;
         };
-        let logged = messages.clone();
-        self.transport.publish_batch(messages).await?;
+        let logged = messages.collect::<Result<Vec<_>>>()?;
+        self.transport
+            .publish_batch(logged.iter().cloned().map(Ok))
+            .await?;
         for message in &logged {
             if let Some(wait) = log.published(message) {
                 wait.await;
@@ -1748,3 +1760,20 @@ pub struct Outgoing<'a> {
 /// A message ready for the transport. Not public API.
 #[doc(hidden)]
 pub struct Built(Message);
+
+/// The messages of a batch, each encoded when it is taken. (A named type
+/// rather than a closure, so that the publish future stays `Send`.)
+struct Encoding<'a, T> {
+    values: std::slice::Iter<'a, &'a T>,
+    core: &'a BusCore,
+    headers: &'a Headers,
+}
+
+impl<T: Topic> Iterator for Encoding<'_, T> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Result<Message>> {
+        let value = self.values.next()?;
+        Some(self.core.message(*value, None, self.headers.clone(), None))
+    }
+}

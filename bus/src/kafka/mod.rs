@@ -164,8 +164,11 @@ impl KafkaTransport {
         produce::publish(&self.inner.producer, &self.inner.config, &message).await
     }
 
-    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
-        produce::publish_batch(&self.inner.producer, &self.inner.config, &messages).await
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = Result<Message>>,
+    ) -> Result<()> {
+        produce::publish_batch(&self.inner.producer, &self.inner.config, messages).await
     }
 
     /// Enqueues a reply and returns; its acknowledgement is awaited on a

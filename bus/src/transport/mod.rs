@@ -78,12 +78,16 @@ impl Transport {
         }
     }
 
-    /// Publishes messages in order; a network transport pipelines them.
-    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+    /// Publishes messages in order, each made when its turn comes; a
+    /// network transport pipelines them. Ends at the first error.
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = Result<Message>>,
+    ) -> Result<()> {
         match self {
             Transport::Memory(m) => {
                 for message in messages {
-                    m.publish(message).await?;
+                    m.publish(message?).await?;
                 }
                 Ok(())
             }
