@@ -55,6 +55,17 @@ pub(crate) trait Feed: Send {
 
     /// The message taken last was handled to the end.
     fn handled(&mut self);
+
+    /// Where the message taken last (or the run's first) is: its partition
+    /// and, where the transport keeps them, its offset.
+    fn position(&self) -> Position;
+}
+
+/// Where a delivered message is in its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub partition: u32,
+    pub offset: Option<i64>,
 }
 
 /// Retry and time limits of one registration, with the bus defaults filled in.
@@ -227,7 +238,7 @@ impl<I: Invoke> HandlerMember<I> {
         self.reply.is_some() && message.meta.correlation_id.is_some()
     }
 
-    async fn handle(&self, message: &Message) {
+    async fn handle(&self, message: &Message, position: Position) {
         if !crate::redrive::is_for(message, &self.group) {
             self.metrics.redrive_skipped();
             return;
@@ -237,7 +248,7 @@ impl<I: Invoke> HandlerMember<I> {
             if let Some((kind, reason)) = crate::limit::refuse(message, self.core.max_message_bytes)
             {
                 let failure = Failure::permanent(kind, reason);
-                return Box::pin(self.recover(message, failure, is_request)).await;
+                return Box::pin(self.recover(message, position, failure, is_request)).await;
             }
         }
         if is_request {
@@ -245,10 +256,10 @@ impl<I: Invoke> HandlerMember<I> {
             // go where the request pointed it.
             if let Some(reason) = self.core.refuse_reply_to(message) {
                 let failure = Failure::permanent("header", reason);
-                return Box::pin(self.recover(message, failure, false)).await;
+                return Box::pin(self.recover(message, position, failure, false)).await;
             }
         }
-        match self.attempt(message, 1).await {
+        match self.attempt(message, position, 1).await {
             Ok(output) => {
                 self.metrics.handled();
                 if let (true, Some(output)) = (is_request, output) {
@@ -259,13 +270,19 @@ impl<I: Invoke> HandlerMember<I> {
             // letters get a box of their own, so that the future of every
             // delivery stays small (it is boxed once per run of queued
             // messages).
-            Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
+            Err(failure) => Box::pin(self.recover(message, position, failure, is_request)).await,
         }
     }
 
     /// Retries a failed first attempt with backoff, then answers the
     /// requester with the error or dead-letters the message.
-    async fn recover(&self, message: &Message, mut failure: Failure, is_request: bool) {
+    async fn recover(
+        &self,
+        message: &Message,
+        position: Position,
+        mut failure: Failure,
+        is_request: bool,
+    ) {
         let mut attempt = 1;
         while !failure.permanent && attempt <= self.policy.retries {
             tracing::debug!(
@@ -278,7 +295,7 @@ impl<I: Invoke> HandlerMember<I> {
             self.metrics.retried();
             tokio::time::sleep(self.policy.delay(attempt)).await;
             attempt += 1;
-            match self.attempt(message, attempt).await {
+            match self.attempt(message, position, attempt).await {
                 Ok(output) => {
                     self.metrics.handled();
                     if let (true, Some(output)) = (is_request, output) {
@@ -302,9 +319,15 @@ impl<I: Invoke> HandlerMember<I> {
 
     /// One call of the handler, through the layers if there are any: the
     /// output, or `None` when a layer skipped the handler.
-    async fn attempt(&self, message: &Message, attempt: u32) -> Result<Option<I::Output>, Failure> {
+    async fn attempt(
+        &self,
+        message: &Message,
+        position: Position,
+        attempt: u32,
+    ) -> Result<Option<I::Output>, Failure> {
         let context = || Context {
             message: message.clone(),
+            position,
             attempt,
             group: Arc::clone(&self.group),
             core: Arc::clone(&self.core),
@@ -361,7 +384,7 @@ impl<I: Invoke> HandlerMember<I> {
 
 impl<I: Invoke> HandlerMember<I> {
     /// Handles `message` to the end; the caller holds a delivery slot.
-    async fn deliver_one(&self, message: Message) {
+    async fn deliver_one(&self, message: Message, position: Position) {
         if let Some(log) = self.core.event_log() {
             if let Some(wait) = log.delivered(&message, &self.group) {
                 wait.await;
@@ -369,10 +392,10 @@ impl<I: Invoke> HandlerMember<I> {
         }
         let _in_flight = self.metrics.delivered();
         match Handling::start(&message.meta, &self.group, self.is_request(&message)) {
-            None => self.handle(&message).await,
+            None => self.handle(&message, position).await,
             // Boxed: traced deliveries are the rarer kind, and the
             // span and scope would make every delivery's future larger.
-            Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
+            Some(traced) => Box::pin(traced.run(self.handle(&message, position))).await,
         }
     }
 }
@@ -389,7 +412,7 @@ impl<I: Invoke> Member for HandlerMember<I> {
                 return Err(message);
             };
             loop {
-                self.deliver_one(message).await;
+                self.deliver_one(message, feed.position()).await;
                 feed.handled();
                 match std::future::poll_fn(|cx| std::task::Poll::Ready(feed.next(cx))).await {
                     Some(next) => message = next,

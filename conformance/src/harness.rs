@@ -122,6 +122,12 @@ pub trait Harness: Send + Sync + 'static {
         true
     }
 
+    /// Whether a delivered message's `Context::offset` gives its offset in
+    /// its partition (a log); the memory transport keeps none.
+    fn has_offsets(&self) -> bool {
+        true
+    }
+
     /// A new, empty network with `setup`.
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>>;
 }
@@ -275,6 +281,10 @@ impl Harness for Memory {
 
     fn publishers_wait_for_slow_consumers(&self) -> bool {
         true
+    }
+
+    fn has_offsets(&self) -> bool {
+        false
     }
 
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {

@@ -97,6 +97,7 @@ macro_rules! __instantiate {
             pubsub::concurrent_publishers_lose_and_duplicate_nothing,
             pubsub::publish_batch_delivers_each_message_once,
             pubsub::publish_returns_the_id_and_keeps_a_callers_id,
+            pubsub::context_tells_partition_and_offset,
             // consumer groups
             groups::two_groups_each_receive_everything,
             groups::instances_of_one_service_share_the_work,

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::config::config_error;
 use super::{unavailable, KafkaConfig};
-use crate::dispatch::{Feed, Member};
+use crate::dispatch::{Feed, Member, Position};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
@@ -416,7 +416,7 @@ struct WorkerState {
 
 impl Worker {
     /// Starts the worker of a partition read from `queue`.
-    fn spawn(reading: &Reading, mut queue: PartitionQueue<GroupContext>) -> Self {
+    fn spawn(reading: &Reading, partition: i32, mut queue: PartitionQueue<GroupContext>) -> Self {
         let shared = Arc::new(WorkerState {
             queue: Mutex::new(None),
             arrived: Notify::new(),
@@ -461,6 +461,7 @@ impl Worker {
                 let mut feed = WorkerFeed {
                     state: &state,
                     reader: &mut reader,
+                    partition,
                     offset,
                 };
                 if Arc::clone(&member)
@@ -516,6 +517,7 @@ impl WorkerState {
 struct WorkerFeed<'a> {
     state: &'a WorkerState,
     reader: &'a mut Reader,
+    partition: i32,
     /// The offset of the message taken last.
     offset: i64,
 }
@@ -539,6 +541,13 @@ impl Feed for WorkerFeed<'_> {
 
     fn handled(&mut self) {
         self.state.handled.store(self.offset, Ordering::Release);
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            partition: u32::try_from(self.partition).unwrap_or_default(),
+            offset: Some(self.offset),
+        }
     }
 }
 
@@ -771,7 +780,7 @@ impl GroupContext {
                 .and_then(|c| c.split_partition_queue(&self.topic, partition))
             {
                 Some(queue) => {
-                    workers.insert(partition, Worker::spawn(&self.reading, queue));
+                    workers.insert(partition, Worker::spawn(&self.reading, partition, queue));
                 }
                 None => {
                     unread.add_partition(&self.topic, partition);
