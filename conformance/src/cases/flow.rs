@@ -208,7 +208,7 @@ async fn blocked_consumer<T: Numbered>(net: &Net, gate: &Gate) -> (Arc<Log<u64>>
     let done = Log::new();
     let (gate, started_in, done_in) = (gate.clone(), Arc::clone(&started), Arc::clone(&done));
     consumer
-        .group(net.group("flow.t"))
+        .group(net.group(&format!("flow.blocked.{}", T::NAME)))
         .subscribe(move |message: T| {
             let (gate, started, done) =
                 (gate.clone(), Arc::clone(&started_in), Arc::clone(&done_in));

@@ -245,7 +245,10 @@ where
     let bus = net.bus("codec-reader").await;
     let log = Log::new();
     let sink = Arc::clone(&log);
-    bus.group(net.group("pubsub.t"))
+    // A group per type: in one group, one reader leaving would rebalance
+    // the others, and the mock cluster may then redeliver what they had
+    // handled (see `Harness::commits_survive_rebalances`).
+    bus.group(net.group(&format!("pubsub.sample.{}", T::NAME)))
         .subscribe(move |message: T| {
             sink.push((message == sample(), format!("{message:?}")));
             futures::future::ready(Ok::<(), Infallible>(()))
