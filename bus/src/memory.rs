@@ -140,6 +140,19 @@ impl MemoryConfig {
     }
 }
 
+/// Keyless messages in a row that go to the same partition (fewer when the
+/// queues hold fewer).
+///
+/// One partition per message would wake a different partition task for
+/// nearly every message whenever the handlers keep up: on tokio's
+/// multi-thread runtime each of those wakes moves the task woken before it
+/// out of the publishing worker's LIFO slot and unparks the other worker
+/// to steal it, and the workers then park and unpark for every few
+/// messages (see docs/performance.md). A run of messages wakes the
+/// partition's task once; the runs still deal the messages round the
+/// partitions, and so round the group's members.
+const KEYLESS_RUN: usize = 128;
+
 /// An in-process broker. Cloning gives another handle to the same broker.
 #[derive(Clone)]
 pub struct MemoryBroker {
@@ -180,7 +193,10 @@ impl Drop for BrokerInner {
 
 struct TopicState {
     partitions: usize,
+    /// Keyless messages published so far: they go to one partition for a
+    /// run of `keyless_run` messages, then to the next.
     next: AtomicUsize,
+    keyless_run: usize,
     /// Copy-on-write so that publishers take a snapshot with one atomic
     /// increment; a read lock, so that publishers do not wait for each
     /// other.
@@ -215,7 +231,9 @@ impl TopicState {
                 key.hash(&mut hasher);
                 (hasher.finish() % self.partitions as u64) as usize
             }
-            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions,
+            None => {
+                (self.next.fetch_add(1, Ordering::Relaxed) / self.keyless_run) % self.partitions
+            }
         }
     }
 }
@@ -353,6 +371,7 @@ impl MemoryBroker {
             Arc::new(TopicState {
                 partitions,
                 next: AtomicUsize::new(0),
+                keyless_run: KEYLESS_RUN.min(self.inner.config.queue_capacity),
                 groups: RwLock::new(Arc::from(Vec::new())),
                 retained: Mutex::new(VecDeque::new()),
             })
@@ -836,6 +855,62 @@ impl Hasher for Fnv1a {
         for byte in bytes {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(broker: &MemoryBroker, topic: &str, n: usize) -> Vec<usize> {
+        let topic = broker.topic(topic, Some(3));
+        (0..n).map(|_| topic.partition_of(None)).collect()
+    }
+
+    /// How many times in a row each partition came up, in order.
+    fn runs(picks: &[usize]) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &p in picks {
+            match runs.last_mut() {
+                Some((last, count)) if *last == p => *count += 1,
+                _ => runs.push((p, 1)),
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn keyless_messages_go_to_each_partition_in_turn_for_a_run() {
+        let broker = MemoryBroker::default();
+        let picks = picks(&broker, "t", 4 * KEYLESS_RUN);
+        assert_eq!(
+            runs(&picks),
+            [
+                (0, KEYLESS_RUN),
+                (1, KEYLESS_RUN),
+                (2, KEYLESS_RUN),
+                (0, KEYLESS_RUN)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_keyless_run_is_no_longer_than_a_queue_holds() {
+        let broker = MemoryBroker::new(MemoryConfig::default().queue_capacity(2));
+        assert_eq!(
+            runs(&picks(&broker, "t", 8)),
+            [(0, 2), (1, 2), (2, 2), (0, 2)]
+        );
+    }
+
+    #[test]
+    fn keyed_messages_keep_their_partition() {
+        let broker = MemoryBroker::default();
+        let topic = broker.topic("t", Some(3));
+        let first = topic.partition_of(Some(b"k"));
+        for _ in 0..1000 {
+            assert_eq!(topic.partition_of(Some(b"k")), first);
         }
     }
 }
