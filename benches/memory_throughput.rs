@@ -8,7 +8,10 @@
 //! Diagnostics (no target): `diag_floor_vs_raw` times [`floor_rig`], the raw
 //! channel plus the copies, allocation, id and timestamp this API makes
 //! inherent to a message; `diag_topicbus_p8_default_vs_floor` times
-//! topicbus against that floor.
+//! topicbus against that floor; `diag_floor_{owned_publish,lazy_id_and_time,
+//! borrowed_payload}_vs_floor` time the floor without the publish copy,
+//! without the id and timestamp, or without the handler's copy, against the
+//! whole floor: what each of those contract changes would save.
 
 mod common;
 
@@ -194,24 +197,67 @@ fn raw_rig(rt: &Runtime) -> ChannelRig<common::Event, impl Fn(u64) -> common::Ev
 /// message is kept for retries and the dead-letter topic. The rest of the
 /// distance from topicbus to this floor is the bus itself (routing,
 /// partitions, groups, backpressure, acknowledgement, slots, metrics).
-fn floor_rig(rt: &Runtime) -> ChannelRig<Arc<Carried>, impl Fn(u64) -> Arc<Carried> + Clone> {
+///
+/// `without` leaves one of those out, to time what a contract change that
+/// drops it would save.
+fn floor_rig(
+    rt: &Runtime,
+    without: Option<Inherent>,
+) -> ChannelRig<Arc<Carried>, impl Fn(u64) -> Arc<Carried> + Clone> {
     ChannelRig::new(
         rt,
-        |i| {
+        move |i| {
             let event = common::Event::make(i);
-            let carried = Arc::new(Carried {
-                id: uuid::Uuid::new_v4(),
-                time: SystemTime::now(),
-                value: event.clone(),
-            });
-            drop(event);
-            carried
+            let (id, time) = if without == Some(Inherent::IdAndTime) {
+                (uuid::Uuid::nil(), SystemTime::UNIX_EPOCH)
+            } else {
+                (uuid::Uuid::new_v4(), SystemTime::now())
+            };
+            let value = if without == Some(Inherent::PublishCopy) {
+                event
+            } else {
+                let copy = event.clone();
+                drop(event);
+                copy
+            };
+            Arc::new(Carried { id, time, value })
         },
-        |carried| {
-            let value = carried.value.clone();
-            black_box((&value, carried.id, carried.time));
+        move |carried| {
+            if without == Some(Inherent::HandlerCopy) {
+                black_box((&carried.value, carried.id, carried.time));
+            } else {
+                let value = carried.value.clone();
+                black_box((&value, carried.id, carried.time));
+            }
         },
     )
+}
+
+/// Per-message work of [`floor_rig`] that a contract change could drop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Inherent {
+    /// An owned `publish(T)` would move the value instead of copying it.
+    PublishCopy,
+    /// Ids and timestamps made only when read.
+    IdAndTime,
+    /// Handlers that borrow the payload instead of owning a copy.
+    HandlerCopy,
+}
+
+impl Inherent {
+    const ALL: [Inherent; 3] = [
+        Inherent::PublishCopy,
+        Inherent::IdAndTime,
+        Inherent::HandlerCopy,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Inherent::PublishCopy => "owned_publish",
+            Inherent::IdAndTime => "lazy_id_and_time",
+            Inherent::HandlerCopy => "borrowed_payload",
+        }
+    }
 }
 
 /// A message as [`floor_rig`] carries it.
@@ -258,7 +304,7 @@ fn ratios() {
     for flavor in Flavor::ALL {
         let rt = flavor.runtime();
         let raw = raw_rig(&rt);
-        let floor = floor_rig(&rt);
+        let floor = floor_rig(&rt, None);
         results.push(common::compare(
             &format!("memory_throughput/{}/diag_floor_vs_raw", flavor.name()),
             N as u64,
@@ -267,6 +313,21 @@ fn ratios() {
             || floor.round(&rt, N),
             || raw.round(&rt, N),
         ));
+        for without in Inherent::ALL {
+            let lighter = floor_rig(&rt, Some(without));
+            results.push(common::compare(
+                &format!(
+                    "memory_throughput/{}/diag_floor_{}_vs_floor",
+                    flavor.name(),
+                    without.name()
+                ),
+                N as u64,
+                Goal::Info,
+                rounds,
+                || lighter.round(&rt, N),
+                || floor.round(&rt, N),
+            ));
+        }
         let rig = TopicbusRig::new(&rt, VARIANTS[0]);
         results.push(common::compare(
             &format!(

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -140,6 +140,59 @@ impl MemoryConfig {
     }
 }
 
+/// Keyless messages in a row that go to the same partition while handlers
+/// finish without waiting (fewer when the queues hold fewer).
+///
+/// One partition per message would wake a different partition task for
+/// nearly every message whenever the handlers keep up: on tokio's
+/// multi-thread runtime each of those wakes moves the task woken before it
+/// out of the publishing worker's LIFO slot and unparks the other worker
+/// to steal it, and the workers then park and unpark for every few
+/// messages (see docs/performance.md). A run of messages wakes the
+/// partition's task once; the runs still deal the messages round the
+/// partitions, and so round the group's members.
+const KEYLESS_RUN: usize = 128;
+
+/// How a topic deals keyless messages round its partitions.
+///
+/// In runs of [`KEYLESS_RUN`] while every delivery run of its groups ends
+/// without waiting; one message at a time as soon as one waited (a handler
+/// awaiting I/O, a retry's backoff, a full set of delivery slots), so that
+/// a few keyless messages to slow handlers are still worked on in parallel.
+struct Keyless {
+    next: AtomicUsize,
+    run: usize,
+    in_runs: AtomicBool,
+}
+
+impl Keyless {
+    fn new(run: usize) -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+            run: run.max(1),
+            // Until a delivery shows that handlers do not wait.
+            in_runs: AtomicBool::new(false),
+        }
+    }
+
+    fn partition(&self, partitions: usize) -> usize {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if self.in_runs.load(Ordering::Relaxed) {
+            (n / self.run) % partitions
+        } else {
+            n % partitions
+        }
+    }
+
+    /// A delivery run of one of the topic's groups ended.
+    fn ran(&self, waited: bool) {
+        // Loaded first: the common case writes nothing to the shared line.
+        if self.in_runs.load(Ordering::Relaxed) == waited {
+            self.in_runs.store(!waited, Ordering::Relaxed);
+        }
+    }
+}
+
 /// An in-process broker. Cloning gives another handle to the same broker.
 #[derive(Clone)]
 pub struct MemoryBroker {
@@ -180,7 +233,9 @@ impl Drop for BrokerInner {
 
 struct TopicState {
     partitions: usize,
-    next: AtomicUsize,
+    /// Shared with the topic's groups, whose delivery runs tell it whether
+    /// handlers wait.
+    keyless: Arc<Keyless>,
     /// Copy-on-write so that publishers take a snapshot with one atomic
     /// increment; a read lock, so that publishers do not wait for each
     /// other.
@@ -215,7 +270,7 @@ impl TopicState {
                 key.hash(&mut hasher);
                 (hasher.finish() % self.partitions as u64) as usize
             }
-            None => self.next.fetch_add(1, Ordering::Relaxed) % self.partitions,
+            None => self.keyless.partition(self.partitions),
         }
     }
 }
@@ -237,6 +292,8 @@ struct GroupState {
     outstanding: AtomicUsize,
     idle: Notify,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// The topic's, told how each delivery run ended.
+    keyless: Arc<Keyless>,
 }
 
 impl GroupState {
@@ -352,7 +409,9 @@ impl MemoryBroker {
         Arc::clone(topics.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(TopicState {
                 partitions,
-                next: AtomicUsize::new(0),
+                keyless: Arc::new(Keyless::new(
+                    KEYLESS_RUN.min(self.inner.config.queue_capacity),
+                )),
                 groups: RwLock::new(Arc::from(Vec::new())),
                 retained: Mutex::new(VecDeque::new()),
             })
@@ -519,6 +578,7 @@ impl MemoryBroker {
             generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
             outstanding: AtomicUsize::new(backlog_len),
+            keyless: Arc::clone(&topic.keyless),
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -728,7 +788,17 @@ async fn deliver(
             source: &mut *source,
             handled: 0,
         };
-        let run = member.deliver_run(first, &mut feed).await;
+        let mut waited = false;
+        let run = {
+            let mut run = member.deliver_run(first, &mut feed);
+            std::future::poll_fn(|cx| {
+                let poll = run.as_mut().poll(cx);
+                waited |= poll.is_pending();
+                poll
+            })
+            .await
+        };
+        group.keyless.ran(waited);
         group.settle(feed.handled);
         match run {
             Ok(()) => return,
@@ -843,6 +913,73 @@ impl Hasher for Fnv1a {
         for byte in bytes {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(topic: &TopicState, n: usize) -> Vec<usize> {
+        (0..n).map(|_| topic.partition_of(None)).collect()
+    }
+
+    /// How many times in a row each partition came up, in order.
+    fn runs(picks: &[usize]) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &p in picks {
+            match runs.last_mut() {
+                Some((last, count)) if *last == p => *count += 1,
+                _ => runs.push((p, 1)),
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn keyless_messages_go_to_each_partition_in_turn_for_a_run_while_handlers_do_not_wait() {
+        let broker = MemoryBroker::default();
+        let topic = broker.topic("t", Some(3));
+        topic.keyless.ran(false);
+        assert_eq!(
+            runs(&picks(&topic, 4 * KEYLESS_RUN)),
+            [
+                (0, KEYLESS_RUN),
+                (1, KEYLESS_RUN),
+                (2, KEYLESS_RUN),
+                (0, KEYLESS_RUN)
+            ]
+        );
+    }
+
+    #[test]
+    fn keyless_messages_go_round_one_at_a_time_until_a_run_ends_without_waiting_and_after_one_waited(
+    ) {
+        let broker = MemoryBroker::default();
+        let topic = broker.topic("t", Some(3));
+        assert_eq!(picks(&topic, 4), [0, 1, 2, 0], "before any delivery");
+        topic.keyless.ran(false);
+        topic.keyless.ran(true);
+        assert_eq!(picks(&topic, 3), [1, 2, 0], "after a run that waited");
+    }
+
+    #[test]
+    fn a_keyless_run_is_no_longer_than_a_queue_holds() {
+        let broker = MemoryBroker::new(MemoryConfig::default().queue_capacity(2));
+        let topic = broker.topic("t", Some(3));
+        topic.keyless.ran(false);
+        assert_eq!(runs(&picks(&topic, 8)), [(0, 2), (1, 2), (2, 2), (0, 2)]);
+    }
+
+    #[test]
+    fn keyed_messages_keep_their_partition() {
+        let broker = MemoryBroker::default();
+        let topic = broker.topic("t", Some(3));
+        let first = topic.partition_of(Some(b"k"));
+        topic.keyless.ran(false);
+        for _ in 0..1000 {
+            assert_eq!(topic.partition_of(Some(b"k")), first);
         }
     }
 }
