@@ -121,6 +121,9 @@ impl Failure {
 pub(crate) trait Invoke: Send + Sync + 'static {
     type Output: Send + 'static;
     type Error: fmt::Display + Send + 'static;
+    /// What the handler's future resolves to; read with `into_result`
+    /// once awaited, rather than through a wrapping future.
+    type Result: HandlerResult<Ok = Self::Output, Err = Self::Error>;
     /// Whether messages must pass [`crate::limit::refuse`] first (typed
     /// handlers; a raw handler, e.g. on a dead-letter topic, takes anything).
     const CHECKS_INPUT: bool;
@@ -133,7 +136,7 @@ pub(crate) trait Invoke: Send + Sync + 'static {
         &self,
         message: &Message,
         context: impl FnOnce() -> Context,
-    ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure>;
+    ) -> Result<impl Future<Output = Self::Result> + Send, Failure>;
 }
 
 /// A typed handler: the payload is decoded (or copied) into its topic type.
@@ -142,6 +145,7 @@ pub(crate) struct Typed<H, M>(pub H, pub PhantomData<fn(M)>);
 impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
     type Output = OutputOf<H, M>;
     type Error = <H::Result as HandlerResult>::Err;
+    type Result = H::Result;
     const CHECKS_INPUT: bool = true;
     const CONTENT_TYPE: Option<&'static str> =
         Some(<<H::Topic as Topic>::Codec as Codec>::CONTENT_TYPE);
@@ -150,10 +154,9 @@ impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
         &self,
         message: &Message,
         context: impl FnOnce() -> Context,
-    ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure> {
+    ) -> Result<impl Future<Output = H::Result> + Send, Failure> {
         let value = decode::<H::Topic>(message)?;
-        let call = self.0.call(value, context);
-        Ok(async move { call.await.into_result() })
+        Ok(self.0.call(value, context))
     }
 }
 
@@ -168,6 +171,7 @@ where
 {
     type Output = ();
     type Error = E;
+    type Result = Result<(), E>;
     const CHECKS_INPUT: bool = false;
     const CONTENT_TYPE: Option<&'static str> = None;
 
@@ -602,7 +606,7 @@ async fn call<I: Invoke>(
         },
         None => call.await,
     };
-    match outcome {
+    match outcome.map(HandlerResult::into_result) {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
         Err(panic) => Err(panicked(&*panic)),
