@@ -114,6 +114,7 @@ impl GroupConsumer {
             ])
             .create_with_context(context)
             .map_err(config_error)?;
+        super::config::refresh_tokens_in_background(config, consumer.client())?;
         let consumer = Arc::new(consumer);
         // Before the first poll, so before any rebalance needs it.
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
