@@ -311,6 +311,7 @@ async fn refused(vars: Vec<(String, String)>, cause: &[&str]) {
         "{error:?}"
     );
     let text = error.to_string();
+    eprintln!("refused as it should be: {text}");
     for part in cause {
         assert!(text.contains(part), "the error should say `{part}`: {text}");
     }
