@@ -80,7 +80,7 @@ async fn size_limit(net: Net) {
             pad: "p".repeat(pad),
         };
         match publisher.publish(&message).await {
-            Ok(()) => {
+            Ok(_) => {
                 acknowledged.push(n);
                 if pad == 10 {
                     small.push(n)

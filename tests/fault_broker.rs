@@ -237,7 +237,7 @@ async fn fault_broker_transient_errors() {
         .buffer_unordered(128)
         .for_each(|(seq, outcome)| {
             match outcome {
-                Ok(()) => {
+                Ok(_) => {
                     acknowledged.lock().unwrap().insert(seq);
                 }
                 Err(error) => {

@@ -1,7 +1,9 @@
 //! The Go bus's wire, on librdkafka's mock cluster: records written byte for
 //! byte as the Go bus's `encoding/json` and Sarama publisher write them are
-//! answered with typed replies on `{topic}.response`, and topicbus's own
-//! envelopes decode into the Go bus's `Event` struct.
+//! answered with typed replies on `{topic}.response`, replies a Go
+//! responder writes on `{topic}.response` reach the `bus.request` that
+//! asked, and topicbus's own envelopes decode into the Go bus's `Event`
+//! struct.
 #![cfg(feature = "kafka")]
 
 #[path = "support/mock_kafka.rs"]
@@ -19,9 +21,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, Threa
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, Context, RawMessage, Topic};
+use topicbus::{Bus, Context, RawMessage, ReplyKey, Topic};
 
-use mock_kafka::MockKafka;
+use mock_kafka::{Fault, MockKafka};
 use raw_kafka::{read, reader, topics};
 
 /// Hang guard only; nothing asserts on time.
@@ -61,11 +63,14 @@ struct GoEvent {
 }
 
 async fn go_bus(brokers: &str, service: &str) -> Bus {
+    go_bus_with(brokers, Bus::builder().service(service)).await
+}
+
+async fn go_bus_with(brokers: &str, builder: topicbus::BusBuilder) -> Bus {
     let config = KafkaConfig::new(brokers)
         .provision_topics(false)
         .go_envelope(true);
-    Bus::builder()
-        .service(service)
+    builder
         .kafka(mock_kafka::test_settings(config))
         .connect()
         .await
@@ -183,6 +188,187 @@ async fn go_requests_get_typed_replies_on_the_response_topic() {
         }
     }
     responder.shutdown().await.expect("shutdown");
+}
+
+/// What the Go responder below answers to `texts`: each text's characters
+/// as numbers, so that every request has a reply of its own.
+fn embed(texts: &[String]) -> Vec<Vec<f32>> {
+    texts
+        .iter()
+        .map(|text| text.chars().map(|c| c as u32 as f32).collect())
+        .collect()
+}
+
+/// A responder as the Go bus's services wrote them, on a thread: reads
+/// `count` requests of `ml.embed.request` from the start (any `reply_to` is
+/// ignored: the Go bus knew none) and answers each on
+/// `ml.embed.request.response`, as `encoding/json` writes the `Event`, keyed
+/// by the reply's event id, with the request's `correlation_id` in the
+/// header and the envelope. Returns the correlation ids it answered.
+fn go_responder(brokers: &str, count: usize) -> std::thread::JoinHandle<Vec<String>> {
+    let requests = reader(brokers, EmbedRequest::NAME);
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        while answered.len() < count {
+            let (_, value, _) = read(&requests, 1).pop().expect("a request");
+            let request: GoEvent = serde_json::from_slice(&value).expect("a Go event");
+            let texts: EmbedRequest =
+                serde_json::from_value(request.payload).expect("an embed request");
+            let payload = serde_json::to_string(&EmbedResponse {
+                embeddings: embed(&texts.texts),
+            })
+            .expect("json");
+            let id = format!("{}-response", request.id);
+            let correlation = request.correlation_id;
+            let value = format!(
+                r#"{{"id":"{id}","type":"ml.embed.request.response","source":"embedder-go","timestamp":1796464820617000000,"correlation_id":"{correlation}","payload":{payload}}}"#
+            );
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "correlation_id",
+                value: Some(correlation.as_bytes()),
+            });
+            producer
+                .send(
+                    BaseRecord::to("ml.embed.request.response")
+                        .key(&id)
+                        .payload(&value)
+                        .headers(headers),
+                )
+                .map_err(|(error, _)| error)
+                .expect("send");
+            answered.push(correlation);
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+        answered
+    })
+}
+
+/// Creates the request topic and `{topic}.response` with three partitions
+/// each, as the Go peer creates `{topic}.response`.
+fn create_go_topics(kafka: &MockKafka) {
+    for topic in [EmbedRequest::NAME, "ml.embed.request.response"] {
+        kafka.apply(Fault::CreateTopic(topic.to_owned(), 3));
+    }
+}
+
+/// Two instances of a requester in Go-envelope mode ask at once; a Go
+/// responder answers every request on `{topic}.response` only. Each
+/// instance's `bus.request` gets the replies to its own requests, each
+/// once, with the value computed for it, and counts the other instance's
+/// replies, which it reads too, as foreign (not late, not rejected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_replies_on_the_response_topic_reach_the_instance_that_asked() {
+    const EACH: usize = 25;
+    let kafka = MockKafka::start(1);
+    create_go_topics(&kafka);
+    let first = go_bus(&kafka.bootstrap, "search").await;
+    let second = go_bus(&kafka.bootstrap, "search").await;
+    let responder = go_responder(&kafka.bootstrap, 2 * EACH);
+
+    let ask = |bus: &Bus, name: &'static str| {
+        let bus = bus.clone();
+        async move {
+            let calls = (0..EACH).map(|i| {
+                let bus = bus.clone();
+                async move {
+                    let texts = vec![format!("{name} {i}"), format!("{i} <&> ü")];
+                    let reply = bus
+                        .request(&EmbedRequest {
+                            texts: texts.clone(),
+                        })
+                        .await;
+                    (texts, reply)
+                }
+            });
+            futures::future::join_all(calls).await
+        }
+    };
+    let (first_got, second_got) = tokio::join!(ask(&first, "first"), ask(&second, "second"));
+    let answered = tokio::task::spawn_blocking(move || responder.join().expect("responder"))
+        .await
+        .expect("join");
+    assert_eq!(answered.len(), 2 * EACH);
+    for (name, got) in [("first", first_got), ("second", second_got)] {
+        for (texts, reply) in got {
+            let reply = reply.unwrap_or_else(|e| panic!("{name}: {texts:?}: {e}"));
+            assert_eq!(reply.embeddings, embed(&texts), "{name}: {texts:?}");
+        }
+    }
+
+    for (name, bus) in [("first", &first), ("second", &second)] {
+        tokio::time::timeout(HANG, async {
+            while bus.stats().foreign_replies < EACH as u64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: hang guard: {:?}", bus.stats()));
+        let stats = bus.stats();
+        assert_eq!(
+            (
+                stats.pending_requests,
+                stats.late_replies,
+                stats.rejected_replies,
+                stats.foreign_replies
+            ),
+            (0, 0, 0, EACH as u64),
+            "{name}: the other instance's replies are foreign, nothing else is left over"
+        );
+    }
+    first.shutdown().await.expect("shutdown");
+    second.shutdown().await.expect("shutdown");
+}
+
+/// With a reply key, a requester takes only replies with a valid MAC, and
+/// the Go bus's replies carry none: a Go reply on `{topic}.response` to a
+/// request of this instance is dropped and counted as rejected, and the
+/// request keeps waiting (until its timeout, or here the shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_reply_key_a_go_reply_without_a_mac_is_rejected() {
+    let kafka = MockKafka::start(1);
+    create_go_topics(&kafka);
+    let key = ReplyKey::new([7u8; 32]).expect("key");
+    let bus = go_bus_with(
+        &kafka.bootstrap,
+        Bus::builder().service("search").reply_key(key),
+    )
+    .await;
+    let responder = go_responder(&kafka.bootstrap, 1);
+    let asking = bus.clone();
+    let call = tokio::spawn(async move {
+        asking
+            .request(&EmbedRequest {
+                texts: vec!["unsigned".to_owned()],
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || responder.join().expect("responder"))
+        .await
+        .expect("join");
+    tokio::time::timeout(HANG, async {
+        while bus.stats().rejected_replies < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("hang guard: {:?}", bus.stats()));
+    let stats = bus.stats();
+    assert_eq!(
+        (
+            stats.rejected_replies,
+            stats.pending_requests,
+            stats.foreign_replies
+        ),
+        (1, 1, 0),
+        "the reply was rejected and the request still waits"
+    );
+    bus.shutdown().await.expect("shutdown");
+    let ended = call.await.expect("request task");
+    assert!(matches!(ended, Err(topicbus::Error::Closed)), "{ended:?}");
 }
 
 /// An event topicbus publishes in envelope mode decodes into the Go bus's

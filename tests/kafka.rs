@@ -171,6 +171,128 @@ async fn publishing_without_a_reachable_broker_is_unavailable_after_the_timeout(
     bus.shutdown().await.expect("shutdown");
 }
 
+/// How many `Counted` values were encoded so far (one test uses the type).
+static ENCODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An event that counts its encodings.
+#[derive(Debug, Clone, Deserialize, Topic)]
+#[topic(name = "kafka.test.counted")]
+struct Counted {
+    seq: u64,
+}
+
+impl Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        ENCODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut out = serializer.serialize_struct("Counted", 1)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.end()
+    }
+}
+
+/// An event that cannot be encoded when `seq` is `unencodable`.
+#[derive(Debug, Clone, Deserialize, Topic)]
+#[topic(name = "kafka.test.batched")]
+struct Batched {
+    seq: u64,
+    unencodable: u64,
+}
+
+impl Serialize for Batched {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeStruct as _};
+        if self.seq == self.unencodable {
+            return Err(S::Error::custom("this one cannot be encoded"));
+        }
+        let mut out = serializer.serialize_struct("Batched", 2)?;
+        out.serialize_field("seq", &self.seq)?;
+        out.serialize_field("unencodable", &self.unencodable)?;
+        out.end()
+    }
+}
+
+/// A batch far longer than the publish window, published while nothing can
+/// be acknowledged: only a window's worth is ever encoded (and handed to
+/// librdkafka), not the whole batch, and the batch fails with the delivery
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_is_encoded_only_as_acknowledgements_make_room() {
+    let kafka = MockKafka::start(1);
+    let config = config(&kafka.bootstrap).delivery_timeout(Duration::from_secs(2));
+    let bus = Bus::builder()
+        .kafka(config)
+        .connect()
+        .await
+        .expect("connect");
+    bus.ensure_topic::<Counted>().await.expect("topic");
+    tokio::task::block_in_place(|| kafka.apply(Fault::BrokerDown(1)));
+    let batch: Vec<Counted> = (0..50_000).map(|seq| Counted { seq }).collect();
+    let error = guard("publish", bus.publish_batch(&batch))
+        .await
+        .expect_err("the only broker is down");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    let encoded = ENCODED.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        encoded <= 8_192,
+        "{encoded} of 50 000 encoded while none could be acknowledged"
+    );
+    kafka.inject(Fault::BrokerUp(1));
+    bus.shutdown().await.expect("shutdown");
+}
+
+/// A message that cannot be encoded ends its batch: the ones before it are
+/// published, in order, and none after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_ends_at_its_first_unencodable_message() {
+    let kafka = MockKafka::start(1);
+    // One partition: the end marker is read after all that came before it.
+    tokio::task::block_in_place(|| kafka.apply(Fault::CreateTopic(Batched::NAME.to_owned(), 1)));
+    let publisher = bus(&kafka.bootstrap, "publisher").await;
+    let batch: Vec<Batched> = (0..10)
+        .map(|seq| Batched {
+            seq,
+            unencodable: 5,
+        })
+        .collect();
+    let error = guard("publish", publisher.publish_batch(&batch))
+        .await
+        .expect_err("the sixth cannot be encoded");
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error}");
+    // An end marker after the failed batch: everything the batch published
+    // is read before it.
+    let end = Batched {
+        seq: 100,
+        unencodable: u64::MAX,
+    };
+    publisher.publish(&end).await.expect("end marker");
+
+    let consumer = bus(&kafka.bootstrap, "consumer").await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let done_tx = Mutex::new(Some(done_tx));
+    let recording = Arc::clone(&seen);
+    consumer
+        .group("batched.group")
+        .subscribe(move |event: Batched| {
+            if event.seq == 100 {
+                if let Some(done) = done_tx.lock().unwrap().take() {
+                    let _ = done.send(());
+                }
+            } else {
+                recording.lock().unwrap().push(event.seq);
+            }
+            std::future::ready(Ok::<_, String>(()))
+        })
+        .start_from(topicbus::StartFrom::Earliest)
+        .await
+        .expect("subscribe");
+    guard("end marker", done_rx).await.expect("end marker read");
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    consumer.shutdown().await.expect("shutdown");
+    publisher.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_subscriber_resumes_from_its_committed_offset() {
     let kafka = MockKafka::start(1);

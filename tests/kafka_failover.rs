@@ -208,7 +208,7 @@ async fn publish_keyed<T: Keyed>(
                 let seq = first + k + i * keys;
                 let message = T::new(run, format!("k{k}"), seq);
                 match bus.publish(&message).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         published.lock().unwrap().acknowledged.insert(seq);
                     }
                     Err(error) => published.lock().unwrap().failed.push((seq, error)),

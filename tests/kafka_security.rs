@@ -22,34 +22,18 @@
 #![cfg(feature = "kafka-tls")]
 
 #[allow(dead_code)]
-#[path = "conformance/harness.rs"]
-mod harness;
-#[allow(dead_code)]
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
 
-#[allow(dead_code)]
-#[path = "conformance/failures.rs"]
-mod failures;
-#[allow(dead_code)]
-#[path = "conformance/groups.rs"]
-mod groups;
-#[allow(dead_code)]
-#[path = "conformance/pubsub.rs"]
-mod pubsub;
-#[allow(dead_code)]
-#[path = "conformance/request_reply.rs"]
-mod request_reply;
-
 use std::future::IntoFuture;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use topicbus::{Bus, BusConfig, Topic};
-
-use harness::{Harness, Network, Setup};
+use topicbus_conformance::{Harness, Network, Setup};
 
 /// The broker's listeners (scripts/kafka.sh start --security).
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +145,17 @@ fn load(vars: Vec<(String, String)>) -> BusConfig {
         .expect("the environment loads")
 }
 
+/// A name part unique to this process and call: the listeners share the
+/// broker, and earlier runs used it too.
+fn scope() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The conformance harness on one listener of the secured broker.
 #[derive(Debug, Clone, Copy)]
 pub struct Secured(pub Listener);
@@ -194,7 +189,7 @@ impl Harness for Secured {
             Box::new(SecuredNet {
                 config: load(environment(listener)),
                 setup,
-                scope: format!("{:x}-{}", std::process::id(), harness::unique()),
+                scope: scope(),
             }) as Box<dyn Network>
         })
     }
@@ -238,15 +233,14 @@ macro_rules! on_listeners {
     (@one $module:ident => $listener:expr, [$($case_module:ident :: $case:ident),* $(,)?]) => {
         mod $module {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[test]
                 #[ignore = "needs scripts/kafka.sh start --security (see the file's docs)"]
-                async fn $case() {
-                    crate::harness::run_case(
+                fn $case() {
+                    topicbus_conformance::__run(
                         concat!(stringify!($module), "::", stringify!($case)),
                         || crate::Secured($listener),
-                        crate::$case_module::$case,
-                    )
-                    .await;
+                        topicbus_conformance::cases::$case_module::$case,
+                    );
                 }
             )*
         }
@@ -454,7 +448,7 @@ async fn oauthbearer_tokens_are_refreshed_before_they_expire() {
     ];
     vars.extend(oauth_environment(LIFE_SECONDS).map(|(k, v)| (k.to_owned(), v)));
     let config = load(vars);
-    let scope = format!("{:x}-{}", std::process::id(), harness::unique());
+    let scope = scope();
     let connect = |service: String| {
         Bus::builder()
             .service(service)

@@ -286,7 +286,8 @@ struct ChunkIndexed {
 async fn chain(bus: &Bus) -> mpsc::UnboundedReceiver<Seen> {
     bus.group("trace.indexer")
         .subscribe(|ev: ChunkCreated, ctx: Context| async move {
-            ctx.bus()?.publish(&ChunkIndexed { id: ev.id }).await
+            ctx.bus()?.publish(&ChunkIndexed { id: ev.id }).await?;
+            Ok::<(), topicbus::Error>(())
         })
         .await
         .expect("subscribe indexer");

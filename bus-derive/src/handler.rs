@@ -291,9 +291,7 @@ impl<'a> HandlerFn<'a> {
                         &self,
                         message: #payload,
                         context: impl ::core::ops::FnOnce() -> ::topicbus::Context,
-                    ) -> impl ::core::future::Future<
-                        Output = ::core::result::Result<Self::Output, Self::Error>,
-                    > + ::core::marker::Send {
+                    ) -> impl ::core::future::Future<Output = Self::Result> + ::core::marker::Send {
                         let #ctx = context();
                         #name::run(message, #ctx)
                     }
@@ -304,16 +302,13 @@ impl<'a> HandlerFn<'a> {
                     &self,
                     message: #payload,
                     _context: impl ::core::ops::FnOnce() -> ::topicbus::Context,
-                ) -> impl ::core::future::Future<
-                    Output = ::core::result::Result<Self::Output, Self::Error>,
-                > + ::core::marker::Send {
+                ) -> impl ::core::future::Future<Output = Self::Result> + ::core::marker::Send {
                     #name::run(message)
                 }
             },
         };
         let output_types = quote_spanned! {at_output=>
-            type Output = <#output as ::topicbus::__private::HandlerResult>::Ok;
-            type Error = <#output as ::topicbus::__private::HandlerResult>::Err;
+            type Result = #output;
         };
         let setters = options.setters();
         let options_fn = (!setters.is_empty()).then(|| {

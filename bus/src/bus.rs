@@ -12,10 +12,11 @@ use tracing::Instrument;
 
 use crate::codec::{Codec, CodecError};
 use crate::dispatch::{BoxFuture, HandlerMember, Invoke, Member, Policy, Raw, ReplyFn, Typed};
-use crate::error::{Error, Result};
-use crate::handler::{Handler, HandlerOptions, NamedHandler};
+use crate::error::{BoxError, Error, Result};
+use crate::handler::{Handler, HandlerOptions, HandlerResult, NamedHandler, OutputOf};
 use crate::memory::MemoryBroker;
 use crate::message::{encode_erased, Headers, Message, MessageId, Meta, RawMessage};
+use crate::middleware::{Delivery, ErasedLayer, Handled, HandlerService};
 use crate::reply::topics::ReplyTopics;
 use crate::reply::ReplyKey;
 use crate::request::{Outcome, Pending};
@@ -24,6 +25,7 @@ use crate::telemetry::trace;
 use crate::topic::{sanitize_name, validate_topic_name, Request, Topic};
 use crate::transport::{StartFrom, SubscriptionSpec, Transport};
 use crate::{wire, Context};
+use tower::{Layer, Service};
 
 mod raw_request;
 pub use raw_request::RawRequestCall;
@@ -93,6 +95,12 @@ pub struct BusStats {
     /// Replies dropped because their MAC did not hold (with a
     /// [`ReplyKey`]): forged, altered, or from a responder without the key.
     pub rejected_replies: u64,
+    /// Replies read on a `{topic}.response` topic (Kafka in Go-envelope
+    /// mode, where every requester of `topic` reads the Go bus's replies)
+    /// that no request of this instance waits for: replies to other
+    /// instances, and late replies of its own (which cannot be told apart
+    /// there).
+    pub foreign_replies: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +120,8 @@ pub(crate) struct Settings {
     allowed_reply_topics: Vec<String>,
     reply_key: Option<ReplyKey>,
     pub(crate) header_limits: wire::HeaderLimits,
+    /// Around every handler call of every subscription, the first outermost.
+    layers: Vec<ErasedLayer>,
 }
 
 impl Default for Settings {
@@ -130,6 +140,7 @@ impl Default for Settings {
             max_message_bytes: None,
             allowed_reply_topics: Vec::new(),
             reply_key: None,
+            layers: Vec::new(),
         }
     }
 }
@@ -172,6 +183,21 @@ impl<T> BusBuilder<T> {
     /// Default time a request waits for its reply (default 30 s, as the Go bus).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// Wraps every handler call of every subscription of the bus in
+    /// `layer`, outside the subscription's own layers (see
+    /// [`middleware`](crate::middleware)). Each subscription gets its own
+    /// instance of the layer's service.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.settings.layers.push(ErasedLayer::new(layer));
         self
     }
 
@@ -477,31 +503,99 @@ impl Bus {
         &self.core().service
     }
 
-    /// Publishes `message` to its topic; returns once the transport took it.
-    pub async fn publish<T: Topic>(&self, message: &T) -> Result<()> {
-        self.publish_with(message, Headers::new()).await
+    /// Publishes `message` to its topic; returns once the transport took it,
+    /// with the message's id (what its handlers see as [`Context::id`]).
+    pub async fn publish(&self, message: &dyn Publishable) -> Result<MessageId> {
+        self.publish_message(message, None, Headers::new()).await
     }
 
-    /// Publishes `message` with application headers.
-    pub async fn publish_with<T: Topic>(&self, message: &T, mut headers: Headers) -> Result<()> {
+    /// Publishes `message` with application headers; returns its id.
+    pub async fn publish_with(
+        &self,
+        message: &dyn Publishable,
+        headers: Headers,
+    ) -> Result<MessageId> {
+        self.publish_message(message, None, headers).await
+    }
+
+    /// Publishes `message` under an id of the caller's (`ce_id` on the
+    /// wire), with application headers: a producer that derives ids from
+    /// its input (a database row, an upstream event) republishes the same
+    /// event under the same id, so that consumers can tell a repeat by its
+    /// id. An empty id is refused with [`Error::Config`].
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+    /// # #[topic(name = "index.chunk.created")]
+    /// # struct ChunkCreated { chunk_id: String }
+    /// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+    /// use topicbus::{Headers, MessageId};
+    ///
+    /// let chunk = ChunkCreated { chunk_id: "c-17".into() };
+    /// let id = MessageId::parse(&format!("chunk-created-{}", chunk.chunk_id));
+    /// bus.publish_with_id(&chunk, id, Headers::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with_id(
+        &self,
+        message: &dyn Publishable,
+        id: MessageId,
+        headers: Headers,
+    ) -> Result<MessageId> {
+        if id.is_empty() {
+            return Err(Error::Config {
+                key: "ce_id".into(),
+                message: format!(
+                    "the id of a message on `{}` must not be empty",
+                    message.__topic()
+                ),
+            });
+        }
+        self.publish_message(message, Some(id), headers).await
+    }
+
+    // Not generic: `publish` takes `&dyn Publishable`, so that a type that
+    // is not a topic is one error at the argument, not also one at the
+    // returned future and one at its `.await`.
+    async fn publish_message(
+        &self,
+        message: &dyn Publishable,
+        id: Option<MessageId>,
+        mut headers: Headers,
+    ) -> Result<MessageId> {
         let core = self.core();
+        let topic = message.__topic();
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
-        let span = trace::publish_span(T::NAME);
+        let span = trace::publish_span(topic);
         trace::inject(&span, &mut headers);
         let published = async {
             core.check_open()?;
-            core.ensure_topic::<T>().await?;
-            let message = core.message(message, None, headers)?;
+            if core.transport.provisions_topics() {
+                core.transport
+                    .ensure_topic(topic, message.__partitions())
+                    .await?;
+            }
+            let message = message.__build(Outgoing { core, headers, id })?.0;
             trace::record_message(&span, &message.meta);
-            core.publish(message).await
+            let id = message.meta.id.clone();
+            core.publish(message).await?;
+            Ok(id)
         }
         .await;
-        core.metrics.published(T::NAME, 1, published.is_ok());
+        core.metrics.published(topic, 1, published.is_ok());
         published
     }
 
     /// Publishes several messages of one topic, in order.
+    ///
+    /// Each message is encoded when the transport is ready for it: on Kafka
+    /// at most 8 192 are encoded and waiting for their acknowledgement at a
+    /// time, however long the batch, so memory does not grow with it. The
+    /// first error ends the batch: one that cannot be encoded, or is too
+    /// large, fails it once the messages before it are published, and none
+    /// after it is sent.
     ///
     /// ```
     /// # use serde::{Deserialize, Serialize};
@@ -521,15 +615,18 @@ impl Bus {
         let span = trace::publish_span(T::NAME);
         let mut headers = Headers::new();
         trace::inject(&span, &mut headers);
-        let messages = messages.into_iter();
-        let mut count = messages.size_hint().0;
+        // The values only: each is encoded when the transport is ready for
+        // it, so a long batch is never held encoded all at once.
+        let values: Vec<&T> = messages.into_iter().collect();
+        let count = values.len();
         let published = async {
             core.check_open()?;
             core.ensure_topic::<T>().await?;
-            let messages = messages
-                .map(|message| core.message(message, None, headers.clone()))
-                .collect::<Result<Vec<_>>>()?;
-            count = messages.len();
+            let messages = Encoding {
+                values: values.iter(),
+                core,
+                headers: &headers,
+            };
             core.publish_batch(messages).await
         }
         .await;
@@ -582,7 +679,7 @@ impl Bus {
     /// in a named group with [`Bus::group`].
     pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Event>
     where
-        H: Handler<M, Output = ()>,
+        H: Handler<M, Result: HandlerResult<Ok = ()>>,
         M: NamedHandler,
     {
         Subscribe::new(self, handler, Event)
@@ -590,10 +687,10 @@ impl Bus {
 
     /// Registers a request handler: its result is the reply. Groups work as
     /// for [`Bus::subscribe`].
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve<H::Output>>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'_, H, M, Serve<OutputOf<H, M>>>
     where
         H: Handler<M>,
-        H::Topic: Request<Response = H::Output>,
+        H::Topic: Request<Response = OutputOf<H, M>>,
         M: NamedHandler,
     {
         Subscribe::new(self, handler, Serve::of::<H::Topic>())
@@ -655,6 +752,7 @@ impl Bus {
             pending_requests: core.pending.len(),
             late_replies: core.pending.late_replies(),
             rejected_replies: core.pending.rejected_replies(),
+            foreign_replies: core.pending.foreign_replies(),
         }
     }
 
@@ -766,12 +864,14 @@ impl BusCore {
     }
 
     /// [`BusCore::publish`] for several messages, pipelined.
-    async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+    async fn publish_batch(&self, messages: impl Iterator<Item = Result<Message>>) -> Result<()> {
         let Some(log) = self.event_log() else {
             return self.transport.publish_batch(messages).await;
         };
-        let logged = messages.clone();
-        self.transport.publish_batch(messages).await?;
+        let logged = messages.collect::<Result<Vec<_>>>()?;
+        self.transport
+            .publish_batch(logged.iter().cloned().map(Ok))
+            .await?;
         for message in &logged {
             if let Some(wait) = log.published(message) {
                 wait.await;
@@ -792,7 +892,7 @@ impl BusCore {
         sent: impl FnOnce(bool),
     ) -> Result<Message> {
         let topic = request.meta.topic.clone();
-        self.transport.open_inbox().await?;
+        self.transport.open_inbox(&topic).await?;
         let now = Instant::now();
         // Past what an `Instant` holds, a request waits as good as forever.
         let deadline = now
@@ -848,18 +948,19 @@ impl BusCore {
         self.transport.close_now(&self.inbox);
     }
 
-    /// Builds the in-flight form of a typed message; a request (one with a
-    /// `reply_to`) is correlated by its own id.
+    /// Builds the in-flight form of a typed message, with `id` or a new
+    /// one; a request (one with a `reply_to`) is correlated by its own id.
     fn message<T: Topic>(
         &self,
         value: &T,
         reply_to: Option<Arc<str>>,
         headers: Headers,
+        id: Option<MessageId>,
     ) -> Result<Message> {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
-            let id = MessageId::new();
+            let id = id.unwrap_or_default();
             Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
@@ -1100,16 +1201,16 @@ impl<'a> Group<'a> {
     /// Registers an event handler in this group (see [`Bus::subscribe`]).
     pub fn subscribe<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Event>
     where
-        H: Handler<M, Output = ()>,
+        H: Handler<M, Result: HandlerResult<Ok = ()>>,
     {
         Subscribe::new(self.bus, handler, Event).group(self.name.clone())
     }
 
     /// Registers a request handler in this group (see [`Bus::serve`]).
-    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve<H::Output>>
+    pub fn serve<H, M>(&self, handler: H) -> Subscribe<'a, H, M, Serve<OutputOf<H, M>>>
     where
         H: Handler<M>,
-        H::Topic: Request<Response = H::Output>,
+        H::Topic: Request<Response = OutputOf<H, M>>,
     {
         Subscribe::new(self.bus, handler, Serve::of::<H::Topic>()).group(self.name.clone())
     }
@@ -1150,6 +1251,7 @@ pub struct Subscribe<'a, H, M, K> {
     broadcast: bool,
     start: StartFrom,
     kind: K,
+    layers: Vec<ErasedLayer>,
     marker: PhantomData<fn(M)>,
 }
 
@@ -1162,8 +1264,23 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             broadcast: false,
             start: StartFrom::Latest,
             kind,
+            layers: Vec::new(),
             marker: PhantomData,
         }
+    }
+
+    /// Wraps every call of this handler in `layer`, inside the bus's layers
+    /// (see [`middleware`](crate::middleware)); the layer added first is
+    /// the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Delivery, Response = Handled> + Send + 'static,
+        <L::Service as Service<Delivery>>::Error: Into<BoxError>,
+        <L::Service as Service<Delivery>>::Future: Send + 'static,
+    {
+        self.layers.push(ErasedLayer::new(layer));
+        self
     }
 
     /// Joins this consumer group instead of the default one. Instances
@@ -1219,7 +1336,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
         handler_name: &str,
         make: impl FnOnce(H) -> I,
         reply: Option<ReplyFn<I::Output>>,
-    ) -> Result<()> {
+    ) -> Result<Subscription> {
         let core = self.bus.core();
         if core.draining.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -1250,6 +1367,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             Arc::clone(&group),
             policy,
             reply,
+            &[&core.settings.layers[..], &self.layers[..]].concat(),
         ));
         let spec = SubscriptionSpec {
             topic: topic.clone(),
@@ -1259,15 +1377,124 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             ephemeral: self.broadcast,
         };
         core.transport.join(spec, Arc::clone(&member)).await?;
+        let registration = Registration {
+            topic,
+            group,
+            member,
+        };
+        let subscription = Subscription {
+            core: Arc::clone(core),
+            topic: registration.topic.clone(),
+            group: Arc::clone(&registration.group),
+            member: Arc::clone(&registration.member),
+        };
         core.registrations
             .lock()
             .expect("poisoned")
-            .push(Registration {
-                topic,
-                group,
-                member,
-            });
-        Ok(())
+            .push(registration);
+        Ok(subscription)
+    }
+}
+
+/// One registration (`subscribe`, `serve`, `subscribe_raw`), returned by
+/// awaiting it: [`Subscription::stop`] ends it alone, the way
+/// [`Bus::shutdown`] ends them all.
+///
+/// Dropping the handle does not stop the subscription: it lasts until
+/// `stop`, the bus's shutdown, or the drop of the bus's last handle.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, topicbus::Topic)]
+/// # #[topic(name = "index.chunk.created")]
+/// # struct ChunkCreated { chunk_id: String }
+/// # async fn demo(bus: topicbus::Bus) -> topicbus::Result<()> {
+/// let audit = bus
+///     .group("audit")
+///     .subscribe(|chunk: ChunkCreated| async move {
+///         println!("{}", chunk.chunk_id);
+///         Ok::<(), std::convert::Infallible>(())
+///     })
+///     .await?;
+/// // ... later: finish what it is handling, leave the group, keep the bus
+/// audit.stop().await?;
+/// # Ok(()) }
+/// ```
+pub struct Subscription {
+    core: Arc<BusCore>,
+    topic: Cow<'static, str>,
+    group: Arc<str>,
+    member: Arc<dyn Member>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// The topic it reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Its consumer group (for a broadcast subscription, the group unique
+    /// to this instance).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Stops this subscription as [`Bus::shutdown`] stops every one: no new
+    /// messages are taken, the handlers in flight finish, and on a transport
+    /// that queues in this process (memory) what is queued for its group is
+    /// handled first when it is the group's last member here; then it
+    /// leaves the group, whose other members (here or elsewhere) take its
+    /// share. The bus and its other subscriptions go on.
+    ///
+    /// Waits at most the bus's shutdown timeout, then leaves at once and
+    /// returns [`Error::Timeout`]. Stopping a subscription that the bus
+    /// already stopped (a shutdown, a dropped bus) does nothing.
+    pub async fn stop(self) -> Result<()> {
+        let core = &self.core;
+        let registration = {
+            let mut registrations = core.registrations.lock().expect("poisoned");
+            let Some(at) = registrations
+                .iter()
+                .position(|reg| Arc::ptr_eq(&reg.member, &self.member))
+            else {
+                return Ok(());
+            };
+            registrations.swap_remove(at)
+        };
+        let limit = core.settings.shutdown_timeout;
+        let stop = async {
+            core.drain_last_members(std::slice::from_ref(&registration))
+                .await;
+            core.transport
+                .leave(
+                    &registration.topic,
+                    &registration.group,
+                    &registration.member,
+                )
+                .await;
+            registration.member.close().await;
+        };
+        if tokio::time::timeout(limit, stop).await.is_ok() {
+            return Ok(());
+        }
+        core.transport.leave_now(
+            &registration.topic,
+            &registration.group,
+            &registration.member,
+        );
+        Err(Error::Timeout {
+            topic: registration.topic.into_owned(),
+            after: limit,
+        })
     }
 }
 
@@ -1276,15 +1503,15 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
 /// unmet bound is reported as itself rather than as "not a future".
 #[doc(hidden)]
 pub trait Registers<H, M>: Sized + 'static {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>>;
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>>;
 }
 
 impl<'a, H, M, K> IntoFuture for Subscribe<'a, H, M, K>
 where
     K: Registers<H, M>,
 {
-    type Output = Result<()>;
-    type IntoFuture = BoxFuture<'a, Result<()>>;
+    type Output = Result<Subscription>;
+    type IntoFuture = BoxFuture<'a, Result<Subscription>>;
 
     fn into_future(self) -> Self::IntoFuture {
         K::start(self)
@@ -1293,10 +1520,10 @@ where
 
 impl<H, M> Registers<H, M> for Event
 where
-    H: Handler<M, Output = ()>,
+    H: Handler<M, Result: HandlerResult<Ok = ()>>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         Box::pin(async move {
@@ -1317,12 +1544,12 @@ where
 // Only `H: Handler<M>`: the request bound was checked where the reply
 // function was made (`serve`), so a handler that is not a request handler
 // is one error there, not a second one at `.await`.
-impl<H, M> Registers<H, M> for Serve<H::Output>
+impl<H, M> Registers<H, M> for Serve<OutputOf<H, M>>
 where
     H: Handler<M>,
     M: 'static,
 {
-    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(registration: Subscribe<'_, H, M, Self>) -> BoxFuture<'_, Result<Subscription>> {
         let options = registration.handler.options();
         let name = registration.handler.name();
         let reply = registration.kind.0;
@@ -1353,7 +1580,9 @@ where
     Fut: Future<Output = std::result::Result<(), E>> + Send,
     E: std::fmt::Display + Send + 'static,
 {
-    fn start(registration: Subscribe<'_, RawHandler<F>, (), Self>) -> BoxFuture<'_, Result<()>> {
+    fn start(
+        registration: Subscribe<'_, RawHandler<F>, (), Self>,
+    ) -> BoxFuture<'_, Result<Subscription>> {
         let topic = registration.handler.topic.clone();
         let name = format!("raw.{topic}");
         Box::pin(async move {
@@ -1467,7 +1696,12 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             });
         }
         let limit = self.timeout.unwrap_or(core.settings.request_timeout);
-        let message = core.message(self.request, Some(Arc::clone(&core.inbox)), self.headers)?;
+        let message = core.message(
+            self.request,
+            Some(Arc::clone(&core.inbox)),
+            self.headers,
+            None,
+        )?;
         trace::record_message(span, &message.meta);
         core.ensure_topic::<T>().await?;
         let reply = core
@@ -1476,5 +1710,70 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             })
             .await?;
         crate::reply::read::typed::<T>(reply, core.max_message_bytes)
+    }
+}
+
+/// What [`Bus::publish`] takes: a value of any [`Topic`] type (derive it).
+/// Implemented for every topic type, and only for them.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a topic",
+    label = "this type is not bound to a topic",
+    note = "add `#[derive(topicbus::Topic)]` and `#[topic(name = \"...\")]` to the type's definition"
+)]
+pub trait Publishable: Sync {
+    #[doc(hidden)]
+    fn __topic(&self) -> &'static str;
+    #[doc(hidden)]
+    fn __partitions(&self) -> Option<u32>;
+    #[doc(hidden)]
+    fn __build(&self, outgoing: Outgoing<'_>) -> Result<Built>;
+}
+
+// Not looked through in errors: a type that is not a topic is reported as
+// not `Publishable`, with the message above, at the user's argument.
+#[diagnostic::do_not_recommend]
+impl<T: Topic> Publishable for T {
+    fn __topic(&self) -> &'static str {
+        T::NAME
+    }
+
+    fn __partitions(&self) -> Option<u32> {
+        T::PARTITIONS
+    }
+
+    fn __build(&self, outgoing: Outgoing<'_>) -> Result<Built> {
+        outgoing
+            .core
+            .message(self, None, outgoing.headers, outgoing.id)
+            .map(Built)
+    }
+}
+
+/// What a publish adds to the value. Not public API.
+#[doc(hidden)]
+pub struct Outgoing<'a> {
+    core: &'a BusCore,
+    headers: Headers,
+    id: Option<MessageId>,
+}
+
+/// A message ready for the transport. Not public API.
+#[doc(hidden)]
+pub struct Built(Message);
+
+/// The messages of a batch, each encoded when it is taken. (A named type
+/// rather than a closure, so that the publish future stays `Send`.)
+struct Encoding<'a, T> {
+    values: std::slice::Iter<'a, &'a T>,
+    core: &'a BusCore,
+    headers: &'a Headers,
+}
+
+impl<T: Topic> Iterator for Encoding<'_, T> {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Result<Message>> {
+        let value = self.values.next()?;
+        Some(self.core.message(*value, None, self.headers.clone(), None))
     }
 }

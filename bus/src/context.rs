@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::bus::BusCore;
+use crate::dispatch::Position;
 use crate::error::Result;
 use crate::message::{Headers, Message, MessageId};
 use crate::telemetry::TraceContext;
@@ -29,6 +30,7 @@ use crate::Bus;
 pub struct Context {
     /// The message handled: its metadata is what this context tells.
     pub(crate) message: Message,
+    pub(crate) position: Position,
     pub(crate) attempt: u32,
     pub(crate) group: Arc<str>,
     pub(crate) core: Arc<BusCore>,
@@ -54,6 +56,17 @@ impl Context {
     /// Application headers.
     pub fn headers(&self) -> &Headers {
         &self.message.meta.headers
+    }
+
+    /// The partition the message is in.
+    pub fn partition(&self) -> u32 {
+        self.position.partition
+    }
+
+    /// The message's offset in its partition, on a transport that keeps
+    /// offsets (Kafka); `None` on the memory transport, which keeps none.
+    pub fn offset(&self) -> Option<i64> {
+        self.position.offset
     }
 
     /// Which try this is, starting at 1.

@@ -14,12 +14,15 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::Notify;
+use tower::{Service, ServiceExt};
 
 use crate::bus::BusCore;
 use crate::codec::Codec;
 use crate::context::Context;
-use crate::handler::Handler;
+use crate::error::BoxError;
+use crate::handler::{Handler, HandlerResult, OutputOf};
 use crate::message::{header, Message, Meta, Payload, RawMessage};
+use crate::middleware::{CallError, Delivery, ErasedLayer, Handled, HandlerService};
 use crate::telemetry::metrics::HandlerMetrics;
 use crate::telemetry::trace::{self, Handling};
 use crate::topic::Topic;
@@ -52,6 +55,17 @@ pub(crate) trait Feed: Send {
 
     /// The message taken last was handled to the end.
     fn handled(&mut self);
+
+    /// Where the message taken last (or the run's first) is: its partition
+    /// and, where the transport keeps them, its offset.
+    fn position(&self) -> Position;
+}
+
+/// Where a delivered message is in its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub partition: u32,
+    pub offset: Option<i64>,
 }
 
 /// Retry and time limits of one registration, with the bus defaults filled in.
@@ -126,8 +140,8 @@ pub(crate) trait Invoke: Send + Sync + 'static {
 pub(crate) struct Typed<H, M>(pub H, pub PhantomData<fn(M)>);
 
 impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
-    type Output = H::Output;
-    type Error = H::Error;
+    type Output = OutputOf<H, M>;
+    type Error = <H::Result as HandlerResult>::Err;
     const CHECKS_INPUT: bool = true;
     const CONTENT_TYPE: Option<&'static str> =
         Some(<<H::Topic as Topic>::Codec as Codec>::CONTENT_TYPE);
@@ -136,9 +150,10 @@ impl<H: Handler<M>, M: 'static> Invoke for Typed<H, M> {
         &self,
         message: &Message,
         context: impl FnOnce() -> Context,
-    ) -> Result<impl Future<Output = Result<H::Output, H::Error>> + Send, Failure> {
+    ) -> Result<impl Future<Output = Result<Self::Output, Self::Error>> + Send, Failure> {
         let value = decode::<H::Topic>(message)?;
-        Ok(self.0.call(value, context))
+        let call = self.0.call(value, context);
+        Ok(async move { call.await.into_result() })
     }
 }
 
@@ -176,7 +191,11 @@ where
 
 /// A registered handler, as a group member.
 pub(crate) struct HandlerMember<I: Invoke> {
-    invoke: I,
+    invoke: Arc<I>,
+    /// The user's layers around the handler call, when there are any.
+    /// Calls wait for it one at a time in `poll_ready`, as tower services
+    /// expect, and run their futures side by side.
+    stack: Option<tokio::sync::Mutex<HandlerService>>,
     core: Arc<BusCore>,
     group: Arc<str>,
     policy: Policy,
@@ -193,9 +212,19 @@ impl<I: Invoke> HandlerMember<I> {
         group: Arc<str>,
         policy: Policy,
         reply: Option<ReplyFn<I::Output>>,
+        layers: &[ErasedLayer],
     ) -> Self {
+        let invoke = Arc::new(invoke);
+        let stack = (!layers.is_empty()).then(|| {
+            let innermost = HandlerService::new(Innermost {
+                invoke: Arc::clone(&invoke),
+                timeout: policy.timeout,
+            });
+            tokio::sync::Mutex::new(ErasedLayer::stack(layers, innermost))
+        });
         Self {
             invoke,
+            stack,
             core,
             metrics: HandlerMetrics::new(topic, &group),
             group,
@@ -209,7 +238,7 @@ impl<I: Invoke> HandlerMember<I> {
         self.reply.is_some() && message.meta.correlation_id.is_some()
     }
 
-    async fn handle(&self, message: &Message) {
+    async fn handle(&self, message: &Message, position: Position) {
         if !crate::redrive::is_for(message, &self.group) {
             self.metrics.redrive_skipped();
             return;
@@ -219,7 +248,7 @@ impl<I: Invoke> HandlerMember<I> {
             if let Some((kind, reason)) = crate::limit::refuse(message, self.core.max_message_bytes)
             {
                 let failure = Failure::permanent(kind, reason);
-                return Box::pin(self.recover(message, failure, is_request)).await;
+                return Box::pin(self.recover(message, position, failure, is_request)).await;
             }
         }
         if is_request {
@@ -227,13 +256,13 @@ impl<I: Invoke> HandlerMember<I> {
             // go where the request pointed it.
             if let Some(reason) = self.core.refuse_reply_to(message) {
                 let failure = Failure::permanent("header", reason);
-                return Box::pin(self.recover(message, failure, false)).await;
+                return Box::pin(self.recover(message, position, failure, false)).await;
             }
         }
-        match self.attempt(message, 1).await {
+        match self.attempt(message, position, 1).await {
             Ok(output) => {
                 self.metrics.handled();
-                if is_request {
+                if let (true, Some(output)) = (is_request, output) {
                     self.send_reply(message, Ok(output)).await;
                 }
             }
@@ -241,13 +270,19 @@ impl<I: Invoke> HandlerMember<I> {
             // letters get a box of their own, so that the future of every
             // delivery stays small (it is boxed once per run of queued
             // messages).
-            Err(failure) => Box::pin(self.recover(message, failure, is_request)).await,
+            Err(failure) => Box::pin(self.recover(message, position, failure, is_request)).await,
         }
     }
 
     /// Retries a failed first attempt with backoff, then answers the
     /// requester with the error or dead-letters the message.
-    async fn recover(&self, message: &Message, mut failure: Failure, is_request: bool) {
+    async fn recover(
+        &self,
+        message: &Message,
+        position: Position,
+        mut failure: Failure,
+        is_request: bool,
+    ) {
         let mut attempt = 1;
         while !failure.permanent && attempt <= self.policy.retries {
             tracing::debug!(
@@ -260,10 +295,10 @@ impl<I: Invoke> HandlerMember<I> {
             self.metrics.retried();
             tokio::time::sleep(self.policy.delay(attempt)).await;
             attempt += 1;
-            match self.attempt(message, attempt).await {
+            match self.attempt(message, position, attempt).await {
                 Ok(output) => {
                     self.metrics.handled();
-                    if is_request {
+                    if let (true, Some(output)) = (is_request, output) {
                         self.send_reply(message, Ok(output)).await;
                     }
                     return;
@@ -282,39 +317,29 @@ impl<I: Invoke> HandlerMember<I> {
         }
     }
 
-    async fn attempt(&self, message: &Message, attempt: u32) -> Result<I::Output, Failure> {
+    /// One call of the handler, through the layers if there are any: the
+    /// output, or `None` when a layer skipped the handler.
+    async fn attempt(
+        &self,
+        message: &Message,
+        position: Position,
+        attempt: u32,
+    ) -> Result<Option<I::Output>, Failure> {
         let context = || Context {
             message: message.clone(),
+            position,
             attempt,
             group: Arc::clone(&self.group),
             core: Arc::clone(&self.core),
             trace: trace::current(),
         };
         let _timer = self.metrics.call();
-        // A closure handler may panic before it returns its future (and a
-        // payload's `Deserialize` may panic while decoding): contain that too.
-        let started =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.invoke.invoke(message, context)));
-        let call = match started {
-            Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
-            Err(panic) => return Err(panicked(&*panic)),
-        };
-        let outcome = match self.policy.timeout {
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    return Err(Failure::transient(
-                        "timeout",
-                        format!("handler did not finish within {limit:?}"),
-                    ))
-                }
-            },
-            None => call.await,
-        };
-        match outcome {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
-            Err(panic) => Err(panicked(&*panic)),
+        match &self.stack {
+            None => call(&*self.invoke, message, context, self.policy.timeout)
+                .await
+                .map(Some),
+            // Boxed: the future of every unlayered delivery stays as small.
+            Some(stack) => Box::pin(call_layered::<I>(stack, Delivery::new(context()))).await,
         }
     }
 
@@ -359,7 +384,7 @@ impl<I: Invoke> HandlerMember<I> {
 
 impl<I: Invoke> HandlerMember<I> {
     /// Handles `message` to the end; the caller holds a delivery slot.
-    async fn deliver_one(&self, message: Message) {
+    async fn deliver_one(&self, message: Message, position: Position) {
         if let Some(log) = self.core.event_log() {
             if let Some(wait) = log.delivered(&message, &self.group) {
                 wait.await;
@@ -367,10 +392,10 @@ impl<I: Invoke> HandlerMember<I> {
         }
         let _in_flight = self.metrics.delivered();
         match Handling::start(&message.meta, &self.group, self.is_request(&message)) {
-            None => self.handle(&message).await,
+            None => self.handle(&message, position).await,
             // Boxed: traced deliveries are the rarer kind, and the
             // span and scope would make every delivery's future larger.
-            Some(traced) => Box::pin(traced.run(self.handle(&message))).await,
+            Some(traced) => Box::pin(traced.run(self.handle(&message, position))).await,
         }
     }
 }
@@ -387,7 +412,7 @@ impl<I: Invoke> Member for HandlerMember<I> {
                 return Err(message);
             };
             loop {
-                self.deliver_one(message).await;
+                self.deliver_one(message, feed.position()).await;
                 feed.handled();
                 match std::future::poll_fn(|cx| std::task::Poll::Ready(feed.next(cx))).await {
                     Some(next) => message = next,
@@ -548,6 +573,112 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Calls the handler on `message`, contained: its error, a panic (also
+/// while decoding or before its future exists) and its time limit are
+/// failures.
+async fn call<I: Invoke>(
+    invoke: &I,
+    message: &Message,
+    context: impl FnOnce() -> Context,
+    timeout: Option<Duration>,
+) -> Result<I::Output, Failure> {
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| invoke.invoke(message, context)));
+    let call = match started {
+        Ok(started) => AssertUnwindSafe(started?).catch_unwind(),
+        Err(panic) => return Err(panicked(&*panic)),
+    };
+    let outcome = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return Err(Failure::transient(
+                    "timeout",
+                    format!("handler did not finish within {limit:?}"),
+                ))
+            }
+        },
+        None => call.await,
+    };
+    match outcome {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(error)) => Err(Failure::transient("handler", error.to_string())),
+        Err(panic) => Err(panicked(&*panic)),
+    }
+}
+
+/// Calls the handler through the layers of `stack`; a panic in a layer is
+/// contained like one in the handler.
+async fn call_layered<I: Invoke>(
+    stack: &tokio::sync::Mutex<HandlerService>,
+    delivery: Delivery,
+) -> Result<Option<I::Output>, Failure> {
+    let through = async {
+        let mut service = stack.lock().await;
+        service.ready().await?;
+        let call = service.call(delivery);
+        drop(service);
+        call.await
+    };
+    match AssertUnwindSafe(through).catch_unwind().await {
+        Ok(Ok(handled)) => match handled.into_output() {
+            None => Ok(None),
+            Some(output) => output
+                .downcast::<I::Output>()
+                .map(|output| Some(*output))
+                .map_err(|_| {
+                    Failure::permanent(
+                        "middleware",
+                        "a layer answered with an output the handler does not make".to_owned(),
+                    )
+                }),
+        },
+        Ok(Err(error)) => Err(match error.downcast::<CallError>() {
+            Ok(call) => Failure {
+                kind: call.kind,
+                reason: call.reason,
+                permanent: call.permanent,
+            },
+            Err(other) => Failure::transient("middleware", other.to_string()),
+        }),
+        Err(panic) => Err(panicked(&*panic)),
+    }
+}
+
+/// The innermost service of a layered handler: the handler call itself.
+struct Innermost<I> {
+    invoke: Arc<I>,
+    timeout: Option<Duration>,
+}
+
+impl<I: Invoke> tower::Service<Delivery> for Innermost<I> {
+    type Response = Handled;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Handled, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, delivery: Delivery) -> Self::Future {
+        let (invoke, timeout) = (Arc::clone(&self.invoke), self.timeout);
+        Box::pin(async move {
+            let context = delivery.into_context();
+            let message = context.message.clone();
+            match call(&*invoke, &message, move || context, timeout).await {
+                Ok(output) => Ok(Handled::output(Box::new(output))),
+                Err(failure) => Err(Box::new(CallError {
+                    kind: failure.kind,
+                    reason: failure.reason,
+                    permanent: failure.permanent,
+                }) as BoxError),
+            }
+        })
     }
 }
 

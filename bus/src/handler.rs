@@ -48,10 +48,9 @@ use crate::topic::{Request, Topic};
 pub trait Handler<M>: Send + Sync + 'static {
     /// The topic it handles.
     type Topic: Topic;
-    /// What it returns on success: `()` for events, the response for requests.
-    type Output: Send + Sync + 'static;
-    /// Its error; the text travels back to requesters and into dead letters.
-    type Error: fmt::Display + Send + 'static;
+    /// What its future resolves to: `Result<(), E>` for events,
+    /// `Result<Response, E>` for requests (see [`HandlerResult`]).
+    type Result: HandlerResult;
 
     /// Handles one message. `context` makes the message's [`Context`]: a
     /// handler that takes one calls it, one that does not skips that work.
@@ -59,7 +58,7 @@ pub trait Handler<M>: Send + Sync + 'static {
         &self,
         message: Self::Topic,
         context: impl FnOnce() -> Context,
-    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+    ) -> impl Future<Output = Self::Result> + Send;
 
     /// Options set on `#[handler(...)]`.
     fn options(&self) -> HandlerOptions {
@@ -178,44 +177,40 @@ pub struct PayloadOnly<T>(std::marker::PhantomData<fn(T)>);
 #[doc(hidden)]
 pub struct WithContext<T>(std::marker::PhantomData<fn(T)>);
 
-impl<F, Fut, T, O, E> Handler<PayloadOnly<T>> for F
+impl<F, Fut, T> Handler<PayloadOnly<T>> for F
 where
     F: Fn(T) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<O, E>> + Send,
+    Fut: Future + Send,
+    Fut::Output: HandlerResult,
     T: Topic,
-    O: Send + Sync + 'static,
-    E: fmt::Display + Send + 'static,
 {
     type Topic = T;
-    type Output = O;
-    type Error = E;
+    type Result = Fut::Output;
 
     fn call(
         &self,
         message: T,
         _context: impl FnOnce() -> Context,
-    ) -> impl Future<Output = Result<O, E>> + Send {
+    ) -> impl Future<Output = Fut::Output> + Send {
         self(message)
     }
 }
 
-impl<F, Fut, T, O, E> Handler<WithContext<T>> for F
+impl<F, Fut, T> Handler<WithContext<T>> for F
 where
     F: Fn(T, Context) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<O, E>> + Send,
+    Fut: Future + Send,
+    Fut::Output: HandlerResult,
     T: Topic,
-    O: Send + Sync + 'static,
-    E: fmt::Display + Send + 'static,
 {
     type Topic = T;
-    type Output = O;
-    type Error = E;
+    type Result = Fut::Output;
 
     fn call(
         &self,
         message: T,
         context: impl FnOnce() -> Context,
-    ) -> impl Future<Output = Result<O, E>> + Send {
+    ) -> impl Future<Output = Fut::Output> + Send {
         self(message, context())
     }
 }
@@ -224,22 +219,41 @@ where
 #[doc(hidden)]
 pub struct Macro;
 
-/// Splits a handler's return type into its success and error types.
+/// What a handler's future resolves to: a `Result` whose error can be
+/// shown. `Result<(), E>` handles an event, `Result<Response, E>` answers a
+/// request; the error's text travels back to requesters and into dead
+/// letters.
 #[diagnostic::on_unimplemented(
     message = "a handler returns a `Result`, not `{Self}`",
     label = "expected `Result<_, E>` here",
     note = "return `Result<(), E>` to handle an event, or `Result<Response, E>` to answer a request, where `E: Display`"
 )]
-#[doc(hidden)]
-pub trait HandlerResult {
-    type Ok;
-    type Err;
+pub trait HandlerResult: Send + 'static {
+    /// `()` for events, the response for requests.
+    type Ok: Send + Sync + 'static;
+    /// The handler's error.
+    type Err: fmt::Display + Send + 'static;
+
+    /// The result as a `Result`.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
 }
 
-impl<O, E> HandlerResult for Result<O, E> {
+impl<O, E> HandlerResult for Result<O, E>
+where
+    O: Send + Sync + 'static,
+    E: fmt::Display + Send + 'static,
+{
     type Ok = O;
     type Err = E;
+
+    fn into_result(self) -> Self {
+        self
+    }
 }
+
+/// What a handler `H` returns on success: `()` for events, the response for
+/// requests.
+pub(crate) type OutputOf<H, M> = <<H as Handler<M>>::Result as HandlerResult>::Ok;
 
 #[diagnostic::on_unimplemented(
     message = "this handler returns `{Self}`, but `{Req}` is not answered with `{Self}`",

@@ -46,6 +46,7 @@ pub mod kafka;
 mod limit;
 pub mod memory;
 mod message;
+pub mod middleware;
 mod redrive;
 mod reply;
 mod request;
@@ -59,10 +60,10 @@ mod wire;
 pub mod __private;
 
 // The traits behind a handler's compile-time checks, named here so that a
-// compiler error shows `topicbus::HandlerResult` rather than a path into
+// compiler error shows `topicbus::ResponseOf` rather than a path into
 // `__private`. Not for use.
 #[doc(hidden)]
-pub use crate::handler::{assert_response, HandlerResult, ResponseOf, Same};
+pub use crate::handler::{assert_response, ResponseOf, Same};
 
 #[cfg(fuzzing)]
 #[doc(hidden)]
@@ -70,7 +71,8 @@ pub use crate::handler::{assert_response, HandlerResult, ResponseOf, Same};
 pub mod __fuzz;
 
 pub use crate::bus::{
-    Bus, BusBuilder, BusStats, Group, RawHandler, RawRequestCall, RequestCall, Subscribe,
+    Bus, BusBuilder, BusStats, Group, Publishable, RawHandler, RawRequestCall, RequestCall,
+    Subscribe, Subscription,
 };
 pub use crate::config::{
     BusConfig, BusType, ConfigLoader, SaslMechanism, SecurityProtocol, DEFAULT_ENV_PREFIX,
@@ -78,7 +80,7 @@ pub use crate::config::{
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};
-pub use crate::handler::{Handler, HandlerOptions, NamedHandler};
+pub use crate::handler::{Handler, HandlerOptions, HandlerResult, NamedHandler};
 pub use crate::message::{header, Headers, MessageId, RawMessage};
 pub use crate::redrive::RedriveSummary;
 pub use crate::reply::ReplyKey;
@@ -104,6 +106,8 @@ mod markdown {
     struct Delivery;
     #[doc = include_str!("../../docs/memory.md")]
     struct Memory;
+    #[doc = include_str!("../../docs/middleware.md")]
+    struct Middleware;
     #[cfg(feature = "kafka")]
     #[doc = include_str!("../../docs/kafka.md")]
     struct Kafka;

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::dispatch::{Feed, Member};
+use crate::dispatch::{Feed, Member, Position};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
@@ -778,6 +778,13 @@ impl Feed for PartitionFeed<'_> {
 
     fn handled(&mut self) {
         self.handled += 1;
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            partition: u32::try_from(self.partition).unwrap_or(u32::MAX),
+            offset: None,
+        }
     }
 }
 

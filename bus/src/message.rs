@@ -37,6 +37,11 @@ impl MessageId {
         }
     }
 
+    /// Whether it is the empty text, which CloudEvents does not allow.
+    pub(crate) fn is_empty(&self) -> bool {
+        matches!(&self.0, IdRepr::Text(text) if text.is_empty())
+    }
+
     /// The UUID, when the identifier is one.
     pub fn as_uuid(&self) -> Option<Uuid> {
         match &self.0 {

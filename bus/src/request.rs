@@ -49,6 +49,7 @@ pub(crate) struct Pending {
     late_replies_metric: Counter,
     rejected_replies: AtomicU64,
     rejected_replies_metric: Counter,
+    foreign_replies: AtomicU64,
     /// Itself, for the sweeper (which must not keep the bus alive).
     this: Weak<Pending>,
 }
@@ -117,6 +118,7 @@ impl Pending {
             late_replies_metric: crate::telemetry::metrics::late_replies(),
             rejected_replies: AtomicU64::new(0),
             rejected_replies_metric: crate::telemetry::metrics::rejected_replies(),
+            foreign_replies: AtomicU64::new(0),
             this: this.clone(),
         })
     }
@@ -178,36 +180,57 @@ impl Pending {
         ))
     }
 
-    /// Hands a reply to its waiting request, or counts it as late; with a
-    /// key, drops and counts it when its MAC does not hold.
+    /// Hands a reply read on this instance's own reply topic to its waiting
+    /// request, or counts it as late; with a key, drops and counts it when
+    /// its MAC does not hold.
     pub fn complete(&self, reply: Message) {
-        let id = reply.meta.correlation_id.as_ref();
-        if let (Some(key), Some(id)) = (&self.key, id) {
-            // Checked outside the lock: the MAC covers the whole payload.
-            let binding = self.lock().waiting.get(id).and_then(|w| w.binding.clone());
-            if let Some(binding) = binding {
-                if let Err(why) = key.verify(&reply, &binding) {
-                    self.rejected_replies.fetch_add(1, Ordering::Relaxed);
-                    self.rejected_replies_metric.increment(1);
-                    tracing::warn!(
-                        topic = %reply.meta.topic,
-                        correlation_id = %id,
-                        source = %reply.meta.source.escape_debug(),
-                        "dropped a reply that failed the reply key's check: {why}"
-                    );
-                    return;
-                }
-            }
-        }
-        let waiter = id.and_then(|id| self.lock().waiting.remove(id));
-        let delivered = match waiter {
-            Some(waiter) => waiter.tx.send(Outcome::Reply(reply)).is_ok(),
-            None => false,
-        };
-        if !delivered {
+        if self.hand_over(reply) == Handed::Unclaimed {
             self.late_replies.fetch_add(1, Ordering::Relaxed);
             self.late_replies_metric.increment(1);
             tracing::debug!("dropped a reply nobody waits for");
+        }
+    }
+
+    /// [`Pending::complete`] for a reply read on a topic that every
+    /// requester of a request topic reads (`{topic}.response`, where the Go
+    /// bus's responders answer): one that no request of this instance waits
+    /// for is counted as foreign, not late, as it most likely answers
+    /// another instance (a late reply there cannot be told apart from it).
+    #[cfg(feature = "kafka")]
+    pub fn complete_shared(&self, reply: Message) {
+        if self.hand_over(reply) == Handed::Unclaimed {
+            self.foreign_replies.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives `reply` to the request waiting for its correlation id, once its
+    /// MAC holds (with a key).
+    fn hand_over(&self, reply: Message) -> Handed {
+        let Some(id) = reply.meta.correlation_id.as_ref() else {
+            return Handed::Unclaimed;
+        };
+        if let Some(key) = &self.key {
+            // Checked outside the lock: the MAC covers the whole payload.
+            let binding = self.lock().waiting.get(id).and_then(|w| w.binding.clone());
+            let Some(binding) = binding else {
+                return Handed::Unclaimed;
+            };
+            if let Err(why) = key.verify(&reply, &binding) {
+                self.rejected_replies.fetch_add(1, Ordering::Relaxed);
+                self.rejected_replies_metric.increment(1);
+                tracing::warn!(
+                    topic = %reply.meta.topic,
+                    correlation_id = %id,
+                    source = %reply.meta.source.escape_debug(),
+                    "dropped a reply that failed the reply key's check: {why}"
+                );
+                return Handed::Rejected;
+            }
+        }
+        let waiter = self.lock().waiting.remove(id);
+        match waiter.map(|waiter| waiter.tx.send(Outcome::Reply(reply))) {
+            Some(Ok(())) => Handed::Delivered,
+            _ => Handed::Unclaimed,
         }
     }
 
@@ -261,6 +284,10 @@ impl Pending {
         self.rejected_replies.load(Ordering::Relaxed)
     }
 
+    pub fn foreign_replies(&self) -> u64 {
+        self.foreign_replies.load(Ordering::Relaxed)
+    }
+
     /// Fails every waiting request, and those that register later, with
     /// `closed` (their senders drop).
     pub fn close_all(&self) {
@@ -269,6 +296,16 @@ impl Pending {
         state.waiting.clear();
         state.deadlines.clear();
     }
+}
+
+/// What became of a reply.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    Delivered,
+    /// Its MAC did not hold (counted).
+    Rejected,
+    /// No request waits for it (any more).
+    Unclaimed,
 }
 
 /// Removes its pending entry when dropped.
@@ -471,6 +508,26 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Outcome::Reply(_))));
         guard.disarm();
         assert_eq!((pending.rejected_replies(), pending.late_replies()), (2, 0));
+        assert_eq!(pending.len(), 0);
+    }
+
+    #[test]
+    #[cfg(feature = "kafka")]
+    fn a_shared_reply_nobody_here_waits_for_is_foreign_not_late() {
+        let pending = Pending::new(8, None);
+        let id = MessageId::new();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let (mut guard, mut rx) = pending.register(&correlated(&id), far).unwrap();
+        pending.complete_shared(correlated(&MessageId::new()));
+        assert!(
+            rx.try_recv().is_err(),
+            "another instance's reply is not ours"
+        );
+        pending.complete_shared(correlated(&id));
+        assert!(matches!(rx.try_recv(), Ok(Outcome::Reply(_))));
+        guard.disarm();
+        pending.complete_shared(correlated(&id));
+        assert_eq!((pending.foreign_replies(), pending.late_replies()), (2, 0));
         assert_eq!(pending.len(), 0);
     }
 

@@ -1,8 +1,23 @@
-//! The `topicbus` binary end to end, against librdkafka's mock cluster: each
-//! test starts a cluster, runs the built binary as a child process, and
-//! checks what it prints and how it exits. A topicbus instance in the test
-//! plays the services (a responder, a failing handler).
+//! The `topicbus` binary end to end: each test runs the built binary as a
+//! child process against a cluster, and checks what it prints and how it
+//! exits. A topicbus instance in the test plays the services (a responder,
+//! a failing handler).
+//!
+//! The cluster is librdkafka's mock cluster, one per test, unless
+//! `TOPICBUS_KAFKA_BROKERS` names a broker (Apache Kafka, which does not
+//! auto-create topics): then every test runs there. A test names its topics
+//! and groups per run ([`TestKafka::name`]), so a reused broker does not mix
+//! runs; only the request topics of the typed responders are named at
+//! compile time. Runs share those, which is harmless: each run's responder
+//! joins a group of its own at the latest offset, and a reply goes to the
+//! reply topic of the tool that asked.
+//!
+//! ```text
+//! TOPICBUS_KAFKA_BROKERS=$(scripts/kafka.sh start) cargo test -p topicbus-cli --test cli
+//! ```
 
+#[path = "support/kafka.rs"]
+mod kafka;
 #[path = "support/mock_kafka.rs"]
 mod mock_kafka;
 
@@ -17,10 +32,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
-use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, EventLog, Topic};
+use topicbus::{Bus, EventLog, Headers, RawMessage, Topic};
 
-use mock_kafka::MockKafka;
+use kafka::TestKafka;
 
 /// Hang guard only: a run that takes longer fails the test. Nothing
 /// asserts on time.
@@ -136,28 +150,20 @@ fn topicbus_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// The arguments that point the tool at `kafka`, then `args`.
-fn on_mock<'a>(kafka: &'a MockKafka, args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = vec![
-        "--brokers",
-        &kafka.bootstrap,
-        // The mock cluster answers a waiting fetch only when it ends.
-        "-X",
-        "fetch.wait.max.ms=5",
-        // The mock cluster does not implement CreateTopics.
-        "--auto-create-topics",
-    ];
+fn on<'a>(kafka: &'a TestKafka, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = kafka.tool_args();
     all.extend_from_slice(args);
     all
 }
 
-/// Runs `topicbus` on the mock cluster with `args`.
-fn topicbus(kafka: &MockKafka, args: &[&str]) -> Run {
-    topicbus_with_env(&on_mock(kafka, args), &[])
+/// Runs `topicbus` on the test's cluster with `args`.
+fn topicbus(kafka: &TestKafka, args: &[&str]) -> Run {
+    topicbus_with_env(&on(kafka, args), &[])
 }
 
 /// [`topicbus`] off the async runtime.
-async fn topicbus_async(kafka: &MockKafka, args: &[&str]) -> Run {
-    let args: Vec<String> = on_mock(kafka, args).iter().map(|a| a.to_string()).collect();
+async fn topicbus_async(kafka: &TestKafka, args: &[&str]) -> Run {
+    let args: Vec<String> = on(kafka, args).iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         topicbus_with_env(&args, &[])
@@ -178,16 +184,11 @@ fn failed(run: &Run) {
     assert_eq!(run.status.code(), Some(1), "{run:#?}");
 }
 
-/// A topicbus instance of the test on the mock cluster.
-async fn service(kafka: &MockKafka, name: &str) -> Bus {
-    let config = KafkaConfig::new(kafka.bootstrap.clone())
-        .provision_topics(false)
-        .set("fetch.wait.max.ms", "5")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500");
+/// A topicbus instance of the test on its cluster.
+async fn service(kafka: &TestKafka, name: &str) -> Bus {
     Bus::builder()
         .service(name)
-        .kafka(config)
+        .kafka(kafka.config())
         .connect()
         .await
         .expect("the test's instance connects")
@@ -195,13 +196,14 @@ async fn service(kafka: &MockKafka, name: &str) -> Bus {
 
 #[test]
 fn published_json_shows_up_in_tail_with_its_key_headers_and_payload() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.orders", 3);
+    let kafka = TestKafka::start();
+    let orders = kafka.name("cli.orders");
+    kafka.create_topic(&orders, 3);
     let published = topicbus(
         &kafka,
         &[
             "publish",
-            "cli.orders",
+            &orders,
             r#"{ "order_id": "o-1", "total": 12.5 }"#,
             "--key",
             "o-1",
@@ -218,16 +220,16 @@ fn published_json_shows_up_in_tail_with_its_key_headers_and_payload() {
 
     let tail = topicbus(
         &kafka,
-        &["tail", "cli.orders", "--from", "earliest", "--count", "1"],
+        &["tail", &orders, "--from", "earliest", "--count", "1"],
     );
     succeeded(&tail);
     let out = &tail.stdout;
-    assert!(out.starts_with("cli.orders  partition "), "{out}");
+    assert!(out.starts_with(&format!("{orders}  partition ")), "{out}");
     assert!(out.contains("  offset 0  key \"o-1\""), "{out}");
     assert!(out.contains(&format!("  ce_id: {id}\n")), "{out}");
     assert!(out.contains("  ce_specversion: 1.0\n"), "{out}");
     assert!(out.contains("  ce_source: topicbus-cli\n"), "{out}");
-    assert!(out.contains("  ce_type: cli.orders\n"), "{out}");
+    assert!(out.contains(&format!("  ce_type: {orders}\n")), "{out}");
     assert!(out.contains("  content-type: application/json\n"), "{out}");
     assert!(out.contains("  tenant: acme\n"), "{out}");
     assert!(
@@ -239,18 +241,15 @@ fn published_json_shows_up_in_tail_with_its_key_headers_and_payload() {
 
 #[test]
 fn tail_from_latest_shows_only_what_is_published_after_it_started() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.events", 2);
-    succeeded(&topicbus(
-        &kafka,
-        &["publish", "cli.events", r#"{"n":"old"}"#],
+    let kafka = TestKafka::start();
+    let events = kafka.name("cli.events");
+    kafka.create_topic(&events, 2);
+    succeeded(&topicbus(&kafka, &["publish", &events, r#"{"n":"old"}"#]));
+    let mut tail = Running::start(&on(&kafka, &["tail", &events, "--count", "1"]), &[]);
+    tail.wait_for_stderr(&format!(
+        "tailing `{events}` (2 partitions) from now on, until 1 record"
     ));
-    let mut tail = Running::start(
-        &on_mock(&kafka, &["tail", "cli.events", "--count", "1"]),
-        &[],
-    );
-    tail.wait_for_stderr("tailing `cli.events` (2 partitions) from now on, until 1 record");
-    let new = topicbus(&kafka, &["publish", "cli.events", r#"{"n":"new"}"#]);
+    let new = topicbus(&kafka, &["publish", &events, r#"{"n":"new"}"#]);
     succeeded(&new);
     let tail = tail.finish();
     succeeded(&tail);
@@ -280,10 +279,10 @@ struct Squared {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_is_answered_by_a_topicbus_responder_and_its_errors_are_shown() {
-    let kafka = MockKafka::start();
+    let kafka = TestKafka::start();
     let responder = service(&kafka, "math").await;
     responder
-        .group("cli.square")
+        .group(kafka.name("cli.square"))
         .serve(|request: Square| async move {
             if request.n < 0 {
                 Err(format!("will not square {}", request.n))
@@ -337,71 +336,94 @@ async fn request_is_answered_by_a_topicbus_responder_and_its_errors_are_shown() 
 
 #[test]
 fn a_request_nobody_answers_times_out_with_a_clear_error() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.unserved", 1);
-    let run = topicbus(
-        &kafka,
-        &["request", "cli.unserved", "{}", "--timeout", "2s"],
-    );
+    let kafka = TestKafka::start();
+    let unserved = kafka.name("cli.unserved");
+    kafka.create_topic(&unserved, 1);
+    let run = topicbus(&kafka, &["request", &unserved, "{}", "--timeout", "2s"]);
     failed(&run);
     assert!(
-        run.stderr
-            .contains("no reply to the request on `cli.unserved` within 2s"),
+        run.stderr.contains(&format!(
+            "no reply to the request on `{unserved}` within 2s"
+        )),
         "{run:#?}"
     );
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
-#[topic(name = "cli.jobs")]
+/// A job of the worker that a test plays. Its topic is named per run, so
+/// the worker reads it raw.
+#[derive(Debug, Deserialize)]
 struct Job {
     id: u32,
 }
 
+fn job_id(job: &RawMessage) -> Result<u32, String> {
+    serde_json::from_slice::<Job>(&job.payload)
+        .map(|job| job.id)
+        .map_err(|e| format!("not a job: {e}"))
+}
+
+/// Sends `()` on `watch` for each message of `topic` (from its start), in
+/// the group `group`.
+async fn watch(
+    bus: &Bus,
+    group: String,
+    topic: String,
+) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+    bus.group(group)
+        .subscribe_raw(topic, move |_, _| {
+            let seen_tx = seen_tx.clone();
+            async move { seen_tx.send(()).map_err(|e| e.to_string()) }
+        })
+        .start_from(topicbus::StartFrom::Earliest)
+        .await
+        .expect("watch the topic");
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_list_shows_a_dead_lettered_message_with_its_reason() {
-    let kafka = MockKafka::start();
+    let kafka = TestKafka::start();
+    let (jobs, workers) = (kafka.name("cli.jobs"), kafka.name("cli.workers"));
     let worker = service(&kafka, "worker").await;
     worker
-        .group("cli.workers")
-        .subscribe(|job: Job| async move { Err::<(), _>(format!("job {} is cursed", job.id)) })
+        .group(workers.clone())
+        .subscribe_raw(jobs.clone(), |job: RawMessage, _| async move {
+            let id = job_id(&job)?;
+            Err::<(), _>(format!("job {id} is cursed"))
+        })
         .retries(1)
         .backoff(Duration::from_millis(10))
         .await
         .expect("subscribe");
-    let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
-    worker
-        .group("cli.dlq-watch")
-        .subscribe_raw("cli.jobs.dlq", move |_, _| {
-            let dead_tx = dead_tx.clone();
-            async move { dead_tx.send(()).map_err(|e| e.to_string()) }
-        })
-        .start_from(topicbus::StartFrom::Earliest)
-        .await
-        .expect("watch the dead-letter topic");
+    let mut dead = watch(&worker, kafka.name("cli.dlq-watch"), format!("{jobs}.dlq")).await;
 
-    let published = topicbus_async(&kafka, &["publish", "cli.jobs", r#"{"id":7}"#]).await;
+    let published = topicbus_async(&kafka, &["publish", &jobs, r#"{"id":7}"#]).await;
     succeeded(&published);
     tokio::time::timeout(HANG, dead.recv())
         .await
         .expect("hang guard: the job is dead-lettered")
         .expect("watcher alive");
 
-    let listed = topicbus_async(&kafka, &["dlq", "list", "cli.jobs"]).await;
+    let listed = topicbus_async(&kafka, &["dlq", "list", &jobs]).await;
     succeeded(&listed);
     let out = &listed.stdout;
-    assert!(out.starts_with("cli.jobs.dlq  partition "), "{out}");
+    assert!(out.starts_with(&format!("{jobs}.dlq  partition ")), "{out}");
     assert!(out.contains("  reason: job 7 is cursed\n"), "{out}");
     assert!(out.contains("  kind: handler\n"), "{out}");
     assert!(out.contains("  attempts: 2\n"), "{out}");
-    assert!(out.contains("  original topic: cli.jobs\n"), "{out}");
-    assert!(out.contains("  group: cli.workers\n"), "{out}");
+    assert!(
+        out.contains(&format!("  original topic: {jobs}\n")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("  group: {workers}\n")), "{out}");
     assert!(
         out.contains(&format!("  ce_id: {}\n", published.stdout.trim())),
         "{out}"
     );
     assert!(out.contains("  payload: {\"id\":7}\n"), "{out}");
     assert!(
-        out.ends_with("1 dead-lettered message in `cli.jobs.dlq`\n"),
+        out.ends_with(&format!("1 dead-lettered message in `{jobs}.dlq`\n")),
         "{out}"
     );
     worker.shutdown().await.expect("shutdown");
@@ -444,13 +466,15 @@ fn brokers_come_from_the_environment_go_name_included() {
 
 #[test]
 fn a_missing_topic_is_named() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.present", 1);
+    let kafka = TestKafka::start();
+    let (present, absent) = (kafka.name("cli.present"), kafka.name("cli.absent"));
+    kafka.create_topic(&present, 1);
+    let present_dlq = format!("{present}.dlq");
     for (args, missing) in [
-        (&["tail", "cli.absent"][..], "cli.absent"),
-        (&["publish", "cli.absent", "{}"], "cli.absent"),
-        (&["request", "cli.absent", "{}"], "cli.absent"),
-        (&["dlq", "list", "cli.present"], "cli.present.dlq"),
+        (&["tail", &absent][..], &absent),
+        (&["publish", &absent, "{}"], &absent),
+        (&["request", &absent, "{}"], &absent),
+        (&["dlq", "list", &present], &present_dlq),
     ] {
         let run = topicbus(&kafka, args);
         failed(&run);
@@ -466,18 +490,16 @@ fn a_missing_topic_is_named() {
 
 #[test]
 fn bad_input_is_refused_before_anything_is_sent() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.orders", 1);
-    let run = topicbus(&kafka, &["publish", "cli.orders", "{not json"]);
+    let kafka = TestKafka::start();
+    let orders = kafka.name("cli.orders");
+    kafka.create_topic(&orders, 1);
+    let run = topicbus(&kafka, &["publish", &orders, "{not json"]);
     failed(&run);
     assert!(
         run.stderr.contains("the payload is not valid JSON"),
         "{run:#?}"
     );
-    let run = topicbus(
-        &kafka,
-        &["publish", "cli.orders", "{}", "--header", "novalue"],
-    );
+    let run = topicbus(&kafka, &["publish", &orders, "{}", "--header", "novalue"]);
     assert_eq!(run.status.code(), Some(2), "a usage error: {run:#?}");
     assert!(
         run.stderr.contains("expected NAME=VALUE, got `novalue`"),
@@ -485,7 +507,7 @@ fn bad_input_is_refused_before_anything_is_sent() {
     );
     for (property, value) in [("acks", "sometimes"), ("sasl.passwrod", "hunter2")] {
         let setting = format!("{property}={value}");
-        let run = topicbus(&kafka, &["-X", &setting, "tail", "cli.orders"]);
+        let run = topicbus(&kafka, &["-X", &setting, "tail", &orders]);
         failed(&run);
         assert!(
             run.stderr.contains(&format!(
@@ -499,13 +521,10 @@ fn bad_input_is_refused_before_anything_is_sent() {
         );
     }
     // The refused publishes sent nothing: the first record is the next one.
-    succeeded(&topicbus(
-        &kafka,
-        &["publish", "cli.orders", r#"{"ok":true}"#],
-    ));
+    succeeded(&topicbus(&kafka, &["publish", &orders, r#"{"ok":true}"#]));
     let tail = topicbus(
         &kafka,
-        &["tail", "cli.orders", "--from", "earliest", "--count", "1"],
+        &["tail", &orders, "--from", "earliest", "--count", "1"],
     );
     succeeded(&tail);
     assert!(tail.stdout.contains("  offset 0  key -"), "{tail:#?}");
@@ -515,55 +534,48 @@ fn bad_input_is_refused_before_anything_is_sent() {
     );
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
-#[topic(name = "cli.redo")]
-struct Redo {
-    id: u32,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
-    let kafka = MockKafka::start();
+    let kafka = TestKafka::start();
+    let redo = kafka.name("cli.redo");
     let worker = service(&kafka, "worker").await;
     let fixed = Arc::new(AtomicBool::new(false));
     let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
     let is_fixed = Arc::clone(&fixed);
     worker
-        .group("cli.redo-workers")
-        .subscribe(move |job: Redo| {
+        .group(kafka.name("cli.redo-workers"))
+        .subscribe_raw(redo.clone(), move |job: RawMessage, _| {
             let (is_fixed, handled_tx) = (Arc::clone(&is_fixed), handled_tx.clone());
             async move {
+                let id = job_id(&job)?;
                 if !is_fixed.load(Ordering::SeqCst) {
-                    return Err(format!("job {} hit the bug", job.id));
+                    return Err(format!("job {id} hit the bug"));
                 }
-                handled_tx.send(job.id).map_err(|e| e.to_string())
+                handled_tx.send(id).map_err(|e| e.to_string())
             }
         })
         .retries(0)
         .await
         .expect("subscribe");
-    let (dead_tx, mut dead) = tokio::sync::mpsc::unbounded_channel();
-    worker
-        .group("cli.redo-dlq-watch")
-        .subscribe_raw("cli.redo.dlq", move |_, _| {
-            let dead_tx = dead_tx.clone();
-            async move { dead_tx.send(()).map_err(|e| e.to_string()) }
-        })
-        .start_from(topicbus::StartFrom::Earliest)
-        .await
-        .expect("watch the dead-letter topic");
+    let mut dead = watch(
+        &worker,
+        kafka.name("cli.redo-dlq-watch"),
+        format!("{redo}.dlq"),
+    )
+    .await;
 
-    succeeded(&topicbus_async(&kafka, &["publish", "cli.redo", r#"{"id":3}"#]).await);
+    succeeded(&topicbus_async(&kafka, &["publish", &redo, r#"{"id":3}"#]).await);
     tokio::time::timeout(HANG, dead.recv())
         .await
         .expect("hang guard: the job is dead-lettered")
         .expect("watcher alive");
 
     fixed.store(true, Ordering::SeqCst);
-    let redrive = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    let redrive = topicbus_async(&kafka, &["dlq", "redrive", &redo]).await;
     succeeded(&redrive);
     assert_eq!(
-        redrive.stdout, "moved 1 message from `cli.redo.dlq` back to `cli.redo`\n",
+        redrive.stdout,
+        format!("moved 1 message from `{redo}.dlq` back to `{redo}`\n"),
         "{redrive:#?}"
     );
     let again = tokio::time::timeout(HANG, handled.recv())
@@ -571,7 +583,7 @@ async fn dlq_redrive_hands_a_dead_letter_back_to_the_group_that_gave_up() {
         .expect("hang guard: the re-driven job is handled");
     assert_eq!(again, Some(3));
 
-    let nothing_left = topicbus_async(&kafka, &["dlq", "redrive", "cli.redo"]).await;
+    let nothing_left = topicbus_async(&kafka, &["dlq", "redrive", &redo]).await;
     succeeded(&nothing_left);
     assert!(
         nothing_left.stdout.starts_with("moved 0 messages"),
@@ -588,15 +600,23 @@ fn temp_file(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.replayed", 1);
+    let kafka = TestKafka::start();
+    let replayed = kafka.name("cli.replayed");
+    kafka.create_topic(&replayed, 1);
     let log = temp_file("replay");
     let recorder = Bus::builder()
         .service("recorder")
         .event_log(EventLog::open(&log).expect("open the event log"))
         .build();
+    let json = |payload: &str| {
+        let mut message = RawMessage::new(replayed.clone(), payload);
+        let mut headers = Headers::new();
+        headers.insert("content-type", "application/json");
+        message.headers = headers;
+        message
+    };
     recorder
-        .publish(&Replayed { n: 1 })
+        .publish_raw(json(r#"{"n":1}"#))
         .await
         .expect("publish before");
     // The log keeps microseconds: keep the first message's time clearly
@@ -604,7 +624,7 @@ async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let since = SystemTime::now();
     recorder
-        .publish(&Replayed { n: 2 })
+        .publish_raw(json(r#"{"n":2}"#))
         .await
         .expect("publish after");
     recorder.shutdown().await.expect("shutdown syncs the log");
@@ -620,7 +640,7 @@ async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
     );
     let tail = topicbus_async(
         &kafka,
-        &["tail", "cli.replayed", "--from", "earliest", "--count", "1"],
+        &["tail", &replayed, "--from", "earliest", "--count", "1"],
     )
     .await;
     succeeded(&tail);
@@ -641,14 +661,8 @@ async fn replay_republishes_what_the_event_log_recorded_since_a_time() {
     );
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Topic)]
-#[topic(name = "cli.replayed")]
-struct Replayed {
-    n: u32,
-}
-
 /// Writes one record with exactly these bytes, as any Kafka client may.
-fn produce(kafka: &MockKafka, topic: &str, key: &[u8], headers: &[(&str, &[u8])], payload: &[u8]) {
+fn produce(kafka: &TestKafka, topic: &str, key: &[u8], headers: &[(&str, &[u8])], payload: &[u8]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         .create()
@@ -685,21 +699,23 @@ fn terminal_control(text: &str) -> Option<(usize, char)> {
 
 #[test]
 fn control_characters_in_records_reach_the_terminal_escaped() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.hostile", 1);
-    kafka.create_topic("cli.hostile.dlq", 1);
+    let kafka = TestKafka::start();
+    let hostile = kafka.name("cli.hostile");
+    let hostile_dlq = format!("{hostile}.dlq");
+    kafka.create_topic(&hostile, 1);
+    kafka.create_topic(&hostile_dlq, 1);
     let headers: [(&str, &[u8]); 4] = [
         ("x-\u{1b}]0;pwned\u{7}", b"name"),
         ("x-note", b"\x1b[2J\r\n  reason: forged"),
         ("topicbus_error", b"\x1b[31mboom\x1b[0m"),
         ("content-type", b"application/json\x1b[8m"),
     ];
-    produce(&kafka, "cli.hostile", b"k\x1b[1A", &headers, b"{}");
-    produce(&kafka, "cli.hostile.dlq", b"k\x1b[1A", &headers, b"{}");
+    produce(&kafka, &hostile, b"k\x1b[1A", &headers, b"{}");
+    produce(&kafka, &hostile_dlq, b"k\x1b[1A", &headers, b"{}");
     // JSON may carry C1 controls and bidirectional overrides unescaped.
     produce(
         &kafka,
-        "cli.hostile",
+        &hostile,
         b"k",
         &[("content-type", b"application/json")],
         "{\"a\":\"\u{9b}2J\u{202e}\"}".as_bytes(),
@@ -707,19 +723,13 @@ fn control_characters_in_records_reach_the_terminal_escaped() {
 
     let tail = topicbus(
         &kafka,
-        &["tail", "cli.hostile", "--from", "earliest", "--count", "2"],
+        &["tail", &hostile, "--from", "earliest", "--count", "2"],
     );
-    let listed = topicbus(&kafka, &["dlq", "list", "cli.hostile"]);
+    let listed = topicbus(&kafka, &["dlq", "list", &hostile]);
     let pretty = topicbus(
         &kafka,
         &[
-            "tail",
-            "cli.hostile",
-            "--from",
-            "earliest",
-            "--count",
-            "2",
-            "--pretty",
+            "tail", &hostile, "--from", "earliest", "--count", "2", "--pretty",
         ],
     );
     for run in [&tail, &listed, &pretty] {
@@ -772,10 +782,10 @@ struct HostileSquare {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_in_a_reply_reach_the_terminal_escaped() {
-    let kafka = MockKafka::start();
+    let kafka = TestKafka::start();
     let responder = service(&kafka, "math\u{1b}]0;pwned\u{7}").await;
     responder
-        .group("cli.hostile-math")
+        .group(kafka.name("cli.hostile-math"))
         .serve(|request: HostileSquare| async move {
             if request.n < 0 {
                 Err("no\u{1b}[2J\u{9b}1;1H".to_owned())
@@ -813,13 +823,14 @@ async fn control_characters_in_a_reply_reach_the_terminal_escaped() {
 
 #[test]
 fn tail_shows_json_as_sent_and_indented_on_request() {
-    let kafka = MockKafka::start();
-    kafka.create_topic("cli.order", 1);
+    let kafka = TestKafka::start();
+    let order = kafka.name("cli.order");
+    kafka.create_topic(&order, 1);
     let sent = r#"{"zone":"eu","amount":1.50,"items":[{"sku":"b"},{"sku":"a"}]}"#;
-    succeeded(&topicbus(&kafka, &["publish", "cli.order", sent]));
+    succeeded(&topicbus(&kafka, &["publish", &order, sent]));
     let tail = topicbus(
         &kafka,
-        &["tail", "cli.order", "--from", "earliest", "--count", "1"],
+        &["tail", &order, "--from", "earliest", "--count", "1"],
     );
     succeeded(&tail);
     assert!(
@@ -829,13 +840,7 @@ fn tail_shows_json_as_sent_and_indented_on_request() {
     let pretty = topicbus(
         &kafka,
         &[
-            "tail",
-            "cli.order",
-            "--from",
-            "earliest",
-            "--count",
-            "1",
-            "--pretty",
+            "tail", &order, "--from", "earliest", "--count", "1", "--pretty",
         ],
     );
     succeeded(&pretty);

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::config::config_error;
 use super::{unavailable, KafkaConfig};
-use crate::dispatch::{Feed, Member};
+use crate::dispatch::{Feed, Member, Position};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
@@ -42,6 +42,15 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 const PREFETCH_MESSAGES: u32 = 10_000;
 /// The same bound in bytes, per partition (`queued.max.messages.kbytes`).
 const PREFETCH_KBYTES: u32 = 8_192;
+/// How long librdkafka waits before it looks again at a partition whose
+/// queue it found at the bound above (`fetch.queue.backoff.ms`). Its
+/// default, one second, stalled a consumer catching up on a backlog: a
+/// worker drains a full queue in tens of milliseconds, then waited out the
+/// rest of the second with nothing to read. Short enough that a worker
+/// handling a million messages a second does not empty a full queue
+/// within it; a partition whose handler is slower costs the broker thread a
+/// look every so often, nothing more.
+const FULL_QUEUE_BACKOFF: Duration = Duration::from_millis(10);
 /// How long an idle partition worker waits for librdkafka's wake-up before
 /// it looks at its queue again anyway.
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
@@ -93,25 +102,7 @@ impl GroupConsumer {
             consumer: OnceLock::new(),
         };
         let consumer: GroupMember = config
-            .client_config(&[
-                ("group.id", spec.group.to_string()),
-                ("enable.auto.commit", "true".to_owned()),
-                ("auto.commit.interval.ms", "1000".to_owned()),
-                ("enable.auto.offset.store", "false".to_owned()),
-                // Start offsets are resolved explicitly (see `resolve_start`);
-                // this only applies to a committed offset that fell out of
-                // retention, where reading on from the oldest loses nothing.
-                ("auto.offset.reset", "earliest".to_owned()),
-                ("session.timeout.ms", "10000".to_owned()),
-                ("heartbeat.interval.ms", "1000".to_owned()),
-                ("enable.partition.eof", "false".to_owned()),
-                ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
-                ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
-                (
-                    "statistics.interval.ms",
-                    config.statistics_interval.as_millis().to_string(),
-                ),
-            ])
+            .client_config(&group_settings(config, &spec.group))
             .create_with_context(context)
             .map_err(config_error)?;
         super::config::refresh_tokens_in_background(config, consumer.client())?;
@@ -171,6 +162,34 @@ impl GroupConsumer {
         self.stop.store(true, Ordering::Release);
         let _ = self.finished.await;
     }
+}
+
+/// The librdkafka settings of a group member (the user's properties
+/// override them).
+fn group_settings(config: &KafkaConfig, group: &str) -> [(&'static str, String); 12] {
+    [
+        ("group.id", group.to_owned()),
+        ("enable.auto.commit", "true".to_owned()),
+        ("auto.commit.interval.ms", "1000".to_owned()),
+        ("enable.auto.offset.store", "false".to_owned()),
+        // Start offsets are resolved explicitly (see `resolve_start`);
+        // this only applies to a committed offset that fell out of
+        // retention, where reading on from the oldest loses nothing.
+        ("auto.offset.reset", "earliest".to_owned()),
+        ("session.timeout.ms", "10000".to_owned()),
+        ("heartbeat.interval.ms", "1000".to_owned()),
+        ("enable.partition.eof", "false".to_owned()),
+        ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
+        ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
+        (
+            "fetch.queue.backoff.ms",
+            FULL_QUEUE_BACKOFF.as_millis().to_string(),
+        ),
+        (
+            "statistics.interval.ms",
+            config.statistics_interval.as_millis().to_string(),
+        ),
+    ]
 }
 
 /// The group's poll thread: serves librdkafka's events for the group
@@ -398,7 +417,7 @@ struct WorkerState {
 
 impl Worker {
     /// Starts the worker of a partition read from `queue`.
-    fn spawn(reading: &Reading, mut queue: PartitionQueue<GroupContext>) -> Self {
+    fn spawn(reading: &Reading, partition: i32, mut queue: PartitionQueue<GroupContext>) -> Self {
         let shared = Arc::new(WorkerState {
             queue: Mutex::new(None),
             arrived: Notify::new(),
@@ -443,6 +462,7 @@ impl Worker {
                 let mut feed = WorkerFeed {
                     state: &state,
                     reader: &mut reader,
+                    partition,
                     offset,
                 };
                 if Arc::clone(&member)
@@ -498,6 +518,7 @@ impl WorkerState {
 struct WorkerFeed<'a> {
     state: &'a WorkerState,
     reader: &'a mut Reader,
+    partition: i32,
     /// The offset of the message taken last.
     offset: i64,
 }
@@ -521,6 +542,13 @@ impl Feed for WorkerFeed<'_> {
 
     fn handled(&mut self) {
         self.state.handled.store(self.offset, Ordering::Release);
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            partition: u32::try_from(self.partition).unwrap_or_default(),
+            offset: Some(self.offset),
+        }
     }
 }
 
@@ -753,7 +781,7 @@ impl GroupContext {
                 .and_then(|c| c.split_partition_queue(&self.topic, partition))
             {
                 Some(queue) => {
-                    workers.insert(partition, Worker::spawn(&self.reading, queue));
+                    workers.insert(partition, Worker::spawn(&self.reading, partition, queue));
                 }
                 None => {
                     unread.add_partition(&self.topic, partition);
@@ -843,5 +871,37 @@ impl GroupContext {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// librdkafka stops fetching a partition whose queue holds
+    /// `PREFETCH_MESSAGES` and looks at it again after
+    /// `fetch.queue.backoff.ms`. A worker that empties the queue before then
+    /// waits for the rest of it: with librdkafka's default of one second,
+    /// that was the one-second stall of a consumer catching up on a backlog
+    /// (benches/kafka_backlog.rs shows it). The backoff must stay below the
+    /// time a worker needs to empty a full queue at a million messages a
+    /// second.
+    #[test]
+    fn a_full_partition_queue_is_fetched_again_before_a_worker_can_empty_it() {
+        let config = KafkaConfig::new("127.0.0.1:9092");
+        let native = config
+            .client_config(&group_settings(&config, "group"))
+            .create_native_config()
+            .expect("valid settings");
+        let backoff_ms: u64 = native
+            .get("fetch.queue.backoff.ms")
+            .expect("a librdkafka property")
+            .parse()
+            .expect("a number");
+        let drained_ms = u64::from(PREFETCH_MESSAGES) / 1_000;
+        assert!(
+            backoff_ms <= drained_ms,
+            "fetch.queue.backoff.ms is {backoff_ms} ms; a full queue of {PREFETCH_MESSAGES} empties in {drained_ms} ms at 1M messages/s"
+        );
     }
 }

@@ -15,8 +15,12 @@
 //!   queue holds 10 000 messages or 8 MiB, so memory stays bounded.
 //! - Replies: every instance reads its own single-partition reply topic
 //!   (`{reply_topic_prefix}.{service}.{instance}`), assigned at its end
-//!   offset before `connect` returns, so a first reply cannot be missed and
-//!   a reply always reaches the instance that asked.
+//!   offset before its first request is sent, so a first reply cannot be
+//!   missed and a reply always reaches the instance that asked. In
+//!   Go-envelope mode it also reads every partition of `{topic}.response`
+//!   of each topic it sends requests to, likewise assigned at their end
+//!   before its first request there, and takes the replies whose
+//!   correlation id one of its requests waits for.
 //!
 //! docs/wire.md documents the headers; docs/kafka.md the operational side.
 
@@ -59,6 +63,8 @@ struct Inner {
     /// Its reader, opened by the first request (an instance that never
     /// makes a request creates no reply topic).
     inbox: tokio::sync::OnceCell<inbox::Inbox>,
+    /// In Go-envelope mode, the readers of `{topic}.response`.
+    responses: inbox::ResponseReaders,
     pending: Arc<Pending>,
     /// Set by `close`: no inbox is opened after it.
     closed: std::sync::atomic::AtomicBool,
@@ -94,6 +100,7 @@ impl KafkaTransport {
                 admin,
                 inbox_topic: inbox_topic.clone(),
                 inbox: tokio::sync::OnceCell::new(),
+                responses: inbox::ResponseReaders::default(),
                 pending: Arc::clone(pending),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 consumers: Mutex::new(Vec::new()),
@@ -104,9 +111,11 @@ impl KafkaTransport {
         Ok((transport, inbox_topic.into()))
     }
 
-    /// Creates the reply topic and starts reading it at its end, once:
-    /// every reply produced after this returns is seen.
-    pub async fn open_inbox(&self) -> Result<()> {
+    /// Creates the reply topic and starts reading it at its end, once; in
+    /// Go-envelope mode, does the same for `{request_topic}.response`, where
+    /// the Go bus's responders answer. Every reply to a request sent after
+    /// this returns is seen.
+    pub async fn open_inbox(&self, request_topic: &str) -> Result<()> {
         let inner = &self.inner;
         inner
             .inbox
@@ -120,18 +129,48 @@ impl KafkaTransport {
                 } else {
                     produce::request_auto_creation(&inner.producer, &inner.config, topic).await?;
                 }
-                inbox::Inbox::open(&inner.config, topic, Arc::clone(&inner.pending)).await
+                let pending = Arc::clone(&inner.pending);
+                inbox::Inbox::open(&inner.config, topic, inbox::Replies::Own, topic, pending).await
             })
-            .await
-            .map(|_| ())
+            .await?;
+        if !inner.config.go_envelope {
+            return Ok(());
+        }
+        let slot = inner.responses.slot(request_topic);
+        if slot.initialized() {
+            return Ok(());
+        }
+        let closed = || inner.closed.load(std::sync::atomic::Ordering::Acquire);
+        let reader = slot
+            .get_or_try_init(|| async {
+                if closed() {
+                    return Err(Error::Closed);
+                }
+                let topic = format!("{request_topic}.response");
+                self.ensure_one(&topic, None).await?;
+                let pending = Arc::clone(&inner.pending);
+                let replies = inbox::Replies::Shared;
+                inbox::Inbox::open(&inner.config, &topic, replies, &inner.inbox_topic, pending)
+                    .await
+            })
+            .await?;
+        // `close` may have run while it opened, and not seen it.
+        if closed() {
+            reader.stop_now();
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     pub async fn publish(&self, message: Message) -> Result<()> {
         produce::publish(&self.inner.producer, &self.inner.config, &message).await
     }
 
-    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
-        produce::publish_batch(&self.inner.producer, &self.inner.config, &messages).await
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = Result<Message>>,
+    ) -> Result<()> {
+        produce::publish_batch(&self.inner.producer, &self.inner.config, messages).await
     }
 
     /// Enqueues a reply and returns; its acknowledgement is awaited on a
@@ -273,9 +312,10 @@ impl KafkaTransport {
         if let Some(inbox) = self.inner.inbox.get() {
             inbox.stop_now();
         }
+        self.inner.responses.stop_now();
     }
 
-    /// Flushes the producer and closes the inbox.
+    /// Flushes the producer and closes the reply readers.
     pub async fn close(&self) {
         self.inner
             .closed
@@ -287,6 +327,7 @@ impl KafkaTransport {
             if let Some(inbox) = inner.inbox.get() {
                 inbox.close();
             }
+            inner.responses.close();
             flushed
         })
         .await;

@@ -1,5 +1,6 @@
 //! Publishing to Kafka.
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -211,15 +212,44 @@ pub(super) fn reply(
     Ok(acks)
 }
 
-/// Enqueues every message before awaiting any acknowledgement, so the
-/// producer batches them; waits for a delivery when its queue is full.
-pub(super) async fn publish_batch(
+/// Messages of one batch enqueued and not yet acknowledged, at most: a
+/// batch is encoded and enqueued as acknowledgements make room, so that a
+/// publish holds this many messages (encoded, and copied into librdkafka's
+/// queue), not the whole batch.
+const BATCH_WINDOW: usize = 8_192;
+/// Where a batch that filled its window resumes: waiting for a quarter of
+/// the window wakes the publisher once per 2 048 acknowledgements, not for
+/// each one.
+const BATCH_RESUME: usize = BATCH_WINDOW - BATCH_WINDOW / 4;
+
+/// Publishes `messages` in order, pipelined: each is made (encoded) and
+/// enqueued once at most [`BATCH_WINDOW`] are waiting for their
+/// acknowledgement, so the producer batches them while memory stays
+/// bounded. Ends at the first failure: a message that cannot be made ends
+/// the batch after the ones before it are acknowledged; a delivery failure
+/// ends it when it is seen (the ones already enqueued are still sent).
+pub(super) async fn publish_batch<M: Borrow<Message>>(
     producer: &KafkaProducer,
     config: &KafkaConfig,
-    messages: &[Message],
+    messages: impl IntoIterator<Item = Result<M>>,
 ) -> Result<()> {
     let acks = Acks::new();
-    for message in messages {
+    let mut messages = messages.into_iter();
+    loop {
+        // Before the next message is made, so that none waits made.
+        if acks.pending.load(Ordering::SeqCst) >= BATCH_WINDOW {
+            acks.settled_to(BATCH_RESUME).await;
+            acks.failed(config)?;
+        }
+        let message = match messages.next() {
+            None => break,
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                acks.settled(config).await?;
+                return Err(error);
+            }
+        };
+        let message = message.borrow();
         let topic: &str = &message.meta.topic;
         loop {
             match enqueue(producer, config, &acks, topic, None, message) {

@@ -252,9 +252,9 @@ fn flush(
     if batch.next.is_empty() {
         return Ok(());
     }
-    let messages: Vec<Message> = batch.messages.iter().map(|(m, ..)| m.clone()).collect();
-    match runtime.block_on(produce::publish_batch(producer, config, &messages)) {
-        Ok(()) => done.moved += messages.len() as u64,
+    let messages = batch.messages.iter().map(|(m, ..)| Ok(m));
+    match runtime.block_on(produce::publish_batch(producer, config, messages)) {
+        Ok(()) => done.moved += batch.messages.len() as u64,
         Err(Error::TooLarge { .. }) => {
             for (message, partition, offset) in &batch.messages {
                 match runtime.block_on(produce::publish(producer, config, message)) {

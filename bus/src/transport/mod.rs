@@ -78,12 +78,16 @@ impl Transport {
         }
     }
 
-    /// Publishes messages in order; a network transport pipelines them.
-    pub async fn publish_batch(&self, messages: Vec<Message>) -> Result<()> {
+    /// Publishes messages in order, each made when its turn comes; a
+    /// network transport pipelines them. Ends at the first error.
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = Result<Message>>,
+    ) -> Result<()> {
         match self {
             Transport::Memory(m) => {
                 for message in messages {
-                    m.publish(message).await?;
+                    m.publish(message?).await?;
                 }
                 Ok(())
             }
@@ -208,13 +212,16 @@ impl Transport {
         }
     }
 
-    /// Makes sure replies to this instance's inbox are read (Kafka opens its
-    /// reply topic on the first request); call before sending a request.
-    pub async fn open_inbox(&self) -> Result<()> {
+    /// Makes sure replies to this instance's requests on `request_topic`
+    /// are read (Kafka opens its reply topic on the first request, and in
+    /// Go-envelope mode `{request_topic}.response` on the first request
+    /// there); call before sending a request.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    pub async fn open_inbox(&self, request_topic: &str) -> Result<()> {
         match self {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => k.open_inbox().await,
+            Transport::Kafka(k) => k.open_inbox(request_topic).await,
         }
     }
 

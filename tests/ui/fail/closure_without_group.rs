@@ -9,7 +9,7 @@ struct ChunkCreated {
 
 // Two closures of one function would share a default group named after
 // their common type: a closure must be registered in a named group.
-async fn register(bus: &Bus) -> topicbus::Result<()> {
+async fn register(bus: &Bus) -> topicbus::Result<topicbus::Subscription> {
     bus.subscribe(|ev: ChunkCreated| async move {
         println!("{}", ev.chunk_id);
         Ok::<_, std::io::Error>(())

@@ -6,7 +6,7 @@ struct NotATopic {
     id: u64,
 }
 
-async fn publish(bus: &Bus, message: &NotATopic) -> topicbus::Result<()> {
+async fn publish(bus: &Bus, message: &NotATopic) -> topicbus::Result<topicbus::MessageId> {
     bus.publish(message).await
 }
 

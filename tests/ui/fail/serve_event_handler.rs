@@ -13,7 +13,7 @@ async fn on_chunk(ev: ChunkCreated) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-async fn register(bus: &Bus) -> topicbus::Result<()> {
+async fn register(bus: &Bus) -> topicbus::Result<topicbus::Subscription> {
     bus.serve(on_chunk).await
 }
 

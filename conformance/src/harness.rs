@@ -1,15 +1,9 @@
-//! What the cases run on: a [`Harness`] per transport makes [`Net`]works, a
+//! What the cases run on: a [`Harness`] per transport makes networks, a
 //! network makes [`Bus`] instances that share it (one memory broker, one
 //! Kafka cluster), plus the small waiting and recording tools the cases use.
 //!
 //! Cases talk to the bus only through its public API and never look at which
 //! harness they run on, except through the capability flags.
-//!
-//! Adding a transport (Kafka): implement [`Harness`] and [`Network`], then add
-//! one line to the `harnesses` list in `conformance.rs`. A networked harness
-//! should scope service and group names per network ([`Network::scope`]) so
-//! that cases running at the same time, and earlier runs, do not share
-//! consumer groups; every case uses topics of its own.
 
 use std::future::{Future, IntoFuture};
 use std::panic::AssertUnwindSafe;
@@ -66,11 +60,13 @@ impl Default for Setup {
 }
 
 impl Setup {
+    /// With [`Setup::queue_capacity`] set to `n`.
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = Some(n);
         self
     }
 
+    /// With [`Setup::retain`] set to `n`.
     pub fn retain(mut self, n: usize) -> Self {
         self.retain = Some(n);
         self
@@ -123,6 +119,12 @@ pub trait Harness: Send + Sync + 'static {
     /// names. librdkafka's mock cluster auto-creates topics with its own
     /// count instead (topicbus provisions none there).
     fn partitions_as_declared(&self) -> bool {
+        true
+    }
+
+    /// Whether a delivered message's `Context::offset` gives its offset in
+    /// its partition (a log); the memory transport keeps none.
+    fn has_offsets(&self) -> bool {
         true
     }
 
@@ -281,6 +283,10 @@ impl Harness for Memory {
         true
     }
 
+    fn has_offsets(&self) -> bool {
+        false
+    }
+
     fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
         let mut config = MemoryConfig::default().force_codec(self.force_codec);
         if let Some(n) = setup.partitions {
@@ -317,150 +323,6 @@ impl Network for MemoryNet {
             .shutdown_timeout(s.shutdown_timeout)
             .build();
         Box::pin(async move { bus })
-    }
-}
-
-// ---------------------------------------------------------------- kafka
-
-/// The Kafka transport, on librdkafka's in-process mock cluster (a cluster
-/// of its own per network, so cases share no groups or offsets) or on a real
-/// broker (Apache Kafka: scripts/kafka.sh) named by `TOPICBUS_KAFKA_BROKERS`.
-#[cfg(feature = "kafka")]
-#[derive(Debug, Clone, Copy)]
-pub struct Kafka {
-    real_broker: bool,
-}
-
-#[cfg(feature = "kafka")]
-impl Kafka {
-    pub fn mock() -> Self {
-        Self { real_broker: false }
-    }
-
-    pub fn broker() -> Self {
-        Self { real_broker: true }
-    }
-
-    fn brokers() -> Option<String> {
-        std::env::var("TOPICBUS_KAFKA_BROKERS")
-            .ok()
-            .filter(|b| !b.is_empty())
-    }
-}
-
-#[cfg(feature = "kafka")]
-impl Harness for Kafka {
-    fn name(&self) -> &'static str {
-        if self.real_broker {
-            "kafka_broker"
-        } else {
-            "kafka_mock"
-        }
-    }
-
-    fn unavailable(&self) -> Option<String> {
-        (self.real_broker && Kafka::brokers().is_none())
-            .then(|| "set TOPICBUS_KAFKA_BROKERS to a broker: $(scripts/kafka.sh start)".to_owned())
-    }
-
-    fn keeps_history(&self) -> bool {
-        true
-    }
-
-    fn publishers_wait_for_slow_consumers(&self) -> bool {
-        false
-    }
-
-    fn knows_responders(&self) -> bool {
-        false
-    }
-
-    /// librdkafka's mock cluster answers ListOffsets by time with the end
-    /// of every partition, so there a new group started at a time starts at
-    /// the end. A real broker looks the offset up by each batch's time.
-    fn finds_messages_by_time(&self) -> bool {
-        self.real_broker
-    }
-
-    /// Apache Kafka accepts a member's commit while its group rebalances
-    /// (the member's generation is still current); librdkafka's mock
-    /// cluster refuses it.
-    fn commits_survive_rebalances(&self) -> bool {
-        self.real_broker
-    }
-
-    fn partitions_as_declared(&self) -> bool {
-        self.real_broker
-    }
-
-    fn network(&self, setup: Setup) -> BoxFuture<'static, Box<dyn Network>> {
-        let real_broker = self.real_broker;
-        Box::pin(async move {
-            let (brokers, cluster) = if real_broker {
-                (Kafka::brokers().expect("checked by run_case"), None)
-            } else {
-                let cluster = crate::mock_kafka::MockKafka::start(1);
-                (cluster.bootstrap.clone(), Some(cluster))
-            };
-            Box::new(KafkaNet {
-                brokers,
-                _cluster: cluster,
-                setup,
-                // A real broker creates topics on request; the mock cluster
-                // does not implement CreateTopics but auto-creates them.
-                provision: real_broker,
-                scope: network_scope(),
-            }) as Box<dyn Network>
-        })
-    }
-}
-
-#[cfg(feature = "kafka")]
-struct KafkaNet {
-    brokers: String,
-    _cluster: Option<crate::mock_kafka::MockKafka>,
-    setup: Setup,
-    /// Create topics through the admin API (a real broker); the mock
-    /// cluster auto-creates them instead.
-    provision: bool,
-    /// Unique to this network across runs: groups never carry offsets over.
-    scope: String,
-}
-
-/// A name part unique to one network of this process and to this run.
-#[cfg(feature = "kafka")]
-fn network_scope() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let run = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    format!("{run:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-#[cfg(feature = "kafka")]
-impl Network for KafkaNet {
-    fn bus(&self, service: &str) -> BoxFuture<'_, Bus> {
-        let s = &self.setup;
-        let mut config = crate::mock_kafka::test_settings(
-            topicbus::kafka::KafkaConfig::new(self.brokers.clone())
-                .provision_topics(self.provision),
-        );
-        if let Some(n) = s.partitions {
-            config = config.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
-        }
-        let builder = Bus::builder()
-            .service(service)
-            .retries(s.retries)
-            .backoff(s.backoff.0, s.backoff.1)
-            .request_timeout(s.request_timeout)
-            .shutdown_timeout(s.shutdown_timeout)
-            .kafka(config);
-        Box::pin(async move { builder.connect().await.expect("connect to Kafka") })
-    }
-
-    fn scope(&self, name: &str) -> String {
-        format!("{name}.{}", self.scope)
     }
 }
 

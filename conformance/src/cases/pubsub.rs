@@ -436,3 +436,144 @@ pub async fn publish_batch_delivers_each_message_once<H: Harness>(harness: H) {
         assert_eq!(got, want, "key {key}: every message, in publish order");
     }
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.pubsub.identified", key = key)]
+pub struct Identified {
+    key: String,
+    n: u64,
+}
+
+/// `publish` returns the id its handlers see; `publish_with_id` publishes
+/// under the caller's id (text or UUID text) and refuses an empty one.
+pub async fn publish_returns_the_id_and_keeps_a_callers_id<H: Harness>(harness: H) {
+    let net = Net::new(&harness, Setup::default()).await;
+    let consumer = net.bus("identified-sink").await;
+    let seen: Arc<Log<(u64, String)>> = Log::new();
+    let seen_in = Arc::clone(&seen);
+    consumer
+        .group(net.group("pubsub.identified"))
+        .subscribe(move |message: Identified, ctx: Context| {
+            seen_in.push((message.n, ctx.id().to_string()));
+            async { Ok::<(), Infallible>(()) }
+        })
+        .await
+        .expect("subscribe");
+
+    let publisher = net.bus("identified-source").await;
+    let at = |n| Identified {
+        key: format!("k{n}"),
+        n,
+    };
+    let made = guard("publish", publisher.publish(&at(0)))
+        .await
+        .expect("publish");
+    let with = guard(
+        "publish_with",
+        publisher.publish_with(&at(1), Headers::new()),
+    )
+    .await
+    .expect("publish_with");
+    let uuid_text = "0b6e1f3c-94a6-4d0e-8d8e-6f5a2b7c9d10";
+    let mut expected = vec![(0, made.to_string()), (1, with.to_string())];
+    for (n, id) in [(2, "order-17/line-3"), (3, uuid_text)] {
+        let kept = guard(
+            "publish_with_id",
+            publisher.publish_with_id(&at(n), topicbus::MessageId::parse(id), Headers::new()),
+        )
+        .await
+        .expect("publish_with_id");
+        assert_eq!(
+            kept.to_string(),
+            id,
+            "publish_with_id returns the caller's id"
+        );
+        expected.push((n, id.to_owned()));
+    }
+    assert_ne!(made, with, "each publish makes a new id");
+    match publisher
+        .publish_with_id(&at(4), topicbus::MessageId::parse(""), Headers::new())
+        .await
+    {
+        Err(topicbus::Error::Config { key, .. }) => assert_eq!(key, "ce_id"),
+        other => panic!("an empty id: expected Error::Config naming ce_id, got {other:?}"),
+    }
+
+    let mut got = seen.wait_for(expected.len(), "every message handled").await;
+    net.close().await;
+    got.sort();
+    assert_eq!(got, expected, "(n, id) as the handler saw them");
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.pubsub.positioned", key = key, partitions = 4)]
+pub struct Positioned {
+    key: String,
+    n: u64,
+}
+
+/// A message's key and number, and its partition and offset as handled.
+type Placed = (String, u64, u32, Option<i64>);
+
+/// `Context::partition` is where the message is: the same for every
+/// message of one key, below the topic's partition count; with offsets
+/// (`has_offsets`), `Context::offset` grows with each message of a
+/// partition, in the order they are handled.
+pub async fn context_tells_partition_and_offset<H: Harness>(harness: H) {
+    const KEYS: u64 = 8;
+    const EACH: u64 = 5;
+    let net = Net::new(&harness, Setup::default()).await;
+    let consumer = net.bus("positioned-sink").await;
+    let seen: Arc<Log<Placed>> = Log::new();
+    let seen_in = Arc::clone(&seen);
+    consumer
+        .group(net.group("pubsub.positioned"))
+        .subscribe(move |message: Positioned, ctx: Context| {
+            seen_in.push((message.key, message.n, ctx.partition(), ctx.offset()));
+            async { Ok::<(), Infallible>(()) }
+        })
+        .await
+        .expect("subscribe");
+    let publisher = net.bus("positioned-source").await;
+    // Fixed keys: where they land is the same on every run (the group is
+    // new, so earlier runs' messages are not seen).
+    let messages: Vec<Positioned> = (0..KEYS * EACH)
+        .map(|n| Positioned {
+            key: format!("k{}", n % KEYS),
+            n,
+        })
+        .collect();
+    guard("publish_batch", publisher.publish_batch(&messages))
+        .await
+        .expect("publish");
+    let seen = seen.wait_for(messages.len(), "every message handled").await;
+    net.close().await;
+
+    let mut partition_of: BTreeMap<String, u32> = BTreeMap::new();
+    let mut last_offset: BTreeMap<u32, i64> = BTreeMap::new();
+    for (key, n, partition, offset) in &seen {
+        let first = *partition_of.entry(key.clone()).or_insert(*partition);
+        assert_eq!(*partition, first, "message {n} of {key}: partition");
+        if harness.partitions_as_declared() {
+            assert!(*partition < 4, "message {n}: partition {partition} of 4");
+        }
+        match (harness.has_offsets(), offset) {
+            (true, Some(offset)) => {
+                if let Some(last) = last_offset.insert(*partition, *offset) {
+                    assert!(
+                        *offset > last,
+                        "message {n}: offset {offset} after {last} in partition {partition}"
+                    );
+                }
+            }
+            (false, None) => {}
+            (has, offset) => panic!("message {n}: offset {offset:?}, has_offsets() = {has}"),
+        }
+    }
+    if harness.partitions_as_declared() {
+        assert!(
+            partition_of.values().collect::<BTreeSet<_>>().len() > 1,
+            "{KEYS} keys spread over more than one of 4 partitions: {partition_of:?}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use topicbus::{Context, Error, Headers, RawMessage, Topic};
+use topicbus::{Bus, Context, Error, Headers, RawMessage, Subscription, Topic};
 
 use crate::harness::{
     assert_exactly_once, distinct, guard, per_member, wait_for_each, Gate, Handled, Harness, Log,
@@ -240,7 +240,7 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
                 .await;
             match probe {
                 Err(Error::Closed) => break,
-                Ok(()) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
                 Err(e) => panic!("probe subscription: {e}"),
             }
         }
@@ -273,5 +273,107 @@ pub async fn shutdown_hands_queued_work_to_remaining_members<H: Harness>(harness
     assert!(
         counts.get(&1).copied().unwrap_or(0) > 0,
         "the staying member took over: {counts:?}"
+    );
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Topic)]
+#[topic(name = "conformance.shutdown.stint")]
+pub struct Stint {
+    n: u64,
+}
+
+/// A subscription that counts what it is given.
+async fn counting(bus: &Bus, group: String, log: &Arc<Log<u64>>) -> Subscription {
+    let log = Arc::clone(log);
+    bus.group(group)
+        .subscribe(move |stint: Stint| {
+            log.push(stint.n);
+            async { Ok::<(), Infallible>(()) }
+        })
+        .await
+        .expect("subscribe")
+}
+
+/// `Subscription::stop` ends one subscription the way shutdown ends them
+/// all: its in-flight handler finishes before `stop` returns and it is given
+/// nothing afterwards, while the bus and its other subscriptions go on,
+/// one whose handle was dropped among them.
+pub async fn a_stopped_subscription_ends_alone<H: Harness>(harness: H) {
+    const N: u64 = 20;
+    let net = Net::new(&harness, Setup::default()).await;
+    let worker = net.bus("stints").await;
+    let started = Log::new();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let violations = Log::new();
+    let stopping = {
+        let (started, stopped, finished, violations) = (
+            Arc::clone(&started),
+            Arc::clone(&stopped),
+            Arc::clone(&finished),
+            Arc::clone(&violations),
+        );
+        worker
+            .group(net.group("stop.stopped"))
+            .subscribe(move |stint: Stint| {
+                if stopped.load(Ordering::SeqCst) {
+                    violations.push(stint.n);
+                }
+                started.push(stint.n);
+                let finished = Arc::clone(&finished);
+                async move {
+                    // Mid-way when `stop` is called: still sleeping.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    finished.store(true, Ordering::SeqCst);
+                    Ok::<(), Infallible>(())
+                }
+            })
+            .await
+            .expect("subscribe")
+    };
+    assert_eq!(stopping.topic(), Stint::NAME);
+    assert_eq!(stopping.group(), net.group("stop.stopped"));
+    let (kept, dropped) = (Log::new(), Log::new());
+    let _kept = counting(&worker, net.group("stop.kept"), &kept).await;
+    drop(counting(&worker, net.group("stop.dropped"), &dropped).await);
+
+    let publisher = net.bus("stint-source").await;
+    publisher.publish(&Stint { n: 0 }).await.expect("publish");
+    started.wait_for(1, "the handler started").await;
+    guard("stop", stopping.stop()).await.expect("stop succeeds");
+    stopped.store(true, Ordering::SeqCst);
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "the in-flight handler finished before stop returned"
+    );
+
+    for n in 1..N {
+        publisher.publish(&Stint { n }).await.expect("publish");
+    }
+    let every: Vec<u64> = (0..N).collect();
+    for (log, what) in [(&kept, "kept"), (&dropped, "handle dropped")] {
+        let seen = log
+            .wait_until(
+                &format!("the subscription whose {what} sees everything"),
+                |seen| seen.len() >= every.len(),
+            )
+            .await;
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted, every,
+            "the subscription ({what}) saw each message once"
+        );
+    }
+    net.close().await;
+    assert_eq!(
+        started.snapshot(),
+        vec![0],
+        "the stopped subscription was given only what came before stop"
+    );
+    assert_eq!(
+        violations.snapshot(),
+        Vec::<u64>::new(),
+        "given after stop returned"
     );
 }
