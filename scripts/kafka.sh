@@ -5,6 +5,7 @@
 #
 #   scripts/kafka.sh install            # resolve the jars once (cached); prints the jar folder
 #   scripts/kafka.sh start [--nodes N]  # a fresh cluster of 1 (default) or 3 nodes; prints its bootstrap address
+#   scripts/kafka.sh start --security   # one node with every security listener; prints env lines (below)
 #   scripts/kafka.sh stop               # stop the nodes this script started (SIGTERM), wait until they are gone
 #   scripts/kafka.sh status             # one line per node; exit 0 if every node runs, 3 otherwise
 #   scripts/kafka.sh address            # the running cluster's bootstrap address
@@ -22,10 +23,30 @@
 #                    under ${TMPDIR:-/tmp}, named by a hash of the checkout's path,
 #                    so two checkouts never touch each other's cluster
 #   KAFKA_PORT       first client port (node i listens on KAFKA_PORT+i-1, its
-#                    controller on KAFKA_PORT+100+i-1); default: free ports
+#                    controller on KAFKA_PORT+100+i-1, security mode's
+#                    listeners on KAFKA_PORT+200..204); default: free ports
 #   KAFKA_HEAP       heap per node (default 512m)
 #   KAFKA_CACHE      the jars (default ~/.cache/topicbus/kafka-VERSION-POMHASH)
 #   KAFKA_START_TIMEOUT  seconds `start` and `restart` wait (default 180)
+#
+# Security mode (`start --security`): one node, one start for every
+# security test. Throw-away certificates are made with the openssl CLI
+# (scripts/kafka/certs.sh) into KAFKA_DIR/certs, SCRAM users are added when
+# the storage is formatted, and the node listens on
+#   PLAINTEXT  no security (also the broker's own and the readiness probe's)
+#   SSL        TLS with the server certificate
+#   MTLS       TLS with ssl.client.auth=required
+#   SASL       SASL_SSL with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
+#   OAUTH      SASL_SSL with OAUTHBEARER and the broker's unsecured token
+#              validator; a session must re-authenticate every 3 s (so a
+#              client must keep presenting a token that has not expired)
+#   EXPIRED    TLS with a server certificate that expired in 2020
+# and prints, instead of the bootstrap address, the lines (also kept in
+# KAFKA_DIR/security.env)
+#   TOPICBUS_SECURE_{PLAINTEXT,SSL,MTLS,SASL,OAUTH,EXPIRED}=127.0.0.1:PORT
+#   TOPICBUS_SECURE_CERTS=DIR          the files scripts/kafka/certs.sh lists
+#   TOPICBUS_SECURE_USER=alice         a user of PLAIN and both SCRAMs
+#   TOPICBUS_SECURE_PASSWORD=...       made at random by each start
 #
 # Three-node mode: replication factor 3 for auto-created and internal
 # topics, min.insync.replicas=2, so any one node can be lost without losing
@@ -46,6 +67,9 @@ KAFKA_DIR="${KAFKA_DIR:-${TMPDIR:-/tmp}/topicbus-kafka-$(printf %s "$ROOT" | sha
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-180}"
 CLUSTER="$KAFKA_DIR/cluster.env"
+# Security mode's listeners by name (empty otherwise), user and password.
+declare -A SECURE_PORTS=()
+SECURE_USER="" SECURE_PASSWORD=""
 
 # A small heap, the serial collector and few threads: the machines have
 # two cores, and a three-node cluster runs beside the test build.
@@ -122,13 +146,21 @@ node_pid() {
 
 write_config() {
     local n="$1" rf="$2" min_isr="$3" port="$4" controller_port="$5"
+    local listeners="PLAINTEXT://127.0.0.1:$port" map="PLAINTEXT:PLAINTEXT" name
+    for name in "${!SECURE_PORTS[@]}"; do
+        listeners+=",$name://127.0.0.1:${SECURE_PORTS[$name]}"
+    done
+    if [ "${#SECURE_PORTS[@]}" -gt 0 ]; then
+        map+=",SSL:SSL,MTLS:SSL,SASL:SASL_SSL,OAUTH:SASL_SSL,EXPIRED:SSL"
+    fi
+    listeners+=",CONTROLLER://127.0.0.1:$controller_port"
     mkdir -p "$KAFKA_DIR/node$n/data"
     cat >"$KAFKA_DIR/node$n/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$n
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=$listeners
+advertised.listeners=$listeners
+listener.security.protocol.map=$map,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=$CONTROLLERS
@@ -163,6 +195,32 @@ background.threads=2
 num.replica.fetchers=1
 num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
+EOF
+    if [ "${#SECURE_PORTS[@]}" -gt 0 ]; then
+        security_config >>"$KAFKA_DIR/node$n/server.properties"
+    fi
+}
+
+# The security listeners' settings (see the top of this file).
+security_config() {
+    local certs="$KAFKA_DIR/certs"
+    cat <<EOF
+
+# Security listeners: scripts/kafka.sh start --security.
+ssl.keystore.type=PEM
+ssl.keystore.location=$certs/server.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$certs/ca.pem
+ssl.client.auth=none
+listener.name.mtls.ssl.client.auth=required
+listener.name.expired.ssl.keystore.location=$certs/expired.pem
+listener.name.sasl.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SECURE_USER="$SECURE_PASSWORD";
+listener.name.sasl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.oauth.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.oauth.oauthbearer.connections.max.reauth.ms=3000
 EOF
 }
 
@@ -207,14 +265,18 @@ wait_ready() {
 }
 
 start() {
-    local nodes=1
+    local nodes=1 security=false
     while [ $# -gt 0 ]; do
         case "$1" in
             --nodes) nodes="${2:-}"; shift 2 || die "--nodes needs a number" ;;
             --nodes=*) nodes="${1#--nodes=}"; shift ;;
-            *) die "start: unknown argument \`$1\` (usage: start [--nodes 1|3])" ;;
+            --security) security=true; shift ;;
+            *) die "start: unknown argument \`$1\` (usage: start [--nodes 1|3] | start --security)" ;;
         esac
     done
+    if $security && [ "$nodes" != 1 ]; then
+        die "start: --security runs one node"
+    fi
     case "$nodes" in
         1) local rf=1 min_isr=1 ;;
         3) local rf=3 min_isr=2 ;;
@@ -225,16 +287,29 @@ start() {
     rm -rf "$KAFKA_DIR"
     mkdir -p "$KAFKA_DIR"
 
-    local ports=() controller_ports=() n
+    local ports=() controller_ports=() secure_ports=() n name
     if [ -n "${KAFKA_PORT:-}" ]; then
         for n in $(seq 1 "$nodes"); do
             ports+=($((KAFKA_PORT + n - 1)))
             controller_ports+=($((KAFKA_PORT + 100 + n - 1)))
         done
+        for n in 1 2 3 4 5; do secure_ports+=($((KAFKA_PORT + 200 + n - 1))); done
     else
-        read -r -a ports <<<"$(free_ports $((2 * nodes)))"
-        controller_ports=("${ports[@]:$nodes}")
+        # One call, so that no port is handed out twice.
+        read -r -a ports <<<"$(free_ports $((2 * nodes + 5)))"
+        controller_ports=("${ports[@]:$nodes:$nodes}")
+        secure_ports=("${ports[@]:$((2 * nodes))}")
         ports=("${ports[@]:0:$nodes}")
+    fi
+    if $security; then
+        command -v openssl >/dev/null || die "the openssl CLI is needed to make the test certificates"
+        "$HERE/kafka/certs.sh" "$KAFKA_DIR/certs"
+        SECURE_USER=alice
+        SECURE_PASSWORD="$(openssl rand -hex 12)"
+        for name in SSL MTLS SASL OAUTH EXPIRED; do
+            SECURE_PORTS[$name]="${secure_ports[0]}"
+            secure_ports=("${secure_ports[@]:1}")
+        done
     fi
     BOOTSTRAP="" CONTROLLERS="" NODES="$nodes"
     local voters=""
@@ -254,6 +329,12 @@ start() {
     local cluster_id quorum pids=()
     cluster_id="$(kafka_uuid)"
     if [ "$nodes" = 1 ]; then quorum=(--standalone); else quorum=(--initial-controllers "$voters"); fi
+    if $security; then
+        quorum+=(
+            --add-scram "SCRAM-SHA-256=[name=$SECURE_USER,password=$SECURE_PASSWORD]"
+            --add-scram "SCRAM-SHA-512=[name=$SECURE_USER,password=$SECURE_PASSWORD]"
+        )
+    fi
     for n in $(seq 1 "$nodes"); do
         java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
             -Dlog4j2.configurationFile="$HERE/kafka/log4j2-quiet.properties" \
@@ -273,7 +354,19 @@ start() {
         launch "$n"
     done
     wait_ready "$BOOTSTRAP"
-    echo "$BOOTSTRAP"
+    if $security; then
+        {
+            echo "TOPICBUS_SECURE_PLAINTEXT=$BOOTSTRAP"
+            for name in SSL MTLS SASL OAUTH EXPIRED; do
+                echo "TOPICBUS_SECURE_$name=127.0.0.1:${SECURE_PORTS[$name]}"
+            done
+            echo "TOPICBUS_SECURE_CERTS=$KAFKA_DIR/certs"
+            echo "TOPICBUS_SECURE_USER=$SECURE_USER"
+            echo "TOPICBUS_SECURE_PASSWORD=$SECURE_PASSWORD"
+        } | tee "$KAFKA_DIR/security.env"
+    else
+        echo "$BOOTSTRAP"
+    fi
 }
 
 # Signals node $1 with $2 and waits until it is gone; SIGKILL after 60 s.
@@ -352,7 +445,7 @@ case "${1:-}" in
         wait_ready "$(node_address "$2")" in-sync
         ;;
     *)
-        echo "usage: $0 install | start [--nodes 1|3] | stop | status | address | kill NODE | restart NODE" >&2
+        echo "usage: $0 install | start [--nodes 1|3] | start --security | stop | status | address | kill NODE | restart NODE" >&2
         exit 2
         ;;
 esac

@@ -69,6 +69,14 @@ const KEYS: &[&str] = &[
     "kafka_connect_timeout",
     "kafka_join_timeout",
     "kafka_go_envelope",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_location",
+    "kafka_ssl_certificate_location",
+    "kafka_ssl_key_location",
+    "kafka_ssl_key_password",
     "kafka_properties",
     "allowed_reply_topics",
     "reply_key",
@@ -114,6 +122,157 @@ impl<'de> Deserialize<'de> for BusType {
     }
 }
 
+/// How the Kafka clients talk to the brokers (librdkafka's
+/// `security.protocol`).
+///
+/// ```
+/// use topicbus::SecurityProtocol;
+///
+/// assert_eq!("SASL_SSL".parse(), Ok(SecurityProtocol::SaslSsl));
+/// assert_eq!(SecurityProtocol::SaslSsl.to_string(), "sasl_ssl");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication (Kafka's default).
+    Plaintext,
+    /// TLS; with a client certificate for mutual TLS. Needs the `kafka-tls`
+    /// feature.
+    Ssl,
+    /// SASL authentication without TLS: the password or token crosses the
+    /// network in the clear (PLAIN) or hashed (SCRAM).
+    SaslPlaintext,
+    /// SASL authentication over TLS, what managed clusters ask for. Needs
+    /// the `kafka-tls` feature.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether the connection is encrypted.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the client authenticates with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        })
+    }
+}
+
+impl std::str::FromStr for SecurityProtocol {
+    type Err = String;
+
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`, in any case.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "plaintext" => Ok(SecurityProtocol::Plaintext),
+            "ssl" => Ok(SecurityProtocol::Ssl),
+            "sasl_plaintext" => Ok(SecurityProtocol::SaslPlaintext),
+            "sasl_ssl" => Ok(SecurityProtocol::SaslSsl),
+            _ => Err(format!(
+                "`{text}`: expected plaintext, ssl, sasl_plaintext or sasl_ssl"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecurityProtocol {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// How the Kafka clients authenticate over SASL (librdkafka's
+/// `sasl.mechanism`).
+///
+/// ```
+/// use topicbus::SaslMechanism;
+///
+/// assert_eq!("scram-sha-512".parse(), Ok(SaslMechanism::ScramSha512));
+/// assert_eq!(SaslMechanism::ScramSha512.to_string(), "SCRAM-SHA-512");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaslMechanism {
+    /// User name and password, sent as they are (use it over TLS only).
+    Plain,
+    /// SCRAM with SHA-256: the password never crosses the network. Needs
+    /// the `kafka-tls` feature.
+    ScramSha256,
+    /// SCRAM with SHA-512. Needs the `kafka-tls` feature.
+    ScramSha512,
+    /// OAuth 2 bearer tokens; configured through `kafka_properties`
+    /// (`sasl.oauthbearer.*`, docs/security-kafka.md). Needs the
+    /// `kafka-tls` feature.
+    OAuthBearer,
+    /// Kerberos. Needs the `kafka-gssapi` feature.
+    Gssapi,
+}
+
+impl SaslMechanism {
+    /// Whether it authenticates with `kafka_sasl_username` and
+    /// `kafka_sasl_password`.
+    pub fn uses_password(self) -> bool {
+        matches!(
+            self,
+            SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512
+        )
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
+            SaslMechanism::Gssapi => "GSSAPI",
+        })
+    }
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = String;
+
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` or
+    /// `GSSAPI`, in any case (`_` for `-` too).
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.trim().to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            "OAUTHBEARER" => Ok(SaslMechanism::OAuthBearer),
+            "GSSAPI" => Ok(SaslMechanism::Gssapi),
+            _ => Err(format!(
+                "`{text}`: expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SaslMechanism {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
 /// Everything needed to build a bus, with the Go service's key names.
 ///
 /// Load it with [`BusConfig::from_env`], [`BusConfig::from_env_prefixed`],
@@ -125,9 +284,10 @@ impl<'de> Deserialize<'de> for BusType {
 /// variable for the prefix `RICE` (`TOPICBUS_...` for [`BusConfig::from_env`]).
 /// Durations are written like `30s`, `250ms` or `1m 30s`.
 ///
-/// `Debug` output shows every setting except the values of secret Kafka
-/// properties (SASL settings, passwords and passphrases, keys, tokens,
-/// secrets, credentials, JAAS configuration) and the reply key.
+/// `Debug` output shows every setting except the SASL password, the TLS
+/// key's password, the values of secret Kafka properties (SASL settings,
+/// passwords and passphrases, keys, tokens, secrets, credentials, JAAS
+/// configuration) and the reply key.
 ///
 /// ```
 /// use std::time::Duration;
@@ -232,6 +392,34 @@ pub struct BusConfig {
     /// (`{PREFIX}_KAFKA_PROPERTIES__SASL_USERNAME=app`).
     #[serde(deserialize_with = "properties")]
     pub kafka_properties: BTreeMap<String, String>,
+    /// `kafka_security_protocol` / `{PREFIX}_KAFKA_SECURITY_PROTOCOL`:
+    /// `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`. TLS
+    /// needs the `kafka-tls` feature. See docs/security-kafka.md.
+    pub kafka_security_protocol: Option<SecurityProtocol>,
+    /// `kafka_sasl_mechanism` / `{PREFIX}_KAFKA_SASL_MECHANISM`: `PLAIN`,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` or `GSSAPI`;
+    /// required with a SASL security protocol.
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+    /// `kafka_sasl_username` / `{PREFIX}_KAFKA_SASL_USERNAME`: the SASL user
+    /// (PLAIN and SCRAM).
+    pub kafka_sasl_username: Option<String>,
+    /// `kafka_sasl_password` / `{PREFIX}_KAFKA_SASL_PASSWORD`: the SASL
+    /// password (PLAIN and SCRAM). Never shown in `Debug` output.
+    pub kafka_sasl_password: Option<String>,
+    /// `kafka_ssl_ca_location` / `{PREFIX}_KAFKA_SSL_CA_LOCATION`: a PEM file
+    /// of the certificate authorities that sign the brokers' certificates
+    /// (default: the system's trust store).
+    pub kafka_ssl_ca_location: Option<PathBuf>,
+    /// `kafka_ssl_certificate_location` /
+    /// `{PREFIX}_KAFKA_SSL_CERTIFICATE_LOCATION`: the client's certificate
+    /// (PEM) for mutual TLS; needs `kafka_ssl_key_location`.
+    pub kafka_ssl_certificate_location: Option<PathBuf>,
+    /// `kafka_ssl_key_location` / `{PREFIX}_KAFKA_SSL_KEY_LOCATION`: the
+    /// client certificate's private key (PEM) for mutual TLS.
+    pub kafka_ssl_key_location: Option<PathBuf>,
+    /// `kafka_ssl_key_password` / `{PREFIX}_KAFKA_SSL_KEY_PASSWORD`: the
+    /// password of an encrypted private key. Never shown in `Debug` output.
+    pub kafka_ssl_key_password: Option<String>,
     /// `allowed_reply_topics` / `RICE_ALLOWED_REPLY_TOPICS`: topics the
     /// responders answer on besides topicbus requesters' reply topics (under
     /// `topicbus.reply.`) and `{topic}.response`; a comma-separated string or
@@ -274,6 +462,14 @@ impl Default for BusConfig {
             kafka_join_timeout: Duration::from_secs(60),
             kafka_go_envelope: false,
             kafka_properties: BTreeMap::new(),
+            kafka_security_protocol: None,
+            kafka_sasl_mechanism: None,
+            kafka_sasl_username: None,
+            kafka_sasl_password: None,
+            kafka_ssl_ca_location: None,
+            kafka_ssl_certificate_location: None,
+            kafka_ssl_key_location: None,
+            kafka_ssl_key_password: None,
             allowed_reply_topics: Vec::new(),
             reply_key: None,
         }
@@ -330,7 +526,9 @@ impl BusConfig {
             .queue_capacity(self.memory_queue_capacity)
     }
 
-    /// The Kafka transport's settings.
+    /// The Kafka transport's settings: the named security keys become
+    /// their librdkafka properties (`security.protocol`, `sasl.mechanism`,
+    /// `sasl.username`, ...), next to `kafka_properties`.
     #[cfg(feature = "kafka")]
     pub fn kafka_config(&self) -> crate::kafka::KafkaConfig {
         let mut config = crate::kafka::KafkaConfig::new(self.kafka_brokers.join(","))
@@ -341,10 +539,217 @@ impl BusConfig {
             .connect_timeout(self.kafka_connect_timeout)
             .join_timeout(self.kafka_join_timeout)
             .go_envelope(self.kafka_go_envelope);
+        for (_, property, value) in self.security_properties() {
+            config = config.set(property, value);
+        }
         for (key, value) in &self.kafka_properties {
             config = config.set(key, value);
         }
         config
+    }
+
+    /// The librdkafka properties the named security keys set
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`, ...), for tools that build their
+    /// own librdkafka clients with a service's settings.
+    /// [`BusConfig::kafka_config`] includes them.
+    ///
+    /// ```
+    /// use topicbus::{BusConfig, SecurityProtocol};
+    ///
+    /// let mut config = BusConfig::default();
+    /// config.kafka_security_protocol = Some(SecurityProtocol::SaslSsl);
+    /// assert_eq!(
+    ///     config.kafka_security_properties(),
+    ///     [("security.protocol", "sasl_ssl".to_owned())]
+    /// );
+    /// ```
+    pub fn kafka_security_properties(&self) -> Vec<(&'static str, String)> {
+        self.security_properties()
+            .into_iter()
+            .map(|(_, property, value)| (property, value))
+            .collect()
+    }
+
+    /// The named security keys that are set, each with its librdkafka
+    /// property and value.
+    fn security_properties(&self) -> Vec<(&'static str, &'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            (
+                "kafka_security_protocol",
+                "security.protocol",
+                self.kafka_security_protocol.map(|p| p.to_string()),
+            ),
+            (
+                "kafka_sasl_mechanism",
+                "sasl.mechanism",
+                self.kafka_sasl_mechanism.map(|m| m.to_string()),
+            ),
+            (
+                "kafka_sasl_username",
+                "sasl.username",
+                self.kafka_sasl_username.clone(),
+            ),
+            (
+                "kafka_sasl_password",
+                "sasl.password",
+                self.kafka_sasl_password.clone(),
+            ),
+            (
+                "kafka_ssl_ca_location",
+                "ssl.ca.location",
+                path(&self.kafka_ssl_ca_location),
+            ),
+            (
+                "kafka_ssl_certificate_location",
+                "ssl.certificate.location",
+                path(&self.kafka_ssl_certificate_location),
+            ),
+            (
+                "kafka_ssl_key_location",
+                "ssl.key.location",
+                path(&self.kafka_ssl_key_location),
+            ),
+            (
+                "kafka_ssl_key_password",
+                "ssl.key.password",
+                self.kafka_ssl_key_password.clone(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, property, value)| Some((key, property, value?)))
+        .collect()
+    }
+
+    /// The first wrong security setting, as its key and what is wrong.
+    fn check_security(&self) -> std::result::Result<(), (&'static str, String)> {
+        // A named key and a raw property for the same setting: which one
+        // wins would be a guess.
+        for (key, property, _) in self.security_properties() {
+            let aliases: &[&str] = match property {
+                "sasl.mechanism" => &["sasl.mechanism", "sasl.mechanisms"],
+                _ => &[property],
+            };
+            if let Some(raw) = aliases
+                .iter()
+                .find(|p| self.kafka_properties.contains_key(**p))
+            {
+                return Err((
+                    "kafka_properties",
+                    format!("`{raw}` is set here and by `{key}`: set it in one place"),
+                ));
+            }
+        }
+        let protocol = self.kafka_security_protocol.or_else(|| {
+            self.kafka_properties
+                .get("security.protocol")
+                .and_then(|p| p.parse().ok())
+        });
+        if let Some(mechanism) = self.kafka_sasl_mechanism {
+            if !protocol.is_some_and(SecurityProtocol::sasl) {
+                return Err((
+                    "kafka_sasl_mechanism",
+                    format!(
+                        "`{mechanism}` needs a SASL security protocol: set \
+                         kafka_security_protocol to sasl_ssl (or sasl_plaintext)"
+                    ),
+                ));
+            }
+            if mechanism.uses_password() {
+                if self.kafka_sasl_username.is_none() {
+                    return Err((
+                        "kafka_sasl_username",
+                        format!("not set: SASL {mechanism} needs a user name"),
+                    ));
+                }
+                if self.kafka_sasl_password.is_none() {
+                    return Err((
+                        "kafka_sasl_password",
+                        format!("not set: SASL {mechanism} needs a password"),
+                    ));
+                }
+            }
+        } else if self
+            .kafka_security_protocol
+            .is_some_and(SecurityProtocol::sasl)
+            && !self.kafka_properties.contains_key("sasl.mechanism")
+            && !self.kafka_properties.contains_key("sasl.mechanisms")
+        {
+            // Only for the named key: raw properties are librdkafka's to
+            // judge (its default mechanism is GSSAPI).
+            return Err((
+                "kafka_sasl_mechanism",
+                "not set: the security protocol uses SASL, so a mechanism is needed \
+                 (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI)"
+                    .to_owned(),
+            ));
+        }
+        let files = [
+            ("kafka_ssl_ca_location", &self.kafka_ssl_ca_location),
+            (
+                "kafka_ssl_certificate_location",
+                &self.kafka_ssl_certificate_location,
+            ),
+            ("kafka_ssl_key_location", &self.kafka_ssl_key_location),
+        ];
+        for (key, file) in files {
+            let Some(file) = file else { continue };
+            if !protocol.is_some_and(SecurityProtocol::tls) {
+                return Err((
+                    key,
+                    "set, but the connection has no TLS: set kafka_security_protocol \
+                     to ssl or sasl_ssl"
+                        .to_owned(),
+                ));
+            }
+            if !file.is_file() {
+                return Err((key, format!("`{}`: no such file", file.display())));
+            }
+        }
+        match (
+            &self.kafka_ssl_certificate_location,
+            &self.kafka_ssl_key_location,
+        ) {
+            (Some(_), None) => {
+                return Err((
+                    "kafka_ssl_key_location",
+                    "not set: a client certificate needs its private key".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "kafka_ssl_certificate_location",
+                    "not set: a private key needs its client certificate".to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if self.kafka_ssl_key_password.is_some() && self.kafka_ssl_key_location.is_none() {
+            return Err((
+                "kafka_ssl_key_password",
+                "set, but no kafka_ssl_key_location: there is no key to decrypt".to_owned(),
+            ));
+        }
+        #[cfg(feature = "kafka")]
+        if self.bus_type == BusType::Kafka {
+            self.check_build(crate::kafka::builtin_features())?;
+        }
+        Ok(())
+    }
+
+    /// Fails if a librdkafka built with `builtin` (its `builtin.features`)
+    /// lacks the security protocol or SASL mechanism, naming the feature
+    /// that brings it.
+    #[cfg(feature = "kafka")]
+    fn check_build(&self, builtin: &str) -> std::result::Result<(), (&'static str, String)> {
+        let protocol = self.kafka_security_protocol.map(|p| p.to_string());
+        let mechanism = self.kafka_sasl_mechanism.map(|m| m.to_string());
+        match crate::kafka::missing_in(builtin, protocol.as_deref(), mechanism.as_deref()) {
+            Some((crate::kafka::Lacking::Protocol, why)) => Err(("kafka_security_protocol", why)),
+            Some((crate::kafka::Lacking::Mechanism, why)) => Err(("kafka_sasl_mechanism", why)),
+            None => Ok(()),
+        }
     }
 
     /// The first wrong setting, as its key and what is wrong.
@@ -408,7 +813,7 @@ impl BusConfig {
             crate::reply::topics::check_entry(entry)
                 .map_err(|why| ("allowed_reply_topics", why))?;
         }
-        Ok(())
+        self.check_security()
     }
 }
 
@@ -535,10 +940,29 @@ impl fmt::Debug for BusConfig {
             .field("kafka_join_timeout", &self.kafka_join_timeout)
             .field("kafka_go_envelope", &self.kafka_go_envelope)
             .field("kafka_properties", &properties)
+            .field("kafka_security_protocol", &self.kafka_security_protocol)
+            .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)
+            .field("kafka_sasl_username", &self.kafka_sasl_username)
+            .field("kafka_sasl_password", &redacted(&self.kafka_sasl_password))
+            .field("kafka_ssl_ca_location", &self.kafka_ssl_ca_location)
+            .field(
+                "kafka_ssl_certificate_location",
+                &self.kafka_ssl_certificate_location,
+            )
+            .field("kafka_ssl_key_location", &self.kafka_ssl_key_location)
+            .field(
+                "kafka_ssl_key_password",
+                &redacted(&self.kafka_ssl_key_password),
+            )
             .field("allowed_reply_topics", &self.allowed_reply_topics)
             .field("reply_key", &self.reply_key)
             .finish()
     }
+}
+
+/// A secret as `Debug` shows it: whether it is set, never its value.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// Whether a librdkafka property (`sasl.password`) or an environment
@@ -1164,6 +1588,12 @@ mod tests {
                     "false"
                 }
                 "kafka_brokers" => "h:1",
+                "kafka_security_protocol" => "SASL_SSL",
+                "kafka_sasl_mechanism" => "scram-sha-512",
+                k if k.starts_with("kafka_ssl") && k.ends_with("location") => {
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+                }
+                k if k.starts_with("kafka_s") => "x",
                 "reply_key" => "0123456789abcdef0123456789abcdef",
                 "service" | "kafka_group" | "event_log_path" => "x",
                 _ => "2",
@@ -1193,6 +1623,225 @@ mod tests {
             format!("{:?}", config.kafka_config()),
             format!("{:?}", crate::kafka::KafkaConfig::new("b:9092"))
         );
+    }
+
+    /// Loads `vars` (prefix `T`) and returns the error's key and message.
+    fn refused(vars: &[(&str, &str)]) -> (String, String) {
+        match BusConfig::loader()
+            .env_prefix("T")
+            .env_vars(vars.iter().copied())
+            .load()
+        {
+            Err(Error::Config { key, message }) => (key, message),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    const A_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+
+    #[test]
+    fn security_keys_become_librdkafka_properties() {
+        let config = BusConfig::loader()
+            .env_prefix("T")
+            .env_vars([
+                ("T_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("T_KAFKA_SASL_MECHANISM", "scram_sha_256"),
+                ("T_KAFKA_SASL_USERNAME", "alice"),
+                ("T_KAFKA_SASL_PASSWORD", "pw-1"),
+                ("T_KAFKA_SSL_CA_LOCATION", A_FILE),
+            ])
+            .load()
+            .expect("loads");
+        assert_eq!(
+            config.kafka_security_protocol,
+            Some(SecurityProtocol::SaslSsl)
+        );
+        assert_eq!(
+            config.kafka_sasl_mechanism,
+            Some(SaslMechanism::ScramSha256)
+        );
+        assert_eq!(
+            config.kafka_security_properties(),
+            [
+                ("security.protocol", "sasl_ssl".to_owned()),
+                ("sasl.mechanism", "SCRAM-SHA-256".to_owned()),
+                ("sasl.username", "alice".to_owned()),
+                ("sasl.password", "pw-1".to_owned()),
+                ("ssl.ca.location", A_FILE.to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn security_keys_load_from_yaml_and_toml() {
+        let dir = std::env::temp_dir().join(format!("topicbus-security-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("bus.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "bus:\n  kafka_security_protocol: ssl\n  kafka_ssl_ca_location: {A_FILE}\n  \
+                 kafka_ssl_certificate_location: {A_FILE}\n  kafka_ssl_key_location: {A_FILE}\n  \
+                 kafka_ssl_key_password: pw-2\n"
+            ),
+        )
+        .unwrap();
+        let toml = dir.join("bus.toml");
+        std::fs::write(
+            &toml,
+            "[bus]\nkafka_security_protocol = \"sasl_plaintext\"\nkafka_sasl_mechanism = \"PLAIN\"\n\
+             kafka_sasl_username = \"bob\"\nkafka_sasl_password = \"pw-3\"\n",
+        )
+        .unwrap();
+        let from_yaml = BusConfig::loader().file(&yaml).load().expect("yaml loads");
+        assert_eq!(
+            from_yaml.kafka_security_protocol,
+            Some(SecurityProtocol::Ssl)
+        );
+        assert_eq!(from_yaml.kafka_ssl_key_password.as_deref(), Some("pw-2"));
+        let from_toml = BusConfig::loader().file(&toml).load().expect("toml loads");
+        assert_eq!(from_toml.kafka_sasl_mechanism, Some(SaslMechanism::Plain));
+        assert_eq!(from_toml.kafka_sasl_username.as_deref(), Some("bob"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn security_secrets_are_redacted() {
+        let config = BusConfig::loader()
+            .env_prefix("T")
+            .env_vars([
+                ("T_KAFKA_SECURITY_PROTOCOL", "ssl"),
+                ("T_KAFKA_SSL_CERTIFICATE_LOCATION", A_FILE),
+                ("T_KAFKA_SSL_KEY_LOCATION", A_FILE),
+                ("T_KAFKA_SSL_KEY_PASSWORD", "pw-key"),
+            ])
+            .load()
+            .expect("loads");
+        let mut sasl = config.clone();
+        sasl.kafka_security_protocol = Some(SecurityProtocol::SaslPlaintext);
+        sasl.kafka_sasl_mechanism = Some(SaslMechanism::Plain);
+        sasl.kafka_sasl_username = Some("alice".into());
+        sasl.kafka_sasl_password = Some("pw-sasl".into());
+        for shown in [format!("{config:?}"), format!("{sasl:?}")] {
+            assert!(!shown.contains("pw-"), "a secret leaked: {shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        #[cfg(feature = "kafka")]
+        {
+            let shown = format!("{:?}", sasl.kafka_config());
+            assert!(!shown.contains("pw-"), "a secret leaked: {shown}");
+        }
+        let loader = BusConfig::loader().env_prefix("T").env_vars([
+            ("T_KAFKA_SASL_PASSWORD", "pw-env"),
+            ("T_KAFKA_SSL_KEY_PASSWORD", "pw-env"),
+        ]);
+        assert!(!format!("{loader:?}").contains("pw-env"));
+    }
+
+    #[test]
+    fn bad_security_values_name_the_key() {
+        let (key, message) = refused(&[("T_KAFKA_SECURITY_PROTOCOL", "tls")]);
+        assert_eq!(key, "T_KAFKA_SECURITY_PROTOCOL");
+        assert!(
+            message.contains("`tls`") && message.contains("sasl_ssl"),
+            "{message}"
+        );
+
+        let (key, message) = refused(&[
+            ("T_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("T_KAFKA_SASL_MECHANISM", "SCRAM-SHA-1"),
+        ]);
+        assert_eq!(key, "T_KAFKA_SASL_MECHANISM");
+        assert!(message.contains("SCRAM-SHA-512"), "{message}");
+
+        let (key, message) = refused(&[("T_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")]);
+        assert_eq!(key, "T_KAFKA_SASL_MECHANISM");
+        assert!(message.contains("not set"), "{message}");
+
+        let (key, _) = refused(&[
+            ("T_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("T_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("T_KAFKA_SASL_PASSWORD", "pw"),
+        ]);
+        assert_eq!(key, "T_KAFKA_SASL_USERNAME");
+
+        let (key, message) = refused(&[("T_KAFKA_SASL_MECHANISM", "PLAIN")]);
+        assert_eq!(key, "T_KAFKA_SASL_MECHANISM");
+        assert!(message.contains("SASL security protocol"), "{message}");
+
+        let (key, message) = refused(&[("T_KAFKA_SSL_CA_LOCATION", A_FILE)]);
+        assert_eq!(key, "T_KAFKA_SSL_CA_LOCATION");
+        assert!(message.contains("no TLS"), "{message}");
+
+        let (key, message) = refused(&[
+            ("T_KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("T_KAFKA_SSL_CA_LOCATION", "/no/such/ca.pem"),
+        ]);
+        assert_eq!(key, "T_KAFKA_SSL_CA_LOCATION");
+        assert!(message.contains("/no/such/ca.pem") && message.contains("no such file"));
+
+        let (key, _) = refused(&[
+            ("T_KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("T_KAFKA_SSL_CERTIFICATE_LOCATION", A_FILE),
+        ]);
+        assert_eq!(key, "T_KAFKA_SSL_KEY_LOCATION");
+
+        let (key, message) = refused(&[
+            ("T_KAFKA_SECURITY_PROTOCOL", "ssl"),
+            ("T_KAFKA_PROPERTIES__SECURITY_PROTOCOL", "ssl"),
+        ]);
+        assert_eq!(key, "T_KAFKA_PROPERTIES__*");
+        assert!(message.contains("`security.protocol`"), "{message}");
+    }
+
+    /// A build without `kafka-tls` (librdkafka's `builtin.features` without
+    /// `ssl`) refuses TLS and SCRAM, naming the key and the feature.
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn a_mechanism_a_build_lacks_names_the_key_and_the_feature() {
+        let without_tls = "gzip,snappy,sasl,regex,lz4,sasl_plain,plugins";
+        let mut config = BusConfig {
+            bus_type: BusType::Kafka,
+            kafka_brokers: vec!["b:9092".into()],
+            kafka_security_protocol: Some(SecurityProtocol::SaslSsl),
+            kafka_sasl_mechanism: Some(SaslMechanism::ScramSha512),
+            ..BusConfig::default()
+        };
+        let (key, message) = config.check_build(without_tls).unwrap_err();
+        assert_eq!(key, "kafka_security_protocol");
+        assert!(message.contains("`kafka-tls`"), "{message}");
+        config.kafka_security_protocol = Some(SecurityProtocol::SaslPlaintext);
+        let (key, message) = config.check_build(without_tls).unwrap_err();
+        assert_eq!(key, "kafka_sasl_mechanism");
+        assert!(message.contains("`SCRAM-SHA-512`") && message.contains("`kafka-tls`"));
+        config.kafka_sasl_mechanism = Some(SaslMechanism::Gssapi);
+        let (key, message) = config.check_build(without_tls).unwrap_err();
+        assert_eq!(key, "kafka_sasl_mechanism");
+        assert!(message.contains("`kafka-gssapi`"), "{message}");
+        config.kafka_sasl_mechanism = Some(SaslMechanism::Plain);
+        assert_eq!(config.check_build(without_tls), Ok(()));
+    }
+
+    /// This build refuses what it lacks when the configuration is loaded
+    /// (what it has depends on the features it was built with).
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn loading_refuses_what_this_build_lacks() {
+        let vars = [
+            ("T_BUS_TYPE", "kafka"),
+            ("T_KAFKA_BROKERS", "b:9092"),
+            ("T_KAFKA_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("T_KAFKA_SASL_MECHANISM", "GSSAPI"),
+        ];
+        let loaded = BusConfig::loader().env_prefix("T").env_vars(vars).load();
+        match (cfg!(feature = "kafka-gssapi"), loaded) {
+            (true, Ok(_)) => {}
+            (false, Err(Error::Config { key, message })) => {
+                assert_eq!(key, "T_KAFKA_SASL_MECHANISM");
+                assert!(message.contains("`kafka-gssapi`"), "{message}");
+            }
+            (with_gssapi, other) => panic!("kafka-gssapi: {with_gssapi}, loaded: {other:?}"),
+        }
     }
 
     #[test]

@@ -74,7 +74,9 @@ pub use crate::bus::{
     Bus, BusBuilder, BusStats, Group, Publishable, RawHandler, RawRequestCall, RequestCall,
     Subscribe, Subscription,
 };
-pub use crate::config::{BusConfig, BusType, ConfigLoader, DEFAULT_ENV_PREFIX};
+pub use crate::config::{
+    BusConfig, BusType, ConfigLoader, SaslMechanism, SecurityProtocol, DEFAULT_ENV_PREFIX,
+};
 pub use crate::context::Context;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use crate::event_log::{EventLog, EventLogBuilder, ReplaySummary};

@@ -7,7 +7,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, MessageId};
+use topicbus::{Bus, BusConfig, BusType, MessageId};
 
 use crate::Failure;
 
@@ -44,6 +44,14 @@ impl Cluster {
                         .to_owned(),
                 )
             })?;
+        // The security settings come from the variables a service reads
+        // (TOPICBUS_KAFKA_SECURITY_PROTOCOL, TOPICBUS_KAFKA_SASL_*,
+        // TOPICBUS_KAFKA_SSL_*), checked as the library checks them;
+        // `--property` settings come after them and win.
+        let properties = security_properties(&brokers)?
+            .into_iter()
+            .chain(properties)
+            .collect::<Vec<_>>();
         // Every client is built from these properties: refuse a bad one
         // before anything is sent, in the library's words, which never show
         // a refused value.
@@ -164,6 +172,27 @@ impl Cluster {
             self.brokers
         ))
     }
+}
+
+/// The librdkafka properties of the named security settings in the
+/// environment, with the prefix `TOPICBUS` (docs/security-kafka.md).
+fn security_properties(brokers: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut config = BusConfig::loader().env_prefix("TOPICBUS").load()?;
+    // Checked as for a service on Kafka: a mechanism this build lacks is
+    // refused here, naming the variable and the feature.
+    config.bus_type = BusType::Kafka;
+    config.kafka_brokers = brokers
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned)
+        .collect();
+    config.validate()?;
+    Ok(config
+        .kafka_security_properties()
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect())
 }
 
 /// A client librdkafka refused to create. The user's properties passed

@@ -47,7 +47,7 @@ struct Connection {
     #[arg(long, global = true, env = "TOPICBUS_BROKERS", hide_env = true)]
     brokers: Option<String>,
 
-    /// A librdkafka property for every client, as key=value (repeatable), e.g. security.protocol=SASL_SSL
+    /// A librdkafka property for every client, as key=value (repeatable), e.g. client.id=ops. TLS and SASL: the variables TOPICBUS_KAFKA_SECURITY_PROTOCOL, TOPICBUS_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD}, TOPICBUS_KAFKA_SSL_{CA_LOCATION,CERTIFICATE_LOCATION,KEY_LOCATION,KEY_PASSWORD}
     #[arg(long = "property", short = 'X', global = true, value_name = "KEY=VALUE", value_parser = key_value)]
     properties: Vec<(String, String)>,
 

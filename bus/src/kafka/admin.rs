@@ -4,12 +4,15 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::config::config_error;
+use super::config::{config_error, refresh_tokens_in_background};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 
 pub(super) fn client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>> {
-    config.client_config(&[]).create().map_err(config_error)
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config(&[]).create().map_err(config_error)?;
+    refresh_tokens_in_background(config, admin.inner())?;
+    Ok(admin)
 }
 
 /// Creates the `topics` (name, partitions) that do not exist yet.

@@ -1,11 +1,15 @@
 //! Settings of the Kafka transport.
 
 use std::collections::BTreeMap;
+use std::ffi::CStr;
 use std::fmt;
 use std::time::Duration;
 
+use rdkafka::bindings;
+use rdkafka::client::Client;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::is_secret;
 use crate::error::{Error, Result};
@@ -161,11 +165,40 @@ impl KafkaConfig {
     /// assert!(error.to_string().contains("sasl.passwrod"));
     /// assert!(!error.to_string().contains("hunter2"));
     /// ```
+    ///
+    /// A security protocol or SASL mechanism this build of librdkafka lacks
+    /// (TLS without the `kafka-tls` feature) fails with [`Error::Config`]
+    /// naming the property and the feature to enable.
     pub fn validate(&self) -> Result<()> {
+        self.check_features()?;
         self.client_config(&[])
             .create_native_config()
             .map(drop)
             .map_err(config_error)
+    }
+
+    /// Fails if `security.protocol` or `sasl.mechanism` asks for what this
+    /// build of librdkafka lacks, naming the property and the feature.
+    /// librdkafka's own refusal says "recompile librdkafka", which a user of
+    /// topicbus does through a Cargo feature, and for SASL mechanisms comes
+    /// only when the first client is created.
+    pub(crate) fn check_features(&self) -> Result<()> {
+        let property = |key: &str| self.properties.get(key).map(String::as_str);
+        let mechanism_key = ["sasl.mechanism", "sasl.mechanisms"]
+            .into_iter()
+            .find(|key| self.properties.contains_key(*key))
+            .unwrap_or("sasl.mechanism");
+        match missing_feature(property("security.protocol"), property(mechanism_key)) {
+            None => Ok(()),
+            Some((Lacking::Protocol, message)) => Err(Error::Config {
+                key: "security.protocol".to_owned(),
+                message,
+            }),
+            Some((Lacking::Mechanism, message)) => Err(Error::Config {
+                key: mechanism_key.to_owned(),
+                message,
+            }),
+        }
     }
 
     /// Whether consumer groups rebalance cooperatively: with the
@@ -177,11 +210,33 @@ impl KafkaConfig {
             || property("group.protocol") == Some("consumer")
     }
 
+    /// Whether the clients authenticate with SASL OAUTHBEARER.
+    fn oauthbearer(&self) -> bool {
+        ["sasl.mechanism", "sasl.mechanisms"].iter().any(|key| {
+            self.properties
+                .get(*key)
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("OAUTHBEARER"))
+        })
+    }
+
     /// The librdkafka configuration of a client: `defaults`, then the
     /// user's properties on top.
     pub(crate) fn client_config(&self, defaults: &[(&str, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        // rust-rdkafka asks librdkafka for errors only unless a `log`
+        // logger wants more; connection failures librdkafka logs but does
+        // not report (a broker closing the connection before answering) are
+        // at Info, and `connect` names them when no broker answers.
+        if (config.log_level as i32) < (RDKafkaLogLevel::Info as i32) {
+            config.set_log_level(RDKafkaLogLevel::Info);
+        }
+        if self.oauthbearer() {
+            // A queue of its own for token refreshes (librdkafka's hidden
+            // property behind `rd_kafka_conf_enable_sasl_queue`), which
+            // `refresh_tokens_in_background` hands to librdkafka's thread.
+            config.set("enable_sasl_queue", "true");
+        }
         for (key, value) in defaults {
             config.set(*key, value);
         }
@@ -190,6 +245,114 @@ impl KafkaConfig {
         }
         config
     }
+}
+
+/// Makes librdkafka refresh `client`'s OAUTHBEARER token on its own
+/// background thread; call it on every client made from `config`.
+///
+/// librdkafka asks for a new token through the client's main queue, which
+/// rust-rdkafka serves as events and, unless the client's context makes
+/// tokens itself, drops. A token librdkafka makes
+/// (`enable.sasl.oauthbearer.unsecure.jwt`) would then never be refreshed,
+/// and the broker refuses the client once the token expires.
+pub(crate) fn refresh_tokens_in_background<C: ClientContext>(
+    config: &KafkaConfig,
+    client: &Client<C>,
+) -> Result<()> {
+    if !config.oauthbearer() {
+        return Ok(());
+    }
+    // SAFETY: the handle is the live client's; librdkafka returns null or
+    // an error object this function owns and destroys once read.
+    let message = unsafe {
+        let error = bindings::rd_kafka_sasl_background_callbacks_enable(client.native_ptr());
+        if error.is_null() {
+            return Ok(());
+        }
+        let message = CStr::from_ptr(bindings::rd_kafka_error_string(error))
+            .to_string_lossy()
+            .into_owned();
+        bindings::rd_kafka_error_destroy(error);
+        message
+    };
+    Err(Error::Config {
+        key: "sasl.mechanism".to_owned(),
+        message: format!("OAUTHBEARER tokens cannot be refreshed: {message}"),
+    })
+}
+
+/// Which of the security settings this build cannot serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lacking {
+    /// The security protocol (TLS).
+    Protocol,
+    /// The SASL mechanism.
+    Mechanism,
+}
+
+/// What this build of librdkafka lacks to serve `protocol` and `mechanism`
+/// (as librdkafka spells them, in any case), and the message that says
+/// which Cargo feature brings it.
+fn missing_feature(protocol: Option<&str>, mechanism: Option<&str>) -> Option<(Lacking, String)> {
+    missing_in(builtin_features(), protocol, mechanism)
+}
+
+/// librdkafka's `builtin.features` (`gzip,snappy,ssl,sasl,...`), read once.
+pub(crate) fn builtin_features() -> &'static str {
+    static FEATURES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FEATURES.get_or_init(|| {
+        ClientConfig::new()
+            .create_native_config()
+            .and_then(|native| native.get("builtin.features"))
+            .unwrap_or_default()
+    })
+}
+
+/// [`missing_feature`] for a librdkafka built with `builtin`.
+pub(crate) fn missing_in(
+    builtin: &str,
+    protocol: Option<&str>,
+    mechanism: Option<&str>,
+) -> Option<(Lacking, String)> {
+    let has = |feature: &str| builtin.split(',').any(|f| f.trim() == feature);
+    let protocol = protocol.map(|p| p.trim().to_ascii_lowercase());
+    if let Some(protocol @ ("ssl" | "sasl_ssl")) = protocol.as_deref() {
+        if !has("ssl") {
+            return Some((
+                Lacking::Protocol,
+                format!(
+                    "`{protocol}`: this build of topicbus has no TLS (librdkafka without \
+                     OpenSSL): enable topicbus's `kafka-tls` feature, which needs libssl-dev \
+                     (docs/security-kafka.md)"
+                ),
+            ));
+        }
+    }
+    let mechanism = mechanism?.trim().to_ascii_uppercase();
+    let (needs, feature) = match mechanism.as_str() {
+        "SCRAM-SHA-256" | "SCRAM-SHA-512" => ("sasl_scram", "kafka-tls"),
+        "OAUTHBEARER" => ("sasl_oauthbearer", "kafka-tls"),
+        "PLAIN" => ("sasl_plain", "kafka-tls"),
+        "GSSAPI" => ("sasl_gssapi", "kafka-gssapi"),
+        // librdkafka refuses an unknown mechanism itself, naming it.
+        _ => return None,
+    };
+    if has(needs) {
+        return None;
+    }
+    let (library, install) = if feature == "kafka-gssapi" {
+        ("Cyrus SASL", "libsasl2-dev")
+    } else {
+        ("OpenSSL", "libssl-dev")
+    };
+    Some((
+        Lacking::Mechanism,
+        format!(
+            "`{mechanism}`: this build of topicbus lacks this SASL mechanism (librdkafka \
+             without {library}): enable topicbus's `{feature}` feature, which needs \
+             {install} (docs/security-kafka.md)"
+        ),
+    ))
 }
 
 /// A librdkafka client that could not be created: a property is wrong.
@@ -286,6 +449,75 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("visible"));
+    }
+
+    #[test]
+    fn what_a_build_lacks_names_the_feature_that_brings_it() {
+        let plain = "gzip,snappy,sasl,regex,lz4,sasl_plain,plugins,http";
+        let (lacking, message) = missing_in(plain, Some("SASL_SSL"), None).unwrap();
+        assert_eq!(lacking, Lacking::Protocol);
+        assert!(message.contains("`sasl_ssl`"), "{message}");
+        assert!(message.contains("`kafka-tls`"), "{message}");
+        let (lacking, message) =
+            missing_in(plain, Some("sasl_plaintext"), Some("scram-sha-512")).unwrap();
+        assert_eq!(lacking, Lacking::Mechanism);
+        assert!(message.contains("`SCRAM-SHA-512`"), "{message}");
+        assert!(message.contains("`kafka-tls`"), "{message}");
+        assert_eq!(
+            missing_in(plain, Some("sasl_plaintext"), Some("PLAIN")),
+            None
+        );
+        assert_eq!(missing_in(plain, Some("plaintext"), None), None);
+
+        let tls =
+            "gzip,snappy,ssl,sasl,regex,lz4,sasl_plain,sasl_scram,plugins,sasl_oauthbearer,http";
+        assert_eq!(missing_in(tls, Some("ssl"), None), None);
+        assert_eq!(missing_in(tls, Some("sasl_ssl"), Some("OAUTHBEARER")), None);
+        let (lacking, message) = missing_in(tls, Some("sasl_ssl"), Some("GSSAPI")).unwrap();
+        assert_eq!(lacking, Lacking::Mechanism);
+        assert!(message.contains("`GSSAPI`"), "{message}");
+    }
+
+    /// Each feature brings what it promises: the build's librdkafka has
+    /// it, and a configuration asking for it passes the check.
+    #[test]
+    fn this_build_has_what_its_features_bring() {
+        let builtin = builtin_features();
+        let has = |f: &str| builtin.split(',').any(|b| b == f);
+        assert_eq!(has("ssl"), cfg!(feature = "kafka-tls"), "{builtin}");
+        assert_eq!(has("sasl_scram"), cfg!(feature = "kafka-tls"), "{builtin}");
+        assert_eq!(
+            has("sasl_oauthbearer"),
+            cfg!(feature = "kafka-tls"),
+            "{builtin}"
+        );
+        assert_eq!(
+            has("sasl_gssapi"),
+            cfg!(feature = "kafka-gssapi"),
+            "{builtin}"
+        );
+        for (protocol, mechanism, feature) in [
+            ("sasl_ssl", "SCRAM-SHA-512", cfg!(feature = "kafka-tls")),
+            ("sasl_ssl", "OAUTHBEARER", cfg!(feature = "kafka-tls")),
+            ("sasl_plaintext", "GSSAPI", cfg!(feature = "kafka-gssapi")),
+        ] {
+            let checked = KafkaConfig::new("127.0.0.1:9092")
+                .set("security.protocol", protocol)
+                .set("sasl.mechanisms", mechanism)
+                .validate();
+            match checked {
+                Ok(()) => assert!(feature, "{mechanism} passed without its feature"),
+                Err(Error::Config { key, message }) => {
+                    assert!(!feature, "{mechanism} refused with its feature: {message}");
+                    assert!(
+                        key == "security.protocol" || key == "sasl.mechanisms",
+                        "{key}"
+                    );
+                    assert!(message.contains("feature"), "{message}");
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

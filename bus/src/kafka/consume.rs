@@ -105,6 +105,7 @@ impl GroupConsumer {
             .client_config(&group_settings(config, &spec.group))
             .create_with_context(context)
             .map_err(config_error)?;
+        super::config::refresh_tokens_in_background(config, consumer.client())?;
         let consumer = Arc::new(consumer);
         // Before the first poll, so before any rebalance needs it.
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));

@@ -55,6 +55,7 @@ impl Inbox {
             ])
             .create()
             .map_err(config_error)?;
+        super::config::refresh_tokens_in_background(config, consumer.client())?;
         let topic = topic.to_owned();
         let topic_name = topic.clone();
         let timeout = config.connect_timeout;

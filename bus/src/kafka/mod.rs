@@ -40,6 +40,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
 pub use self::config::KafkaConfig;
+pub(crate) use self::config::{builtin_features, missing_in, Lacking};
 
 use crate::dispatch::Member;
 use crate::error::{Error, Result};
@@ -82,6 +83,7 @@ impl KafkaTransport {
         service: &str,
         pending: &Arc<Pending>,
     ) -> Result<(Self, Arc<str>)> {
+        config.check_features()?;
         let (producer, last_error) = produce::producer(&config)?;
         let admin = admin::client(&config)?;
         produce::check_reachable(&producer, &last_error, &config).await?;

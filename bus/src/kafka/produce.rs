@@ -115,7 +115,7 @@ impl Acks {
 pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError)> {
     let observer = Observer::default();
     let last_error = observer.last_error_handle();
-    let producer = config
+    let producer: KafkaProducer = config
         .client_config(&[
             ("acks", "all".to_owned()),
             ("enable.idempotence", "true".to_owned()),
@@ -128,6 +128,7 @@ pub(super) fn producer(config: &KafkaConfig) -> Result<(KafkaProducer, LastError
         ])
         .create_with_context(observer)
         .map_err(super::config::config_error)?;
+    super::config::refresh_tokens_in_background(config, producer.client())?;
     Ok((producer, last_error))
 }
 

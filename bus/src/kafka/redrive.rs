@@ -62,6 +62,7 @@ fn redrive(
         ])
         .create()
         .map_err(config_error)?;
+    super::config::refresh_tokens_in_background(config, consumer.client())?;
     let mut ends = assign_from_committed(&consumer, config, &dlq)?;
     let mut reader = Reader::new(
         Cow::Owned(dlq.clone()),
