@@ -209,13 +209,7 @@ impl Network for SecuredNet {
         if let Some(n) = s.partitions {
             kafka = kafka.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
         }
-        let builder = Bus::builder()
-            .service(service)
-            .retries(s.retries)
-            .backoff(s.backoff.0, s.backoff.1)
-            .request_timeout(s.request_timeout)
-            .shutdown_timeout(s.shutdown_timeout)
-            .kafka(kafka);
+        let builder = s.builder(service).kafka(kafka);
         Box::pin(async move { builder.connect().await.expect("connect to Kafka") })
     }
 

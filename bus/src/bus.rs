@@ -572,11 +572,7 @@ impl Bus {
         trace::inject(&span, &mut headers);
         let published = async {
             core.check_open()?;
-            if core.transport.provisions_topics() {
-                core.transport
-                    .ensure_topic(topic, message.__partitions())
-                    .await?;
-            }
+            core.ensure_topic(topic, message.__partitions()).await?;
             let message = message.__build(Outgoing { core, headers, id })?.0;
             trace::record_message(&span, &message.meta);
             let id = message.meta.id.clone();
@@ -621,7 +617,7 @@ impl Bus {
         let count = values.len();
         let published = async {
             core.check_open()?;
-            core.ensure_topic::<T>().await?;
+            core.ensure_topic(T::NAME, T::PARTITIONS).await?;
             let messages = Encoding {
                 values: values.iter(),
                 core,
@@ -840,11 +836,11 @@ impl BusCore {
         }
     }
 
-    /// Creates `T`'s topic before its first publish where the transport
-    /// needs topics to exist (Kafka without auto-creation); a no-op on memory.
-    async fn ensure_topic<T: Topic>(&self) -> Result<()> {
+    /// Creates a topic before its first publish where the transport needs
+    /// topics to exist (Kafka without auto-creation); a no-op on memory.
+    async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
         if self.transport.provisions_topics() {
-            self.transport.ensure_topic(T::NAME, T::PARTITIONS).await?;
+            self.transport.ensure_topic(topic, partitions).await?;
         }
         Ok(())
     }
@@ -1703,7 +1699,7 @@ impl<'a, T: Request> RequestCall<'a, T, T::Response> {
             None,
         )?;
         trace::record_message(span, &message.meta);
-        core.ensure_topic::<T>().await?;
+        core.ensure_topic(T::NAME, T::PARTITIONS).await?;
         let reply = core
             .exchange(message, limit, |sent| {
                 core.metrics.published(T::NAME, 1, sent)

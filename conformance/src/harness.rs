@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{watch, Notify};
 use topicbus::memory::{MemoryBroker, MemoryConfig};
-use topicbus::Bus;
+use topicbus::{Bus, BusBuilder};
 
 /// The longest any single wait may take before the case is declared hung.
 /// A hang guard only: no case asserts how fast anything is.
@@ -70,6 +70,17 @@ impl Setup {
     pub fn retain(mut self, n: usize) -> Self {
         self.retain = Some(n);
         self
+    }
+
+    /// A builder of an instance of `service` with this setup's retries,
+    /// backoff and timeouts; a [`Network`] adds its transport.
+    pub fn builder(&self, service: &str) -> BusBuilder {
+        Bus::builder()
+            .service(service)
+            .retries(self.retries)
+            .backoff(self.backoff.0, self.backoff.1)
+            .request_timeout(self.request_timeout)
+            .shutdown_timeout(self.shutdown_timeout)
     }
 }
 
@@ -313,14 +324,10 @@ struct MemoryNet {
 
 impl Network for MemoryNet {
     fn bus(&self, service: &str) -> BoxFuture<'_, Bus> {
-        let s = &self.setup;
-        let bus = Bus::builder()
-            .service(service)
+        let bus = self
+            .setup
+            .builder(service)
             .memory(self.broker.clone())
-            .retries(s.retries)
-            .backoff(s.backoff.0, s.backoff.1)
-            .request_timeout(s.request_timeout)
-            .shutdown_timeout(s.shutdown_timeout)
             .build();
         Box::pin(async move { bus })
     }

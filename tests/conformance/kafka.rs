@@ -130,13 +130,7 @@ impl Network for KafkaNet {
         if let Some(n) = s.partitions {
             config = config.default_partitions(i32::try_from(n).unwrap_or(i32::MAX));
         }
-        let builder = Bus::builder()
-            .service(service)
-            .retries(s.retries)
-            .backoff(s.backoff.0, s.backoff.1)
-            .request_timeout(s.request_timeout)
-            .shutdown_timeout(s.shutdown_timeout)
-            .kafka(config);
+        let builder = s.builder(service).kafka(config);
         Box::pin(async move { builder.connect().await.expect("connect to Kafka") })
     }
 
