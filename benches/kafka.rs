@@ -163,19 +163,12 @@ impl RpcReply {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn messages() -> usize {
-    env_or("BENCH_KAFKA_N", 20_000)
+    common::env_or("BENCH_KAFKA_N", 20_000)
 }
 
 fn fetch_wait_ms() -> u64 {
-    env_or("BENCH_KAFKA_FETCH_WAIT_MS", 1)
+    common::env_or("BENCH_KAFKA_FETCH_WAIT_MS", 1)
 }
 
 /// A suffix that makes names unique per run (brokers keep topics and
@@ -1118,7 +1111,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
             &bench,
             n as u64,
             Goal::ThroughputAtLeast(0.9),
-            env_or("BENCH_KAFKA_ROUNDS", 9),
+            common::env_or("BENCH_KAFKA_ROUNDS", 9),
             || rig.topicbus(rt, n),
             || rig.raw(rt, n),
         ));
@@ -1130,7 +1123,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
                 &format!("{bench}_vs_raw_with_headers"),
                 n as u64,
                 Goal::ThroughputAtLeast(0.9),
-                env_or("BENCH_KAFKA_ROUNDS", 9),
+                common::env_or("BENCH_KAFKA_ROUNDS", 9),
                 || rig.topicbus(rt, n),
                 || rig.raw_with_headers(rt, n),
             )
@@ -1140,7 +1133,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
                 &format!("{bench}_raw_with_headers_vs_raw"),
                 n as u64,
                 Goal::Info,
-                env_or("BENCH_KAFKA_ROUNDS", 9),
+                common::env_or("BENCH_KAFKA_ROUNDS", 9),
                 || rig.raw_with_headers(rt, n),
                 || rig.raw(rt, n),
             )
@@ -1151,7 +1144,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
     let bench = name("consume");
     if common::wanted(&bench) {
         let rig = ConsumeRig::new(rt, broker, n);
-        let rounds = env_or("BENCH_KAFKA_CONSUME_ROUNDS", 5);
+        let rounds = common::env_or("BENCH_KAFKA_CONSUME_ROUNDS", 5);
         // Each call's total time (with the group join), replayed below.
         let (ours_total, raw_total) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         let ours_steady = Mutex::new(Vec::new());
@@ -1214,7 +1207,7 @@ fn ratios(rt: &Runtime, broker: &Broker, results: &mut Vec<Option<Ratio>>) {
             &format!("{bench}_p50"),
             1,
             Goal::TimeAtMost(1.3),
-            env_or("BENCH_KAFKA_RR_ROUNDS", 300),
+            common::env_or("BENCH_KAFKA_RR_ROUNDS", 300),
             || {
                 let d = ours.call(rt);
                 ours_lat.lock().unwrap().push(d);

@@ -62,13 +62,6 @@ impl common::MakeEvent for Backlog {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// What a round saw: when the first and last messages were handled, and the
 /// longest gap between two consecutive ones (with when it ended).
 struct Gaps {
@@ -135,9 +128,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: usize = env_or("BENCH_BACKLOG_N", 100_000);
-    let rounds: usize = env_or("BENCH_BACKLOG_ROUNDS", 30);
-    let stall = Duration::from_millis(env_or("BENCH_BACKLOG_STALL_MS", 250));
+    let n: usize = common::env_or("BENCH_BACKLOG_N", 100_000);
+    let rounds: usize = common::env_or("BENCH_BACKLOG_ROUNDS", 30);
+    let stall = Duration::from_millis(common::env_or("BENCH_BACKLOG_STALL_MS", 250));
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();

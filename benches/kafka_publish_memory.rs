@@ -65,13 +65,6 @@ impl common::MakeEvent for Published {
     }
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// This process's peak resident set, in KiB.
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -270,7 +263,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: usize = env_or("BENCH_PUBLISH_MEMORY_N", 100_000);
+    let n: usize = common::env_or("BENCH_PUBLISH_MEMORY_N", 100_000);
     match std::env::var(ROLE).as_deref() {
         Ok("mock") => return serve_mock(),
         Ok("topicbus") => return publish_topicbus(&std::env::var(BROKERS).expect("brokers"), n),
@@ -279,7 +272,7 @@ fn main() {
         Ok("raw-consume") => return consume_raw(&std::env::var(BROKERS).expect("brokers"), n),
         _ => {}
     }
-    let rounds: usize = env_or("BENCH_PUBLISH_MEMORY_ROUNDS", 5);
+    let rounds: usize = common::env_or("BENCH_PUBLISH_MEMORY_ROUNDS", 5);
     let mut mock = Command::new(std::env::current_exe().expect("exe"))
         .arg("--bench")
         .env(ROLE, "mock")

@@ -14,6 +14,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use topicbus::Topic;
 
+/// The value of the environment variable `name`, or `default` when it is
+/// unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// 40 bytes of text for the `source` field.
 pub const SOURCE: &str = "svc-indexer.eu-west-1.pod-7f9c4d8b6-x2kq";
 
