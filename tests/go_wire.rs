@@ -267,7 +267,22 @@ async fn go_replies_on_the_response_topic_reach_the_instance_that_asked() {
     create_go_topics(&kafka);
     let first = go_bus(&kafka.bootstrap, "search").await;
     let second = go_bus(&kafka.bootstrap, "search").await;
-    let responder = go_responder(&kafka.bootstrap, 2 * EACH);
+    let responder = go_responder(&kafka.bootstrap, 2 * EACH + 2);
+
+    // An instance starts reading `{topic}.response` with its first request.
+    // One request each, one after the other, so that both read the whole
+    // batch below: the second's warm-up reply is foreign to the first, the
+    // first's came before the second read anything.
+    for (bus, name) in [(&first, "first"), (&second, "second")] {
+        let texts = vec![format!("{name} warm-up")];
+        let reply = bus
+            .request(&EmbedRequest {
+                texts: texts.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: warm-up: {e}"));
+        assert_eq!(reply.embeddings, embed(&texts), "{name}: warm-up");
+    }
 
     let ask = |bus: &Bus, name: &'static str| {
         let bus = bus.clone();
@@ -291,7 +306,7 @@ async fn go_replies_on_the_response_topic_reach_the_instance_that_asked() {
     let answered = tokio::task::spawn_blocking(move || responder.join().expect("responder"))
         .await
         .expect("join");
-    assert_eq!(answered.len(), 2 * EACH);
+    assert_eq!(answered.len(), 2 * EACH + 2);
     for (name, got) in [("first", first_got), ("second", second_got)] {
         for (texts, reply) in got {
             let reply = reply.unwrap_or_else(|e| panic!("{name}: {texts:?}: {e}"));
@@ -299,9 +314,12 @@ async fn go_replies_on_the_response_topic_reach_the_instance_that_asked() {
         }
     }
 
-    for (name, bus) in [("first", &first), ("second", &second)] {
+    for (name, bus, foreign) in [
+        ("first", &first, EACH as u64 + 1),
+        ("second", &second, EACH as u64),
+    ] {
         tokio::time::timeout(HANG, async {
-            while bus.stats().foreign_replies < EACH as u64 {
+            while bus.stats().foreign_replies < foreign {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -315,7 +333,7 @@ async fn go_replies_on_the_response_topic_reach_the_instance_that_asked() {
                 stats.rejected_replies,
                 stats.foreign_replies
             ),
-            (0, 0, 0, EACH as u64),
+            (0, 0, 0, foreign),
             "{name}: the other instance's replies are foreign, nothing else is left over"
         );
     }
