@@ -16,7 +16,7 @@ use crate::wire::{self, HeaderLimits, Recent};
 
 // The Go envelope belongs to the Kafka transport; compiled here on its own,
 // it is fuzzed without building librdkafka.
-#[path = "kafka/envelope.rs"]
+#[path = "transport/kafka/envelope.rs"]
 mod envelope;
 
 const TOPIC: &str = "fuzz.topic";

@@ -41,10 +41,7 @@ mod error;
 mod event_log;
 mod handler;
 mod hash;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 mod limit;
-pub mod memory;
 mod message;
 pub mod middleware;
 mod redrive;
@@ -87,6 +84,10 @@ pub use crate::reply::ReplyKey;
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
 pub use crate::transport::StartFrom;
+
+#[cfg(feature = "kafka")]
+pub use crate::transport::kafka;
+pub use crate::transport::memory;
 
 /// Binds a struct or enum to a topic. See [`Topic`] for the options.
 pub use topicbus_derive::Topic;

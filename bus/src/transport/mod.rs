@@ -9,6 +9,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod memory;
+
 use crate::dispatch::Member;
 use crate::error::Result;
 #[cfg(feature = "kafka")]
