@@ -3,12 +3,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::bus::BusCore;
-use crate::dispatch::Position;
-use crate::error::Result;
+use crate::core::BusCore;
 use crate::message::{Headers, Message, MessageId};
 use crate::telemetry::TraceContext;
-use crate::Bus;
+use crate::transport::Position;
 
 /// Metadata of the message being handled: take it as the second argument of a
 /// handler.
@@ -87,13 +85,6 @@ impl Context {
     /// The consumer group handling it.
     pub fn group(&self) -> &str {
         &self.group
-    }
-
-    /// The bus that delivered the message, to publish or request from a
-    /// handler. Fails with [`Error::Closed`](crate::Error::Closed) once it
-    /// shuts down.
-    pub fn bus(&self) -> Result<Bus> {
-        self.core.bus()
     }
 
     /// When it was published (`ce_time`).

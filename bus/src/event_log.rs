@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -18,10 +18,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::codec::{Codec as _, Json};
-use crate::dispatch::BoxFuture;
 use crate::error::{Error, Result};
 use crate::message::{header, Headers, Message, RawMessage};
-use crate::{wire, Bus};
+use crate::transport::BoxFuture;
+use crate::wire;
 
 /// The writer's buffer.
 const BUFFER_BYTES: usize = 64 * 1024;
@@ -740,72 +740,14 @@ pub struct ReplaySummary {
 }
 
 /// What the reading thread hands to the publishing task.
-enum Replayed {
+pub(crate) enum Replayed {
     Message(RawMessage),
     Skipped,
 }
 
-impl Bus {
-    /// Republishes the messages that the event log at `path` recorded as
-    /// published at or after `since`, in file order, with their original
-    /// bytes, key and headers (without `reply_to`). Lines that cannot be
-    /// read, such as a last line cut short by a crash, are skipped with a
-    /// warning and counted. Stops at the first publish that fails and
-    /// returns its error.
-    ///
-    /// Reads only what the file held when the replay started, so replaying
-    /// into a bus that logs to the same file ends.
-    pub async fn replay_event_log(
-        &self,
-        path: impl AsRef<Path>,
-        since: SystemTime,
-    ) -> Result<ReplaySummary> {
-        let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|error| Error::Config {
-            key: path.display().to_string(),
-            message: format!("cannot read the event log: {error}"),
-        })?;
-        let length = file
-            .metadata()
-            .map_err(|error| Error::Config {
-                key: path.display().to_string(),
-                message: format!("cannot read the event log: {error}"),
-            })?
-            .len();
-        let (found, mut replayed) = mpsc::channel(256);
-        let reader = tokio::task::spawn_blocking(move || {
-            read_published(BufReader::new(file.take(length)), &path, since, &found)
-        });
-        let mut summary = ReplaySummary {
-            published: 0,
-            skipped: 0,
-        };
-        while let Some(item) = replayed.recv().await {
-            match item {
-                Replayed::Message(raw) => {
-                    self.publish_raw(raw).await?;
-                    summary.published += 1;
-                }
-                Replayed::Skipped => summary.skipped += 1,
-            }
-        }
-        match reader.await {
-            Ok(Ok(())) => Ok(summary),
-            Ok(Err(error)) => Err(Error::Unavailable {
-                message: format!("reading the event log failed: {error}"),
-                source: Some(Box::new(error)),
-            }),
-            Err(join) => Err(Error::Unavailable {
-                message: format!("reading the event log failed: {join}"),
-                source: None,
-            }),
-        }
-    }
-}
-
 /// Sends the published lines at or after `since`, and one `Skipped` per
 /// line that cannot be read; stops early when the receiver is gone.
-fn read_published(
+pub(crate) fn read_published(
     mut reader: impl BufRead,
     path: &Path,
     since: SystemTime,

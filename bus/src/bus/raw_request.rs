@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Bus;
-use crate::dispatch::BoxFuture;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageId, RawMessage};
 use crate::topic::validate_topic_name;
+use crate::transport::BoxFuture;
 use crate::wire;
 
 impl Bus {

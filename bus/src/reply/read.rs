@@ -8,13 +8,13 @@ use std::panic::AssertUnwindSafe;
 
 use crate::codec::{Codec, CodecError};
 use crate::error::{Error, Result};
-use crate::message::{Message, Payload};
+use crate::message::{header, Message, Meta, Payload};
 use crate::topic::Request;
 
 /// Fails with [`Error::Remote`] when `reply` is an error reply to a request
 /// on `topic`.
 pub(crate) fn remote_error(topic: &str, reply: &Message) -> Result<()> {
-    match crate::dispatch::reply_error(&reply.meta) {
+    match reply_error(&reply.meta) {
         Some(message) => Err(Error::Remote {
             topic: topic.to_owned(),
             message,
@@ -84,7 +84,12 @@ fn decode<T: Request>(bytes: &[u8]) -> std::result::Result<T::Response, CodecErr
         Err(panic) => Err(CodecError::new(format!(
             "decoding the reply as a `{}` panicked: {}",
             std::any::type_name::<T::Response>(),
-            crate::dispatch::panic_message(&*panic)
+            crate::error::panic_message(&*panic)
         ))),
     }
+}
+
+/// Reads the error headers of a reply, if it is an error reply.
+pub(crate) fn reply_error(meta: &Meta) -> Option<String> {
+    meta.headers.get_str(header::ERROR).map(str::to_owned)
 }

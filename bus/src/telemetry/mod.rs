@@ -12,6 +12,7 @@
 pub(crate) mod metrics;
 mod otel;
 pub(crate) mod trace;
+mod trace_context;
 
 pub use self::metrics::names;
-pub use self::trace::{TraceContext, TraceParseError};
+pub use self::trace_context::{TraceContext, TraceParseError};

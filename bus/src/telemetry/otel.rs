@@ -6,7 +6,7 @@
 
 use tracing::Span;
 
-use super::trace::TraceContext;
+use super::trace_context::TraceContext;
 
 /// The ids of `span` from its OpenTelemetry context, after making `parent`
 /// (a message's or handler's trace) its parent. `None` when the feature is

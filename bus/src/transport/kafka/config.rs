@@ -11,8 +11,8 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
 
-use crate::config::is_secret;
 use crate::error::{Error, Result};
+use crate::secret::is_secret;
 
 /// Settings of the Kafka transport.
 ///

@@ -21,11 +21,10 @@ use tokio::sync::{oneshot, Notify};
 
 use super::config::config_error;
 use super::{unavailable, KafkaConfig};
-use crate::dispatch::{Feed, Member, Position};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
-use crate::transport::{StartFrom, SubscriptionSpec};
+use crate::transport::{Feed, Member, Position, StartFrom, SubscriptionSpec};
 use crate::wire::{self, Recent};
 
 /// How long a poll waits for a message before the thread looks at its

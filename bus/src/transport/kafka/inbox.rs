@@ -18,7 +18,7 @@ use super::config::config_error;
 use super::consume::{Reader, POLL_INTERVAL};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
-use crate::request::Pending;
+use crate::transport::Pending;
 
 /// Which replies a reader reads.
 #[derive(Clone, Copy)]

@@ -28,6 +28,7 @@ mod admin;
 mod config;
 mod consume;
 mod envelope;
+mod error;
 mod inbox;
 mod observe;
 mod produce;
@@ -41,12 +42,11 @@ use rdkafka::client::DefaultClientContext;
 
 pub use self::config::KafkaConfig;
 pub(crate) use self::config::{builtin_features, missing_in, Lacking};
+pub(crate) use self::error::unavailable;
 
-use crate::dispatch::Member;
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::request::Pending;
-use crate::transport::SubscriptionSpec;
+use crate::transport::{Member, Pending, SubscriptionSpec};
 
 /// A connected Kafka transport. Cloning shares the connection.
 #[derive(Clone)]
@@ -334,13 +334,5 @@ impl KafkaTransport {
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "could not flush the Kafka producer");
         }
-    }
-}
-
-/// An error from librdkafka, as [`Error::Unavailable`].
-pub(crate) fn unavailable(what: impl Into<String>, error: rdkafka::error::KafkaError) -> Error {
-    Error::Unavailable {
-        message: format!("{}: {error}", what.into()),
-        source: Some(Box::new(error)),
     }
 }

@@ -21,7 +21,8 @@ use super::produce::{self, KafkaProducer};
 use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::redrive::{dead_letter_topic, revive, skipped, RedriveSummary};
+use crate::redrive::{dead_letter_topic, revive, skipped};
+use crate::transport::RedriveSummary;
 use crate::wire;
 
 /// Messages republished before their offsets are committed.

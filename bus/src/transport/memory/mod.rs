@@ -30,15 +30,16 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::dispatch::{Feed, Member, Position};
 use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
-use crate::redrive::{DeadLetters, RedriveSummary};
-use crate::request::Pending;
-use crate::transport::{StartFrom, SubscriptionSpec};
+use crate::transport::{
+    Feed, Member, Pending, Position, RedriveSummary, StartFrom, SubscriptionSpec,
+};
 
+mod dead_letters;
 mod queue;
+use dead_letters::DeadLetters;
 use queue::{Queue, Refused, Taker};
 
 /// Settings of a [`MemoryBroker`].
@@ -669,7 +670,7 @@ impl MemoryBroker {
     pub(crate) fn open_inbox(&self, service: &str, pending: &Arc<Pending>) -> Arc<str> {
         let name: Arc<str> = format!(
             "{}.{}.{}",
-            crate::request::REPLY_TOPIC_PREFIX,
+            crate::transport::REPLY_TOPIC_PREFIX,
             crate::topic::sanitize_name(service),
             uuid::Uuid::new_v4().simple()
         )

@@ -15,8 +15,8 @@ use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
-use crate::dispatch::Waiting;
 use crate::message::Message;
+use crate::transport::Waiting;
 
 pub(super) struct Queue {
     state: Mutex<State>,
