@@ -94,7 +94,7 @@ const SUMMARY_ID_CHARS: usize = 128;
 ///   (`write(2)`) as soon as its queue runs empty, and at the latest every
 ///   `flush_interval` (default 100 ms) while lines keep coming.
 /// - It calls `fsync` (`File::sync_data`) on [`EventLog::sync`], on
-///   [`Bus::shutdown`], and when the last handle to the log is dropped.
+///   [`Bus::shutdown`](crate::Bus::shutdown), and when the last handle to the log is dropped.
 /// - So a crash of the process loses at most the lines still queued or
 ///   buffered (recorded within about `flush_interval`); a crash of the
 ///   machine also loses what the OS had not written back since the last
@@ -104,9 +104,10 @@ const SUMMARY_ID_CHARS: usize = 128;
 ///
 /// # Replay
 ///
-/// [`Bus::replay_event_log`] republishes the `published` lines at or after
-/// a time, in file order, as raw messages: the same bytes, key and headers
-/// (so the same `ce_id` and `ce_time`), without `reply_to` (the original
+/// [`Bus::replay_event_log`](crate::Bus::replay_event_log) republishes
+/// the `published` lines at or after a time, in file order, as raw
+/// messages: the same bytes, key and headers (so the same `ce_id` and
+/// `ce_time`), without `reply_to` (the original
 /// requester's inbox is gone: a replayed request is answered on
 /// `{topic}.response`, as a Go request is).
 ///
@@ -728,7 +729,7 @@ impl LineIn {
     }
 }
 
-/// What [`Bus::replay_event_log`] did.
+/// What [`Bus::replay_event_log`](crate::Bus::replay_event_log) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReplaySummary {

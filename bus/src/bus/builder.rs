@@ -122,7 +122,7 @@ impl<T> BusBuilder<T> {
     }
 
     /// Most requests that may wait for a reply at once; more fail with
-    /// [`Error::Unavailable`] (default 65 536).
+    /// [`Error::Unavailable`](crate::Error::Unavailable) (default 65 536).
     pub fn max_pending_requests(mut self, limit: usize) -> Self {
         self.settings.max_pending_requests = limit.max(1);
         self
@@ -140,7 +140,7 @@ impl<T> BusBuilder<T> {
     /// `message.max.bytes`; overrides [`MemoryConfig::max_message_bytes`]
     /// and `KafkaConfig::max_message_bytes`).
     ///
-    /// A bigger publish fails with [`Error::TooLarge`] naming the size and
+    /// A bigger publish fails with [`Error::TooLarge`](crate::Error::TooLarge) naming the size and
     /// the limit; a bigger delivered message goes to `{topic}.dlq` (error
     /// kind `too_large`) instead of to the handler. On the memory transport
     /// a payload that travels unencoded is measured (by encoding it) only
@@ -186,8 +186,9 @@ impl<T> BusBuilder<T> {
     /// responders of the system (see [`ReplyKey`]): this instance's
     /// responders put a MAC on their replies, and its requests take only
     /// replies whose MAC holds, dropping and counting the others
-    /// ([`BusStats::rejected_replies`]). Requests and replies then travel
-    /// encoded on the memory transport too (the MAC covers their bytes).
+    /// ([`BusStats::rejected_replies`](crate::BusStats::rejected_replies)).
+    /// Requests and replies then travel encoded on the memory transport too
+    /// (the MAC covers their bytes).
     pub fn reply_key(mut self, key: ReplyKey) -> Self {
         self.settings.reply_key = Some(key);
         self
@@ -275,9 +276,9 @@ impl BusBuilder<MemoryChoice> {
 
 #[cfg(feature = "kafka")]
 impl BusBuilder<crate::transport::kafka::KafkaConfig> {
-    /// Connects to Kafka: fails with [`Error::Unavailable`] naming the
+    /// Connects to Kafka: fails with [`Error::Unavailable`](crate::Error::Unavailable) naming the
     /// brokers when none answers within the connect timeout, and with
-    /// [`Error::Config`] naming the property librdkafka refused.
+    /// [`Error::Config`](crate::Error::Config) naming the property librdkafka refused.
     pub async fn connect(self) -> Result<Bus> {
         let pending = Pending::new(
             self.settings.max_pending_requests,

@@ -96,7 +96,7 @@ pub struct BusStats {
     /// Replies that arrived after their request had given up.
     pub late_replies: u64,
     /// Replies dropped because their MAC did not hold (with a
-    /// [`ReplyKey`]): forged, altered, or from a responder without the key.
+    /// [`ReplyKey`](crate::ReplyKey)): forged, altered, or from a responder without the key.
     pub rejected_replies: u64,
     /// Replies read on a `{topic}.response` topic (Kafka in Go-envelope
     /// mode, where every requester of `topic` reads the Go bus's replies)

@@ -12,7 +12,7 @@ use crate::wire;
 
 impl Bus {
     /// Publishes `message` to its topic; returns once the transport took it,
-    /// with the message's id (what its handlers see as [`Context::id`]).
+    /// with the message's id (what its handlers see as [`Context::id`](crate::Context::id)).
     pub async fn publish(&self, message: &dyn Publishable) -> Result<MessageId> {
         self.publish_message(message, None, Headers::new()).await
     }

@@ -248,7 +248,7 @@ pub struct BusConfig {
     /// a list of topic names and prefixes followed by `*`
     /// (`my-client.replies,python.replies.*`). A request whose `reply_to`
     /// names another topic is dead-lettered (default: none). See
-    /// [`BusBuilder::allowed_reply_topics`].
+    /// [`BusBuilder::allowed_reply_topics`](crate::BusBuilder::allowed_reply_topics).
     #[serde(deserialize_with = "topic_list")]
     pub allowed_reply_topics: Vec<String>,
     /// `reply_key` / `RICE_REPLY_KEY`: the secret that authenticates

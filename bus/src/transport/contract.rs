@@ -104,7 +104,7 @@ pub(crate) struct SubscriptionSpec {
     pub ephemeral: bool,
 }
 
-/// What [`Bus::redrive`] did.
+/// What [`Bus::redrive`](crate::Bus::redrive) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RedriveSummary {
