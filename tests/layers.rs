@@ -8,8 +8,9 @@
 //! starts with `crate::`, `super::`, `self::` or a child module's name. The
 //! path resolves to the longest module prefix; a name that a module
 //! re-exports (`pub use`, `pub(crate) use`) resolves on to the module that
-//! defines it, and the re-export itself is no edge, so `lib.rs` and the
-//! facades' `mod.rs` files do not tie everything together. Items behind
+//! defines it, and a re-export of the module's own submodules is no edge,
+//! so `lib.rs` and the facades' `mod.rs` files do not tie everything
+//! together (a re-export from elsewhere is an edge, like an import). Items behind
 //! `#[cfg(..)]` count, whatever the features.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -91,7 +92,12 @@ fn the_check_reports_a_cycle_and_an_upward_import() {
         "mod low; mod high; pub use crate::high::Facade;\n\
          mod inline { pub fn f() { super::low::Base::new(); } }",
     );
-    write("low/mod.rs", "mod part; pub use self::part::Base;");
+    // A re-export from elsewhere is an import: `Hidden` is used unseen.
+    write(
+        "low/mod.rs",
+        "mod part; pub use self::part::Base;\n\
+         pub(crate) use crate::high::Facade as Hidden; fn f() { let _ = Hidden; }",
+    );
     // The upward import: the low layer calls into the high one.
     write(
         "low/part.rs",
@@ -121,7 +127,7 @@ fn the_check_reports_a_cycle_and_an_upward_import() {
     fs::remove_dir_all(&dir).unwrap();
 
     let all = report.problems.join("\n\n");
-    assert_eq!(report.problems.len(), 2, "{all}");
+    assert_eq!(report.problems.len(), 3, "{all}");
     let cycle = report
         .problems
         .iter()
@@ -139,12 +145,18 @@ fn the_check_reports_a_cycle_and_an_upward_import() {
     let upward = report
         .problems
         .iter()
-        .find(|p| p.starts_with("upward import"))
+        .find(|p| p.starts_with("upward import: crate::low::part"))
         .unwrap_or_else(|| panic!("no upward import reported: {all}"));
     assert!(
         upward.contains("crate::low::part (low) -> crate::high (high)")
             && upward.contains("crate::high::helper"),
         "{upward}"
+    );
+    assert!(
+        report.problems.iter().any(|p| p
+            .starts_with("upward import: crate::low (low) -> crate::high (high)")
+            && p.contains("crate::high::Facade")),
+        "{all}"
     );
 }
 
@@ -313,6 +325,12 @@ fn load_items(
                     let Some(path) = collector.absolute(&path) else {
                         continue;
                     };
+                    // Re-exporting from outside its own subtree makes a
+                    // module depend on the source like an import does (it
+                    // could otherwise use the name freely, unseen).
+                    if !path.starts_with(&collector.module) {
+                        collector.uses.push((path.clone(), file.to_owned()));
+                    }
                     let module = modules.get_mut(name).unwrap();
                     match alias {
                         Some(alias) if alias != "self" => {
