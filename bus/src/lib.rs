@@ -87,6 +87,7 @@ pub use crate::reply::ReplyKey;
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
 pub use crate::transport::StartFrom;
+pub use crate::wire::WireProfile;
 
 /// Binds a struct or enum to a topic. See [`Topic`] for the options.
 pub use topicbus_derive::Topic;
