@@ -96,7 +96,8 @@ impl Context {
         self.core.bus()
     }
 
-    /// When it was published (`ce_time`).
+    /// When it was published (`ce_time`; on Kafka, a record without it, as
+    /// the lean wire profile writes them, gives its timestamp).
     pub fn time(&self) -> SystemTime {
         self.message.meta.time
     }
