@@ -46,6 +46,10 @@
 //! iteration) and one round trip; consume is measured by the ratio loop only
 //! (each of its iterations joins a group, which takes seconds).
 //!
+//! With env `BENCH_KAFKA_WIRE_PROFILE=lean`, topicbus writes the lean wire
+//! profile (docs/wire.md) and the header-carrying baselines write its four
+//! headers instead of six; the consume rounds read records with those four.
+//!
 //! The header-carrying baselines, and a diagnostic `INFO` line of that raw
 //! publish against plain raw (what the headers cost librdkafka), are
 //! skipped with env `BENCH_KAFKA_NO_DIAGNOSTICS`. With
@@ -93,7 +97,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 use topicbus::kafka::KafkaConfig;
-use topicbus::{Bus, StartFrom, Topic};
+use topicbus::{Bus, StartFrom, Topic, WireProfile};
 
 /// Hang guard for anything that waits on the broker.
 const HANG: Duration = Duration::from_secs(120);
@@ -169,6 +173,12 @@ fn messages() -> usize {
 
 fn fetch_wait_ms() -> u64 {
     common::env_or("BENCH_KAFKA_FETCH_WAIT_MS", 1)
+}
+
+/// The wire profile topicbus writes (env `BENCH_KAFKA_WIRE_PROFILE`,
+/// default full); the raw baselines with headers write the same headers.
+fn wire_profile() -> WireProfile {
+    common::env_or("BENCH_KAFKA_WIRE_PROFILE", WireProfile::Full)
 }
 
 /// A suffix that makes names unique per run (brokers keep topics and
@@ -255,7 +265,9 @@ impl Broker {
 
     fn topicbus_config(&self) -> KafkaConfig {
         self.properties().into_iter().fold(
-            KafkaConfig::new(&self.bootstrap).provision_topics(self.provision),
+            KafkaConfig::new(&self.bootstrap)
+                .provision_topics(self.provision)
+                .wire_profile(wire_profile()),
             |config, (key, value)| config.set(key, value),
         )
     }
@@ -420,18 +432,22 @@ struct PublishRig {
     headers: Arc<Vec<WireHeaders>>,
 }
 
-/// The CloudEvents headers topicbus writes, with values of the same sizes.
-type WireHeaders = [(&'static str, String); 6];
+/// The CloudEvents headers topicbus writes, with values of the same sizes:
+/// six, or four in the lean wire profile.
+type WireHeaders = Vec<(&'static str, String)>;
 
 fn wire_headers(i: u64, topic: &str) -> WireHeaders {
-    [
+    let mut headers = vec![
         ("ce_specversion", "1.0".to_owned()),
         ("ce_id", format!("00000000-0000-4000-8000-{i:012x}")),
         ("ce_source", "bench-publish".to_owned()),
         ("ce_type", topic.to_owned()),
-        ("ce_time", "2025-01-01T00:00:00.000Z".to_owned()),
-        ("content-type", "application/json".to_owned()),
-    ]
+    ];
+    if wire_profile() == WireProfile::Full {
+        headers.push(("ce_time", "2025-01-01T00:00:00.000Z".to_owned()));
+        headers.push(("content-type", "application/json".to_owned()));
+    }
+    headers
 }
 
 impl PublishRig {
@@ -1252,9 +1268,10 @@ fn main() {
     }
     brokers.extend(Broker::external());
     println!(
-        "kafka bench: run {}, fetch.wait.max.ms={}, brokers {:?}",
+        "kafka bench: run {}, fetch.wait.max.ms={}, wire profile {}, brokers {:?}",
         run_id(),
         fetch_wait_ms(),
+        wire_profile(),
         brokers
             .iter()
             .map(|b| format!("{}={}", b.name, b.bootstrap))

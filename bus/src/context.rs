@@ -87,7 +87,8 @@ impl Context {
         &self.group
     }
 
-    /// When it was published (`ce_time`).
+    /// When it was published (`ce_time`; on Kafka, a record without it, as
+    /// the lean wire profile writes them, gives its timestamp).
     pub fn time(&self) -> SystemTime {
         self.message.meta.time
     }

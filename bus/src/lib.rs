@@ -84,6 +84,7 @@ pub use crate::reply::ReplyKey;
 pub use crate::telemetry::{TraceContext, TraceParseError};
 pub use crate::topic::{validate_topic_name, Request, Topic, TopicKey};
 pub use crate::transport::{RedriveSummary, StartFrom};
+pub use crate::wire::WireProfile;
 
 #[cfg(feature = "kafka")]
 pub use crate::transport::kafka;

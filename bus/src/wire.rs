@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::fmt;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,6 +17,56 @@ pub(crate) mod ce {
     pub const SOURCE: &str = "ce_source";
     pub const TYPE: &str = "ce_type";
     pub const TIME: &str = "ce_time";
+}
+
+/// Which CloudEvents attributes a Kafka producer writes as headers.
+///
+/// ```
+/// use topicbus::WireProfile;
+///
+/// assert_eq!("LEAN".parse(), Ok(WireProfile::Lean));
+/// assert_eq!(WireProfile::default().to_string(), "full");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WireProfile {
+    /// `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time` and
+    /// `content-type` (the default).
+    #[default]
+    Full,
+    /// Only the attributes CloudEvents requires (`ce_specversion`, `ce_id`,
+    /// `ce_source`, `ce_type`): the record's timestamp stands in for
+    /// `ce_time` and the topic's codec for `content-type`.
+    Lean,
+}
+
+impl fmt::Display for WireProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WireProfile::Full => "full",
+            WireProfile::Lean => "lean",
+        })
+    }
+}
+
+impl std::str::FromStr for WireProfile {
+    type Err = String;
+
+    /// `full` or `lean`, in any case.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(WireProfile::Full),
+            "lean" => Ok(WireProfile::Lean),
+            _ => Err(format!("`{text}`: expected full or lean")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WireProfile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// All headers of a message as another client sees them.
@@ -33,16 +84,31 @@ pub(crate) fn headers(meta: &Meta) -> Headers {
 ///
 /// An application header named like one of topicbus's own (a malformed one
 /// kept as received, or one set by the publisher) replaces it in place.
-pub(crate) fn fold_headers<A>(meta: &Meta, init: A, mut f: impl FnMut(A, &str, &[u8]) -> A) -> A {
+pub(crate) fn fold_headers<A>(meta: &Meta, init: A, f: impl FnMut(A, &str, &[u8]) -> A) -> A {
+    fold_profile_headers(meta, WireProfile::Full, init, f)
+}
+
+/// [`fold_headers`] for a producer writing `profile`: the lean one leaves
+/// out `ce_time` and `content-type` (an application header of either name
+/// is still written).
+pub(crate) fn fold_profile_headers<A>(
+    meta: &Meta,
+    profile: WireProfile,
+    init: A,
+    mut f: impl FnMut(A, &str, &[u8]) -> A,
+) -> A {
+    let full = profile == WireProfile::Full;
     let app = &meta.headers;
     let mut own = |acc, name: &str, value: &[u8]| f(acc, name, app.get(name).unwrap_or(value));
     let mut acc = own(init, ce::SPECVERSION, b"1.0");
     acc = id_text(&meta.id, |id| own(acc, ce::ID, id));
     acc = own(acc, ce::SOURCE, meta.source.as_bytes());
     acc = own(acc, ce::TYPE, meta.topic.as_bytes());
-    acc = own(acc, ce::TIME, Rfc3339Millis::new(meta.time).as_bytes());
-    if let Some(content_type) = &meta.content_type {
-        acc = own(acc, header::CONTENT_TYPE, content_type.as_bytes());
+    if full {
+        acc = own(acc, ce::TIME, Rfc3339Millis::new(meta.time).as_bytes());
+        if let Some(content_type) = &meta.content_type {
+            acc = own(acc, header::CONTENT_TYPE, content_type.as_bytes());
+        }
     }
     if let Some(id) = &meta.correlation_id {
         acc = id_text(id, |id| own(acc, header::CORRELATION_ID, id));
@@ -51,8 +117,9 @@ pub(crate) fn fold_headers<A>(meta: &Meta, init: A, mut f: impl FnMut(A, &str, &
         acc = own(acc, header::REPLY_TO, reply_to.as_bytes());
     }
     let written = |name: &str| match name {
-        ce::SPECVERSION | ce::ID | ce::SOURCE | ce::TYPE | ce::TIME => true,
-        header::CONTENT_TYPE => meta.content_type.is_some(),
+        ce::SPECVERSION | ce::ID | ce::SOURCE | ce::TYPE => true,
+        ce::TIME => full,
+        header::CONTENT_TYPE => full && meta.content_type.is_some(),
         header::CORRELATION_ID => meta.correlation_id.is_some(),
         header::REPLY_TO => meta.reply_to.is_some(),
         _ => false,
@@ -262,6 +329,20 @@ pub(crate) fn read_meta<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     recent: &mut Recent,
 ) -> Meta {
+    read_stamped_meta(topic, key, headers, recent, None)
+}
+
+/// [`read_meta`] of a record that carries its own time (a Kafka record's
+/// timestamp): without a readable `ce_time`, as the lean wire profile
+/// writes it, that is the message's time rather than the time of reading.
+pub(crate) fn read_stamped_meta<'a>(
+    topic: Cow<'static, str>,
+    key: Option<Vec<u8>>,
+    headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    recent: &mut Recent,
+    record_time: Option<SystemTime>,
+) -> Meta {
+    let unstated_time = || record_time.unwrap_or_else(SystemTime::now);
     let limits = recent.limits;
     let mut app: Vec<(Cow<'static, str>, Vec<u8>)> = Vec::new();
     let mut own = Own::default();
@@ -338,7 +419,7 @@ pub(crate) fn read_meta<'a>(
     let reply_to = text(&mut app, header::REPLY_TO, own.reply_to);
     let time = match time {
         Ok(same) => same,
-        Err(None) => SystemTime::now(),
+        Err(None) => unstated_time(),
         Err(Some(text)) => match parse_time(text) {
             Ok(time) => {
                 recent.remember_time(text, time);
@@ -351,7 +432,7 @@ pub(crate) fn read_meta<'a>(
                     quote(text)
                 ));
                 app.insert(ce::TIME, text);
-                SystemTime::now()
+                unstated_time()
             }
         },
     };

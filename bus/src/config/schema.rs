@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::reply::ReplyKey;
 use crate::secret::is_secret;
 use crate::transport::memory::MemoryConfig;
+use crate::wire::WireProfile;
 
 /// The environment prefix of [`BusConfig::from_env`].
 pub const DEFAULT_ENV_PREFIX: &str = "TOPICBUS";
@@ -42,6 +43,7 @@ pub(super) const KEYS: &[&str] = &[
     "kafka_connect_timeout",
     "kafka_join_timeout",
     "kafka_go_envelope",
+    "kafka_wire_profile",
     "kafka_security_protocol",
     "kafka_sasl_mechanism",
     "kafka_sasl_username",
@@ -207,6 +209,10 @@ pub struct BusConfig {
     /// `kafka_go_envelope` / `{PREFIX}_KAFKA_GO_ENVELOPE`: read and write the Go
     /// bus's JSON envelope (default false).
     pub kafka_go_envelope: bool,
+    /// `kafka_wire_profile` / `{PREFIX}_KAFKA_WIRE_PROFILE`: `full`
+    /// (default) or `lean`, the CloudEvents headers the producer writes
+    /// (`KafkaConfig::wire_profile`).
+    pub kafka_wire_profile: WireProfile,
     /// `kafka_properties` / `{PREFIX}_KAFKA_PROPERTIES__{NAME}`: librdkafka
     /// properties passed through to every client. In a file, a map of
     /// property names (`sasl.username: app`); in the environment, one
@@ -283,6 +289,7 @@ impl Default for BusConfig {
             kafka_connect_timeout: Duration::from_secs(10),
             kafka_join_timeout: Duration::from_secs(60),
             kafka_go_envelope: false,
+            kafka_wire_profile: WireProfile::Full,
             kafka_properties: BTreeMap::new(),
             kafka_security_protocol: None,
             kafka_sasl_mechanism: None,
@@ -335,7 +342,8 @@ impl BusConfig {
             .delivery_timeout(self.kafka_delivery_timeout)
             .connect_timeout(self.kafka_connect_timeout)
             .join_timeout(self.kafka_join_timeout)
-            .go_envelope(self.kafka_go_envelope);
+            .go_envelope(self.kafka_go_envelope)
+            .wire_profile(self.kafka_wire_profile);
         for (_, property, value) in self.security_properties() {
             config = config.set(property, value);
         }
@@ -379,6 +387,7 @@ impl fmt::Debug for BusConfig {
             .field("kafka_connect_timeout", &self.kafka_connect_timeout)
             .field("kafka_join_timeout", &self.kafka_join_timeout)
             .field("kafka_go_envelope", &self.kafka_go_envelope)
+            .field("kafka_wire_profile", &self.kafka_wire_profile)
             .field("kafka_properties", &properties)
             .field("kafka_security_protocol", &self.kafka_security_protocol)
             .field("kafka_sasl_mechanism", &self.kafka_sasl_mechanism)

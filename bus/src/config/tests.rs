@@ -21,6 +21,7 @@ fn every_key_is_a_field() {
             }
             "kafka_brokers" => "h:1",
             "kafka_security_protocol" => "SASL_SSL",
+            "kafka_wire_profile" => "lean",
             "kafka_sasl_mechanism" => "scram-sha-512",
             k if k.starts_with("kafka_ssl") && k.ends_with("location") => {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")

@@ -41,6 +41,7 @@ pub struct KafkaConfig {
     pub(crate) header_limits: crate::wire::HeaderLimits,
     pub(crate) reply_topic_prefix: String,
     pub(crate) go_envelope: bool,
+    pub(crate) wire_profile: crate::WireProfile,
     pub(crate) statistics_interval: Duration,
 }
 
@@ -60,6 +61,7 @@ impl KafkaConfig {
             header_limits: crate::wire::HeaderLimits::default(),
             reply_topic_prefix: "topicbus.reply".to_owned(),
             go_envelope: false,
+            wire_profile: crate::WireProfile::Full,
             statistics_interval: Duration::from_secs(5),
         }
     }
@@ -139,6 +141,19 @@ impl KafkaConfig {
     /// accepted, so Rust and Go nodes can share topics (default off).
     pub fn go_envelope(mut self, on: bool) -> Self {
         self.go_envelope = on;
+        self
+    }
+
+    /// Which CloudEvents headers the producer writes (default
+    /// [`WireProfile::Full`](crate::WireProfile::Full)). With
+    /// [`WireProfile::Lean`](crate::WireProfile::Lean) a record carries
+    /// only `ce_specversion`, `ce_id`, `ce_source` and `ce_type` (plus the
+    /// routing, failure and application headers): its timestamp is the
+    /// message's time, and readers decode it with the topic's codec.
+    /// Readers take either profile whatever this says. docs/wire.md lists
+    /// what a reader of lean records goes without.
+    pub fn wire_profile(mut self, profile: crate::WireProfile) -> Self {
+        self.wire_profile = profile;
         self
     }
 
@@ -427,6 +442,7 @@ impl fmt::Debug for KafkaConfig {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("reply_topic_prefix", &self.reply_topic_prefix)
             .field("go_envelope", &self.go_envelope)
+            .field("wire_profile", &self.wire_profile)
             .field("statistics_interval", &self.statistics_interval)
             .finish()
     }

@@ -303,13 +303,19 @@ impl Reader {
         };
         let headers = message.headers();
         let key = || message.key().map(<[u8]>::to_vec);
+        // The time of a record without `ce_time` (the lean wire profile's).
+        let stamped = message
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| u64::try_from(ms).ok())
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
         // rdkafka's header reader unwraps the name as UTF-8 and panics on
         // any other bytes, which a foreign producer can send: that must not
         // end the task or thread that reads. Such a record is read again
         // header by header without the unreadable ones and dead-lettered as
         // malformed.
         let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            wire::read_meta(
+            wire::read_stamped_meta(
                 topic(),
                 key(),
                 headers
@@ -317,6 +323,7 @@ impl Reader {
                     .flat_map(|headers| headers.iter())
                     .map(|header| (header.key, header.value.unwrap_or_default())),
                 &mut self.recent,
+                stamped,
             )
         }));
         let mut meta = match read {
@@ -333,7 +340,8 @@ impl Reader {
                         })
                     })
                     .collect();
-                let mut meta = wire::read_meta(topic(), key(), readable, &mut self.recent);
+                let mut meta =
+                    wire::read_stamped_meta(topic(), key(), readable, &mut self.recent, stamped);
                 let problem = "a header name is not UTF-8";
                 meta.malformed = Some(match meta.malformed.take() {
                     Some(other) => Arc::from(format!("{problem}; {other}")),

@@ -287,8 +287,9 @@ fn enqueue(
     // bus), so that dead letters and re-drives of oversized messages pass.
     let payload: &[u8] = enveloped.as_deref().unwrap_or(&payload);
     let mut headers_size = 0;
-    let headers = wire::fold_headers(
+    let headers = wire::fold_profile_headers(
         &message.meta,
+        config.wire_profile,
         OwnedHeaders::new_with_capacity(8 + message.meta.headers.len()),
         |headers, key, value| {
             headers_size += key.len() + value.len();
@@ -319,6 +320,12 @@ fn enqueue(
     if let Some(partition) = partition {
         record = record.partition(partition);
     }
+    // Without `ce_time` the record's timestamp is the message's time, so
+    // it is the message's (a dead letter's or re-drive's the original's),
+    // not the moment librdkafka takes the record.
+    if config.wire_profile == crate::WireProfile::Lean {
+        record = record.timestamp(unix_millis(message.meta.time));
+    }
     // What librdkafka's `message.max.bytes` counts, give or take the
     // record's framing: an error names the real size.
     let size = payload.len() + record.key.map_or(0, <[u8]>::len) + headers_size;
@@ -329,6 +336,15 @@ fn enqueue(
         acks.pending.fetch_sub(1, Ordering::SeqCst);
         delivery_error(config, topic, size, error)
     })
+}
+
+/// A record timestamp: milliseconds since the Unix epoch. Kafka takes no
+/// time before it; 0 has librdkafka stamp the record with the current time.
+fn unix_millis(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |after| {
+            i64::try_from(after.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Maps a librdkafka delivery failure to the error kinds callers match on.
