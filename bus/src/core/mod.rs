@@ -23,7 +23,7 @@ use crate::wire;
 pub(crate) mod payload;
 mod transports;
 
-pub(crate) use self::transports::Transport;
+pub(crate) use self::transports::{Custom, Transport};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {

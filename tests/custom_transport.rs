@@ -1,0 +1,176 @@
+//! A transport of its own, through the public contract (`topicbus::transport`):
+//! a wrapper of the memory broker that counts what passes through it. The
+//! bus refuses, with `Error::Config`, a start position the transport's
+//! capabilities do not cover, before asking the transport.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use topicbus::memory::{MemoryBroker, MemoryConfig};
+use topicbus::transport::{
+    BoxFuture, Capabilities, GroupMember, ReplyInbox, SubscriptionSpec, Transport, TransportMessage,
+};
+use topicbus::{Bus, Error, RawMessage, Result, StartFrom};
+
+/// The memory broker behind a `dyn Transport`, counting publishes, joins
+/// and replies, and reporting `capabilities` instead of the broker's own.
+struct Counting {
+    inner: MemoryBroker,
+    capabilities: Capabilities,
+    published: AtomicU64,
+    joined: AtomicU64,
+    replied: AtomicU64,
+}
+
+impl Counting {
+    fn new(inner: MemoryBroker) -> Self {
+        let capabilities = inner.capabilities();
+        Self {
+            inner,
+            capabilities,
+            published: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+            replied: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Transport for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn publish(&self, message: TransportMessage) -> BoxFuture<'_, Result<()>> {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.inner.publish(message)
+    }
+
+    fn join(&self, spec: SubscriptionSpec, member: GroupMember) -> BoxFuture<'_, Result<()>> {
+        self.joined.fetch_add(1, Ordering::Relaxed);
+        self.inner.join(spec, member)
+    }
+
+    fn leave<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> BoxFuture<'a, ()> {
+        self.inner.leave(topic, group, member)
+    }
+
+    fn leave_now(&self, topic: &str, group: &str, member: &GroupMember) {
+        self.inner.leave_now(topic, group, member)
+    }
+
+    fn drain<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, bool> {
+        self.inner.drain(topic, group)
+    }
+
+    fn local_members(&self, topic: &str, group: &str) -> Option<usize> {
+        self.inner.local_members(topic, group)
+    }
+
+    fn has_consumers(&self, topic: &str) -> Option<bool> {
+        self.inner.has_consumers(topic)
+    }
+
+    fn open_inbox(&self, name: &str, inbox: ReplyInbox) -> Result<()> {
+        self.inner.open_inbox(name, inbox)
+    }
+
+    fn reply(&self, reply_to: &str, reply: TransportMessage) -> Result<()> {
+        self.replied.fetch_add(1, Ordering::Relaxed);
+        self.inner.reply(reply_to, reply)
+    }
+
+    fn close<'a>(&'a self, inbox: &'a str) -> BoxFuture<'a, ()> {
+        self.inner.close(inbox)
+    }
+
+    fn close_now(&self, inbox: &str) {
+        self.inner.close_now(inbox)
+    }
+
+    fn redrive<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<topicbus::RedriveSummary>> {
+        self.inner.redrive(topic)
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        self.inner.max_message_bytes()
+    }
+}
+
+async fn subscribe_from(bus: &Bus, start: StartFrom) -> Result<()> {
+    bus.group("replayers")
+        .subscribe_raw("history", |_: RawMessage, _ctx| async {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .start_from(start)
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn a_start_position_the_transport_cannot_honour_is_a_config_error() {
+    let transport = Arc::new(Counting {
+        capabilities: Capabilities::new().carries_values(true),
+        ..Counting::new(MemoryBroker::default())
+    });
+    let bus = Bus::builder()
+        .transport(Arc::clone(&transport))
+        .connect()
+        .await
+        .unwrap();
+    for start in [
+        StartFrom::Offsets(vec![(0, 3)]),
+        StartFrom::Earliest,
+        StartFrom::Timestamp(std::time::SystemTime::UNIX_EPOCH),
+    ] {
+        match subscribe_from(&bus, start.clone()).await {
+            Err(Error::Config { key, message }) => {
+                assert_eq!(key, "start_from");
+                assert!(
+                    message.contains("`counting`") && message.contains(&format!("{start:?}")),
+                    "{message}"
+                );
+            }
+            other => panic!("{start:?}: expected Error::Config, got {other:?}"),
+        }
+    }
+    // Refused before the transport was asked.
+    assert_eq!(transport.joined.load(Ordering::Relaxed), 0);
+    subscribe_from(&bus, StartFrom::Latest).await.unwrap();
+    assert_eq!(transport.joined.load(Ordering::Relaxed), 1);
+    bus.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transport_that_replays_gets_the_group_from_the_start() {
+    let broker = MemoryBroker::new(MemoryConfig::default().retain(10));
+    let transport = Arc::new(Counting::new(broker));
+    let bus = Bus::builder()
+        .transport(Arc::clone(&transport))
+        .connect()
+        .await
+        .unwrap();
+    bus.publish_raw(RawMessage::new("history", b"kept".to_vec()))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    bus.group("replayers")
+        .subscribe_raw("history", move |message: RawMessage, _ctx| {
+            let tx = tx.clone();
+            async move { tx.send(message.payload).map_err(|_| "receiver gone") }
+        })
+        .start_from(StartFrom::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(rx.recv().await.unwrap(), b"kept");
+    assert_eq!(transport.published.load(Ordering::Relaxed), 1);
+    bus.shutdown().await.unwrap();
+}
