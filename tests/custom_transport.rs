@@ -1,7 +1,13 @@
 //! A transport of its own, through the public contract (`topicbus::transport`):
 //! a wrapper of the memory broker that counts what passes through it. The
 //! bus refuses, with `Error::Config`, a start position the transport's
-//! capabilities do not cover, before asking the transport.
+//! capabilities do not cover, before asking the transport; and the public
+//! conformance kit holds on it (`custom::..`, `custom_codec::..`), the bus
+//! reaching the broker only through `dyn Transport`.
+//!
+//! ```text
+//! cargo test --test custom_transport
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +17,83 @@ use topicbus::transport::{
     BoxFuture, Capabilities, GroupMember, ReplyInbox, SubscriptionSpec, Transport, TransportMessage,
 };
 use topicbus::{Bus, Error, RawMessage, Result, StartFrom};
+use topicbus_conformance::{Harness, Network, Setup};
+
+topicbus_conformance::suite! {
+    custom [doc = "On a custom transport wrapping the memory broker."] => CustomHarness {
+        force_codec: false,
+    },
+    custom_codec [doc = "On a custom transport wrapping the memory broker, every payload through its codec."]
+        => CustomHarness { force_codec: true },
+}
+
+/// Buses on `Counting` transports that share one memory broker per
+/// network. The capability flags are the memory broker's: `Counting`
+/// passes everything on to it.
+struct CustomHarness {
+    force_codec: bool,
+}
+
+impl Harness for CustomHarness {
+    fn name(&self) -> &'static str {
+        if self.force_codec {
+            "custom_codec"
+        } else {
+            "custom"
+        }
+    }
+
+    fn keeps_history(&self) -> bool {
+        // The broker retains `Setup::retain` messages per topic.
+        true
+    }
+
+    fn publishers_wait_for_slow_consumers(&self) -> bool {
+        true
+    }
+
+    fn has_offsets(&self) -> bool {
+        false
+    }
+
+    fn network(&self, setup: Setup) -> futures::future::BoxFuture<'static, Box<dyn Network>> {
+        let mut config = MemoryConfig::default().force_codec(self.force_codec);
+        if let Some(n) = setup.partitions {
+            config = config.partitions(n);
+        }
+        if let Some(n) = setup.queue_capacity {
+            config = config.queue_capacity(n);
+        }
+        if let Some(n) = setup.retain {
+            config = config.retain(n);
+        }
+        let network = CustomNet {
+            broker: MemoryBroker::new(config),
+            setup,
+        };
+        Box::pin(async move { Box::new(network) as Box<dyn Network> })
+    }
+}
+
+struct CustomNet {
+    broker: MemoryBroker,
+    setup: Setup,
+}
+
+impl Network for CustomNet {
+    fn bus(&self, service: &str) -> futures::future::BoxFuture<'_, Bus> {
+        let builder = self
+            .setup
+            .builder(service)
+            .transport(Counting::new(self.broker.clone()));
+        Box::pin(async move {
+            builder
+                .connect()
+                .await
+                .expect("a bus on the counting transport")
+        })
+    }
+}
 
 /// The memory broker behind a `dyn Transport`, counting publishes, joins
 /// and replies, and reporting `capabilities` instead of the broker's own.
