@@ -3,7 +3,10 @@
 //! bus refuses, with `Error::Config`, a start position the transport's
 //! capabilities do not cover, before asking the transport; and the public
 //! conformance kit holds on it (`custom::..`, `custom_codec::..`), the bus
-//! reaching the broker only through `dyn Transport`.
+//! reaching the broker only through `dyn Transport`, and on a variant that
+//! sends every message and reply through its wire form (`custom_wire::..`:
+//! `TransportMessage::headers` and `payload_bytes` out,
+//! `TransportMessage::from_wire` back) as a network transport does.
 //!
 //! ```text
 //! cargo test --test custom_transport
@@ -20,11 +23,11 @@ use topicbus::{Bus, Error, RawMessage, Result, StartFrom};
 use topicbus_conformance::{Harness, Network, Setup};
 
 topicbus_conformance::suite! {
-    custom [doc = "On a custom transport wrapping the memory broker."] => CustomHarness {
-        force_codec: false,
-    },
+    custom [doc = "On a custom transport wrapping the memory broker."] => CustomHarness::plain(),
     custom_codec [doc = "On a custom transport wrapping the memory broker, every payload through its codec."]
-        => CustomHarness { force_codec: true },
+        => CustomHarness::codec(),
+    custom_wire [doc = "On a custom transport that rebuilds every message from its wire form."]
+        => CustomHarness::wire(),
 }
 
 /// Buses on `Counting` transports that share one memory broker per
@@ -32,14 +35,38 @@ topicbus_conformance::suite! {
 /// passes everything on to it.
 struct CustomHarness {
     force_codec: bool,
+    wire: bool,
+}
+
+impl CustomHarness {
+    fn plain() -> Self {
+        Self {
+            force_codec: false,
+            wire: false,
+        }
+    }
+
+    fn codec() -> Self {
+        Self {
+            force_codec: true,
+            wire: false,
+        }
+    }
+
+    fn wire() -> Self {
+        Self {
+            force_codec: false,
+            wire: true,
+        }
+    }
 }
 
 impl Harness for CustomHarness {
     fn name(&self) -> &'static str {
-        if self.force_codec {
-            "custom_codec"
-        } else {
-            "custom"
+        match (self.force_codec, self.wire) {
+            (_, true) => "custom_wire",
+            (true, false) => "custom_codec",
+            (false, false) => "custom",
         }
     }
 
@@ -70,6 +97,7 @@ impl Harness for CustomHarness {
         let network = CustomNet {
             broker: MemoryBroker::new(config),
             setup,
+            wire: self.wire,
         };
         Box::pin(async move { Box::new(network) as Box<dyn Network> })
     }
@@ -78,14 +106,16 @@ impl Harness for CustomHarness {
 struct CustomNet {
     broker: MemoryBroker,
     setup: Setup,
+    wire: bool,
 }
 
 impl Network for CustomNet {
     fn bus(&self, service: &str) -> futures::future::BoxFuture<'_, Bus> {
-        let builder = self
-            .setup
-            .builder(service)
-            .transport(Counting::new(self.broker.clone()));
+        let builder = self.setup.builder(service).transport(if self.wire {
+            Counting::wire(self.broker.clone())
+        } else {
+            Counting::new(self.broker.clone())
+        });
         Box::pin(async move {
             builder
                 .connect()
@@ -97,9 +127,12 @@ impl Network for CustomNet {
 
 /// The memory broker behind a `dyn Transport`, counting publishes, joins
 /// and replies, and reporting `capabilities` instead of the broker's own.
+/// With `wire` set, it hands the broker each message and reply rebuilt
+/// from its wire form, as a transport over a network would.
 struct Counting {
     inner: MemoryBroker,
     capabilities: Capabilities,
+    wire: bool,
     published: AtomicU64,
     joined: AtomicU64,
     replied: AtomicU64,
@@ -111,10 +144,37 @@ impl Counting {
         Self {
             inner,
             capabilities,
+            wire: false,
             published: AtomicU64::new(0),
             joined: AtomicU64::new(0),
             replied: AtomicU64::new(0),
         }
+    }
+}
+
+impl Counting {
+    fn wire(inner: MemoryBroker) -> Self {
+        Self {
+            capabilities: inner.capabilities().carries_values(false),
+            wire: true,
+            ..Self::new(inner)
+        }
+    }
+
+    /// `message` as a receiver rebuilds it from the bytes and headers sent.
+    fn send(&self, message: TransportMessage) -> Result<TransportMessage> {
+        if !self.wire {
+            return Ok(message);
+        }
+        assert!(
+            !message.is_value(),
+            "a value reached a transport that carries none"
+        );
+        let (key, headers) = (message.key().map(<[u8]>::to_vec), message.headers());
+        let received =
+            TransportMessage::from_wire(message.topic(), key, &headers, message.payload_bytes()?);
+        assert!(!received.same(&message) && received.id() == message.id());
+        Ok(received)
     }
 }
 
@@ -129,7 +189,10 @@ impl Transport for Counting {
 
     fn publish(&self, message: TransportMessage) -> BoxFuture<'_, Result<()>> {
         self.published.fetch_add(1, Ordering::Relaxed);
-        self.inner.publish(message)
+        match self.send(message) {
+            Ok(message) => self.inner.publish(message),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
     }
 
     fn join(&self, spec: SubscriptionSpec, member: GroupMember) -> BoxFuture<'_, Result<()>> {
@@ -168,7 +231,7 @@ impl Transport for Counting {
 
     fn reply(&self, reply_to: &str, reply: TransportMessage) -> Result<()> {
         self.replied.fetch_add(1, Ordering::Relaxed);
-        self.inner.reply(reply_to, reply)
+        self.inner.reply(reply_to, self.send(reply)?)
     }
 
     fn close<'a>(&'a self, inbox: &'a str) -> BoxFuture<'a, ()> {

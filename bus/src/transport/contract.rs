@@ -181,6 +181,51 @@ pub struct RedriveSummary {
 pub struct TransportMessage(pub(crate) Message);
 
 impl TransportMessage {
+    /// A message read off the wire: `headers` and `payload` as
+    /// [`TransportMessage::headers`] and [`TransportMessage::payload_bytes`]
+    /// gave them to the transport that wrote it (or as another client
+    /// wrote them). topicbus's own headers become the message's id, source,
+    /// time, correlation id, reply-to and content type again; what is
+    /// missing is filled in (a new id, now, source `unknown`), and one that
+    /// is unreadable is kept as received and dead-letters the message for
+    /// a typed handler. Past 256 headers or 64 KiB of them the rest are
+    /// dropped, as [`BusBuilder::max_headers`](crate::BusBuilder::max_headers)
+    /// sets by default.
+    ///
+    /// ```
+    /// use topicbus::transport::TransportMessage;
+    /// use topicbus::Headers;
+    ///
+    /// let mut headers = Headers::new();
+    /// headers.insert("trace", "abc");
+    /// let message = TransportMessage::from_wire("orders", None, &headers, "{}".into());
+    /// let again = TransportMessage::from_wire(
+    ///     message.topic(),
+    ///     None,
+    ///     &message.headers(),
+    ///     message.payload_bytes().unwrap(),
+    /// );
+    /// assert_eq!(again.id(), message.id());
+    /// assert_eq!(again.headers().get_str("trace"), Some("abc"));
+    /// ```
+    pub fn from_wire(
+        topic: impl Into<String>,
+        key: Option<Vec<u8>>,
+        headers: &Headers,
+        payload: Bytes,
+    ) -> TransportMessage {
+        let meta = crate::wire::read_meta(
+            Cow::Owned(topic.into()),
+            key,
+            headers.iter(),
+            &mut crate::wire::Recent::new(
+                Arc::from("unknown"),
+                crate::wire::HeaderLimits::default(),
+            ),
+        );
+        TransportMessage(Message::bytes(meta, payload))
+    }
+
     /// The topic the message is published to.
     pub fn topic(&self) -> &str {
         &self.0.meta.topic
