@@ -109,8 +109,10 @@ pub enum StartFrom {
     /// The first kept message published at or after this time.
     Timestamp(SystemTime),
     /// These offsets, as `(partition, offset)`; partitions not listed start
-    /// at the newest message. Kafka only: the memory transport keeps no
-    /// offsets and refuses it with [`Error::Config`](crate::Error::Config).
+    /// at the newest message. On Kafka and transports that report
+    /// [`Capabilities::keeps_offsets`]; the memory transport keeps no
+    /// offsets, and it and the others refuse it with
+    /// [`Error::Config`](crate::Error::Config).
     Offsets(Vec<(u32, u64)>),
 }
 
