@@ -50,7 +50,7 @@ mod reply;
 mod secret;
 pub mod telemetry;
 mod topic;
-mod transport;
+pub mod transport;
 mod wire;
 
 #[doc(hidden)]

@@ -1,17 +1,18 @@
 //! Building a bus: [`BusBuilder`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower::{Layer, Service};
 
 use super::Bus;
-use crate::core::{Parts, Settings, Transport};
+use crate::core::{Custom, Parts, Settings, Transport};
 use crate::error::{BoxError, Result};
 use crate::event_log::EventLog;
 use crate::middleware::{Delivery, ErasedLayer, Handled, HandlerService};
 use crate::reply::ReplyKey;
 use crate::transport::memory::MemoryBroker;
-use crate::transport::{Pending, REPLY_TOPIC_PREFIX};
+use crate::transport::{inbox_name, Pending, ReplyInbox, REPLY_TOPIC_PREFIX};
 use crate::wire;
 
 impl Bus {
@@ -59,6 +60,17 @@ pub struct BusBuilder<T = MemoryChoice> {
 #[doc(hidden)]
 #[derive(Debug, Clone, Default)]
 pub struct MemoryChoice(pub(super) Option<MemoryBroker>);
+
+/// The builder's transport: one given to [`BusBuilder::transport`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct CustomChoice(Arc<dyn crate::transport::Transport>);
+
+impl std::fmt::Debug for CustomChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CustomChoice").field(&self.0.name()).finish()
+    }
+}
 
 impl<T> BusBuilder<T> {
     /// The service name: the `ce_source` of what this instance publishes and
@@ -219,6 +231,22 @@ impl<T> BusBuilder<T> {
         }
     }
 
+    /// Runs on `transport`, any implementation of the
+    /// [transport contract](crate::transport); finish with
+    /// [`BusBuilder::connect`]. The built-in transports have their own
+    /// methods ([`BusBuilder::memory`], `kafka`), which dispatch statically.
+    pub fn transport(
+        self,
+        transport: impl crate::transport::Transport,
+    ) -> BusBuilder<CustomChoice> {
+        BusBuilder {
+            service: self.service,
+            settings: self.settings,
+            layers: self.layers,
+            transport: CustomChoice(Arc::new(transport)),
+        }
+    }
+
     /// Runs on Kafka; finish with [`BusBuilder::connect`].
     #[cfg(feature = "kafka")]
     pub fn kafka(
@@ -271,6 +299,46 @@ impl BusBuilder<MemoryChoice> {
     /// code choosing its transport at run time has one call for both).
     pub async fn connect(self) -> Result<Bus> {
         Ok(self.build())
+    }
+}
+
+impl BusBuilder<CustomChoice> {
+    /// Builds a bus on the transport given to [`BusBuilder::transport`]:
+    /// opens this instance's reply inbox there, and fails with the
+    /// transport's error if it cannot.
+    pub async fn connect(self) -> Result<Bus> {
+        let pending = Pending::new(
+            self.settings.max_pending_requests,
+            self.settings.reply_key.clone(),
+        );
+        let custom = Custom::new(self.transport.0);
+        let inbox = inbox_name(&self.service);
+        custom
+            .transport
+            .open_inbox(&inbox, ReplyInbox(Arc::clone(&pending)))?;
+        // As on memory: values are measured (encoded) only against a limit
+        // someone set.
+        let (max_message_bytes, measure_values) = match self
+            .settings
+            .max_message_bytes
+            .or_else(|| custom.transport.max_message_bytes())
+        {
+            Some(limit) => (limit, custom.capabilities.carries_values),
+            None => (crate::limit::DEFAULT_MAX_MESSAGE_BYTES, false),
+        };
+        Ok(Bus::from_parts(
+            self.service,
+            self.settings,
+            self.layers,
+            Transport::Custom(custom),
+            Parts {
+                pending,
+                inbox,
+                reply_topic_prefix: REPLY_TOPIC_PREFIX,
+                max_message_bytes,
+                measure_values,
+            },
+        ))
     }
 }
 

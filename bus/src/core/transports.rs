@@ -7,15 +7,38 @@ use crate::message::Message;
 #[cfg(feature = "kafka")]
 use crate::transport::kafka::KafkaTransport;
 use crate::transport::memory::MemoryBroker;
-use crate::transport::{Member, RedriveSummary, SubscriptionSpec};
+use crate::transport::{
+    self as contract, Capabilities, GroupMember, Member, RedriveSummary, SubscriptionSpec,
+    TransportMessage,
+};
 
-/// The transports a bus can run on. An enum rather than a trait object: the
-/// set is closed and static dispatch keeps the memory path free of boxing.
+/// The transports a bus can run on. The built-in ones are variants, so that
+/// static dispatch keeps the memory path free of boxing; any other
+/// implementation of the public contract is `Custom`.
 #[derive(Clone)]
 pub(crate) enum Transport {
     Memory(MemoryBroker),
     #[cfg(feature = "kafka")]
     Kafka(KafkaTransport),
+    Custom(Custom),
+}
+
+/// A transport given to [`BusBuilder::transport`](crate::BusBuilder::transport),
+/// with the capabilities it reported when the bus was built.
+#[derive(Clone)]
+pub(crate) struct Custom {
+    pub(crate) transport: Arc<dyn contract::Transport>,
+    pub(crate) capabilities: Capabilities,
+}
+
+impl Custom {
+    pub(crate) fn new(transport: Arc<dyn contract::Transport>) -> Self {
+        let capabilities = transport.capabilities();
+        Self {
+            transport,
+            capabilities,
+        }
+    }
 }
 
 impl Transport {
@@ -25,6 +48,7 @@ impl Transport {
             Transport::Memory(m) => !m.forces_codec(),
             #[cfg(feature = "kafka")]
             Transport::Kafka(_) => false,
+            Transport::Custom(c) => c.capabilities.carries_values,
         }
     }
 
@@ -34,6 +58,7 @@ impl Transport {
             Transport::Memory(m) => m.publish(message).await,
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.publish(message).await,
+            Transport::Custom(c) => c.transport.publish(TransportMessage(message)).await,
         }
     }
 
@@ -52,6 +77,12 @@ impl Transport {
             }
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.publish_batch(messages).await,
+            Transport::Custom(c) => {
+                for message in messages {
+                    c.transport.publish(TransportMessage(message?)).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -61,6 +92,11 @@ impl Transport {
             Transport::Memory(m) => m.join(spec, member),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.join(spec, member).await,
+            Transport::Custom(c) => {
+                c.capabilities
+                    .refuse_start(c.transport.name(), &spec.start)?;
+                c.transport.join(spec, GroupMember(member)).await
+            }
         }
     }
 
@@ -74,6 +110,11 @@ impl Transport {
                 let _ = (topic, group);
                 k.leave(member).await
             }
+            Transport::Custom(c) => {
+                c.transport
+                    .leave(topic, group, &GroupMember(Arc::clone(member)))
+                    .await
+            }
         }
     }
 
@@ -86,6 +127,10 @@ impl Transport {
                 let _ = (topic, group);
                 k.leave_now(member)
             }
+            Transport::Custom(c) => {
+                c.transport
+                    .leave_now(topic, group, &GroupMember(Arc::clone(member)))
+            }
         }
     }
 
@@ -96,6 +141,7 @@ impl Transport {
             Transport::Memory(m) => m.drain(topic, group).await,
             #[cfg(feature = "kafka")]
             Transport::Kafka(_) => false,
+            Transport::Custom(c) => c.transport.drain(topic, group).await,
         }
     }
 
@@ -106,6 +152,7 @@ impl Transport {
             Transport::Memory(m) => Some(m.member_count(topic, group)),
             #[cfg(feature = "kafka")]
             Transport::Kafka(_) => None,
+            Transport::Custom(c) => c.transport.local_members(topic, group),
         }
     }
 
@@ -115,6 +162,7 @@ impl Transport {
             Transport::Memory(m) => Some(m.has_members(topic)),
             #[cfg(feature = "kafka")]
             Transport::Kafka(_) => None,
+            Transport::Custom(c) => c.transport.has_consumers(topic),
         }
     }
 
@@ -125,28 +173,37 @@ impl Transport {
             Transport::Memory(_) => false,
             #[cfg(feature = "kafka")]
             Transport::Kafka(_) => true,
+            Transport::Custom(c) => c.capabilities.provisions_topics,
         }
     }
 
     /// Creates `topic` (and its dead-letter topic, unless it is one) where
     /// topics are provisioned.
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn ensure_topic(&self, topic: &str, partitions: Option<u32>) -> Result<()> {
         match self {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.ensure_topic(topic, partitions).await,
+            Transport::Custom(c) => {
+                c.transport.ensure_topic(topic, partitions).await?;
+                if topic.ends_with(".dlq") {
+                    return Ok(());
+                }
+                c.transport
+                    .ensure_topic(&crate::redrive::dead_letter_topic(topic), None)
+                    .await
+            }
         }
     }
 
     /// Creates `topic` alone, where topics are provisioned: a dead-letter
     /// topic about to be written to (`{topic}.dlq.dlq` included).
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub async fn ensure_dead_letter_topic(&self, topic: &str) -> Result<()> {
         match self {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.ensure_one(topic, None).await,
+            Transport::Custom(c) => c.transport.ensure_topic(topic, None).await,
         }
     }
 
@@ -158,6 +215,7 @@ impl Transport {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.ensure_response_topic(topic, partitions).await,
+            Transport::Custom(_) => Ok(()),
         }
     }
 
@@ -168,6 +226,7 @@ impl Transport {
             Transport::Memory(m) => m.redrive(topic).await,
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.redrive(topic).await,
+            Transport::Custom(c) => c.transport.redrive(topic).await,
         }
     }
 
@@ -181,6 +240,7 @@ impl Transport {
             Transport::Memory(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.open_inbox(request_topic).await,
+            Transport::Custom(_) => Ok(()),
         }
     }
 
@@ -190,6 +250,7 @@ impl Transport {
             Transport::Memory(m) => m.close_inbox(inbox),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.close().await,
+            Transport::Custom(c) => c.transport.close(inbox).await,
         }
     }
 
@@ -199,6 +260,7 @@ impl Transport {
             Transport::Memory(m) => m.close_inbox(inbox),
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.close_now(),
+            Transport::Custom(c) => c.transport.close_now(inbox),
         }
     }
 
@@ -213,6 +275,7 @@ impl Transport {
             }
             #[cfg(feature = "kafka")]
             Transport::Kafka(k) => k.reply(reply_to, message),
+            Transport::Custom(c) => c.transport.reply(reply_to, TransportMessage(message)),
         }
     }
 }

@@ -178,7 +178,7 @@ impl<I: Invoke> Member for HandlerMember<I> {
                 self.deliver_one(message, feed.position()).await;
                 feed.handled();
                 match std::future::poll_fn(|cx| std::task::Poll::Ready(feed.next(cx))).await {
-                    Some(next) => message = next,
+                    Some(next) => message = next.0,
                     None => return Ok(()),
                 }
                 // The run keeps its slot from one message to the next (two

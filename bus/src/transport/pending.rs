@@ -18,6 +18,17 @@ use crate::reply::key::{Binding, ReplyKey};
 /// default, and every memory inbox's): `topicbus.reply.{service}.{uuid}`.
 pub(crate) const REPLY_TOPIC_PREFIX: &str = "topicbus.reply";
 
+/// A new reply inbox name for an instance of `service`, named as a Kafka
+/// reply topic is: `topicbus.reply.{service}.{uuid}`.
+pub(crate) fn inbox_name(service: &str) -> Arc<str> {
+    format!(
+        "{REPLY_TOPIC_PREFIX}.{}.{}",
+        crate::topic::sanitize_name(service),
+        uuid::Uuid::new_v4().simple()
+    )
+    .into()
+}
+
 /// How a waiting request ends, unless the bus closes first (its sender is
 /// then dropped).
 pub(crate) enum Outcome {

@@ -24,7 +24,7 @@ use super::{unavailable, KafkaConfig};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::telemetry::metrics::ConsumerLag;
-use crate::transport::{Feed, Member, Position, StartFrom, SubscriptionSpec};
+use crate::transport::{Feed, Member, Position, StartFrom, SubscriptionSpec, TransportMessage};
 use crate::wire::{self, Recent};
 
 /// How long a poll waits for a message before the thread looks at its
@@ -531,7 +531,7 @@ struct WorkerFeed<'a> {
 }
 
 impl Feed for WorkerFeed<'_> {
-    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<TransportMessage> {
         // Closed: the run ends after its in-flight message.
         if self.state.closed.load(Ordering::Acquire) {
             return None;
@@ -544,7 +544,7 @@ impl Feed for WorkerFeed<'_> {
         let (offset, message) = self.state.next(self.reader)?;
         coop.made_progress();
         self.offset = offset;
-        Some(message)
+        Some(TransportMessage(message))
     }
 
     fn handled(&mut self) {

@@ -34,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::hash::FastMap;
 use crate::message::Message;
 use crate::transport::{
-    Feed, Member, Pending, Position, RedriveSummary, StartFrom, SubscriptionSpec,
+    BoxFuture, Capabilities, Feed, GroupMember, Member, Pending, Position, RedriveSummary,
+    ReplyInbox, StartFrom, SubscriptionSpec, Transport, TransportMessage,
 };
 
 mod dead_letters;
@@ -668,19 +669,17 @@ impl MemoryBroker {
     /// Opens the reply inbox of an instance of `service`, named as a Kafka
     /// reply topic is: `topicbus.reply.{service}.{uuid}`.
     pub(crate) fn open_inbox(&self, service: &str, pending: &Arc<Pending>) -> Arc<str> {
-        let name: Arc<str> = format!(
-            "{}.{}.{}",
-            crate::transport::REPLY_TOPIC_PREFIX,
-            crate::topic::sanitize_name(service),
-            uuid::Uuid::new_v4().simple()
-        )
-        .into();
+        let name = crate::transport::inbox_name(service);
+        self.open_named_inbox(Arc::clone(&name), pending);
+        name
+    }
+
+    fn open_named_inbox(&self, name: Arc<str>, pending: &Arc<Pending>) {
         self.inner
             .inboxes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(Arc::clone(&name), Arc::downgrade(pending));
-        name
+            .insert(name, Arc::downgrade(pending));
     }
 
     pub(crate) fn close_inbox(&self, inbox: &str) {
@@ -825,12 +824,12 @@ struct PartitionFeed<'a> {
 }
 
 impl Feed for PartitionFeed<'_> {
-    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+    fn next(&mut self, cx: &mut std::task::Context<'_>) -> Option<TransportMessage> {
         if self.group.generation.load(Ordering::Acquire) != self.generation {
             return None;
         }
         if let Some(message) = self.source.backlog.pop_front() {
-            return Some(message);
+            return Some(TransportMessage(message));
         }
         // A run spends the task's cooperative budget as `recv` would, so
         // that a long one still yields to other tasks. Not `poll_take`: on
@@ -844,7 +843,7 @@ impl Feed for PartitionFeed<'_> {
             .queue
             .try_take(&self.group.queues[self.partition])?;
         coop.made_progress();
-        Some(message)
+        Some(TransportMessage(message))
     }
 
     fn handled(&mut self) {
@@ -915,6 +914,83 @@ impl Hasher for Fnv1a {
             self.0 ^= u64::from(*byte);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+/// The memory transport as a [`Transport`], for a custom transport that
+/// wraps it (a bus built with [`BusBuilder::memory`](crate::BusBuilder::memory)
+/// calls the broker directly).
+impl Transport for MemoryBroker {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .carries_values(!self.forces_codec())
+            .replay(true)
+    }
+
+    fn publish(&self, message: TransportMessage) -> BoxFuture<'_, Result<()>> {
+        Box::pin(MemoryBroker::publish(self, message.0))
+    }
+
+    fn join(&self, spec: SubscriptionSpec, member: GroupMember) -> BoxFuture<'_, Result<()>> {
+        let joined = MemoryBroker::join(self, spec, member.0);
+        Box::pin(async move { joined })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> BoxFuture<'a, ()> {
+        MemoryBroker::leave(self, topic, group, &member.0);
+        Box::pin(async {})
+    }
+
+    fn leave_now(&self, topic: &str, group: &str, member: &GroupMember) {
+        MemoryBroker::leave(self, topic, group, &member.0);
+    }
+
+    fn drain<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(MemoryBroker::drain(self, topic, group))
+    }
+
+    fn local_members(&self, topic: &str, group: &str) -> Option<usize> {
+        Some(self.member_count(topic, group))
+    }
+
+    fn has_consumers(&self, topic: &str) -> Option<bool> {
+        Some(self.has_members(topic))
+    }
+
+    fn open_inbox(&self, name: &str, inbox: ReplyInbox) -> Result<()> {
+        self.open_named_inbox(name.into(), &inbox.0);
+        Ok(())
+    }
+
+    fn reply(&self, reply_to: &str, reply: TransportMessage) -> Result<()> {
+        MemoryBroker::reply(self, reply_to, reply.0);
+        Ok(())
+    }
+
+    fn close<'a>(&'a self, inbox: &'a str) -> BoxFuture<'a, ()> {
+        self.close_inbox(inbox);
+        Box::pin(async {})
+    }
+
+    fn close_now(&self, inbox: &str) {
+        self.close_inbox(inbox);
+    }
+
+    fn redrive<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<RedriveSummary>> {
+        Box::pin(MemoryBroker::redrive(self, topic))
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        MemoryBroker::max_message_bytes(self)
     }
 }
 

@@ -138,6 +138,8 @@ pub(super) struct Taker {
 
 impl Taker {
     /// The next message, if one is queued.
+    // Inlined into the feed's `next`, the per-message path of a run.
+    #[inline]
     pub fn try_take(&mut self, queue: &Queue) -> Option<Message> {
         if self.taken.is_empty() {
             // Swapped, not drained: the two buffers change places, so that
