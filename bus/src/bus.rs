@@ -956,7 +956,12 @@ impl BusCore {
         let codec_error = |e| Error::codec(T::NAME, <T::Codec as Codec>::NAME, e);
         let as_value = self.sends_values(reply_to.is_some());
         let meta = |key: Option<Vec<u8>>| {
-            let id = id.unwrap_or_default();
+            // A request's id is its correlation id, which a forged reply
+            // would need: random, not the next of this process's ids.
+            let id = id.unwrap_or_else(|| match reply_to {
+                Some(_) => MessageId::new(),
+                None => MessageId::next(),
+            });
             Meta {
                 topic: Cow::Borrowed(T::NAME),
                 correlation_id: reply_to.as_ref().map(|_| id.clone()),
