@@ -39,7 +39,7 @@ use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
 
 mod queue;
-use queue::{Queue, Refused, Taker};
+use queue::{Queue, Refused, Taker, RELEASE_BATCH};
 
 /// Settings of a [`MemoryBroker`].
 ///
@@ -288,8 +288,10 @@ struct GroupState {
     /// instead of reading the list for every message.
     generation: AtomicUsize,
     members_changed: Notify,
-    /// Messages queued or in flight in this group.
-    outstanding: AtomicUsize,
+    /// Messages queued or in flight in this group. Publishers raise it for
+    /// every message: on a cache line of its own, away from what partition
+    /// tasks read for every message (`generation`, `queues`).
+    outstanding: Padded<AtomicUsize>,
     idle: Notify,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The topic's, told how each delivery run ended.
@@ -577,7 +579,7 @@ impl MemoryBroker {
             member_count: AtomicUsize::new(1),
             generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
-            outstanding: AtomicUsize::new(backlog_len),
+            outstanding: Padded(AtomicUsize::new(backlog_len)),
             keyless: Arc::clone(&topic.keyless),
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -705,6 +707,19 @@ impl MemoryBroker {
     }
 }
 
+/// A value on a cache line (of two, against the adjacent-line prefetcher)
+/// of its own.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Where a publish waits for room: the first full group of the topic's
 /// groups (counted as outstanding already), the message it refused, and a
 /// handle for the groups after it (none when it was the last).
@@ -754,7 +769,10 @@ async fn run_partition(group: Arc<GroupState>, partition: usize, backlog: Vec<Me
                     std::task::Poll::Ready(next)
                 });
                 match next.await {
-                    Some(message) => message,
+                    Some(message) => {
+                        queue.release(1);
+                        message
+                    }
                     None => return,
                 }
             }
@@ -779,25 +797,40 @@ async fn deliver(
     mut first: Message,
     source: &mut Source,
 ) {
+    let queue = &group.queues[partition];
     loop {
         let (generation, member) = owner.get(group, partition).await;
+        let unreleased = AtomicUsize::new(0);
+        // A load and a store, not a swap: only this task uses it.
+        let release = || {
+            queue.release(unreleased.load(Ordering::Relaxed));
+            unreleased.store(0, Ordering::Relaxed);
+        };
         let mut feed = PartitionFeed {
             group,
             partition,
             generation,
             source: &mut *source,
             handled: 0,
+            unreleased: &unreleased,
         };
         let mut waited = false;
         let run = {
             let mut run = member.deliver_run(first, &mut feed);
             std::future::poll_fn(|cx| {
                 let poll = run.as_mut().poll(cx);
-                waited |= poll.is_pending();
+                if poll.is_pending() {
+                    waited = true;
+                    // The run may wait for room in this very queue (its
+                    // handler publishing to the partition): what it handed
+                    // out is room now.
+                    release();
+                }
                 poll
             })
             .await
         };
+        release();
         group.keyless.ran(waited);
         group.settle(feed.handled);
         match run {
@@ -821,6 +854,9 @@ struct PartitionFeed<'a> {
     /// Settled together when the run ends: one atomic operation on the
     /// counter publishers also change, instead of one per message.
     handled: usize,
+    /// Messages taken from the queue whose room is not released yet: given
+    /// back [`RELEASE_BATCH`] at a time, and when the run waits or ends.
+    unreleased: &'a AtomicUsize,
 }
 
 impl Feed for PartitionFeed<'_> {
@@ -838,11 +874,16 @@ impl Feed for PartitionFeed<'_> {
         let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
             return None;
         };
-        let message = self
-            .source
-            .queue
-            .try_take(&self.group.queues[self.partition])?;
+        let queue = &self.group.queues[self.partition];
+        let message = self.source.queue.try_take(queue)?;
         coop.made_progress();
+        let unreleased = self.unreleased.load(Ordering::Relaxed) + 1;
+        if unreleased == RELEASE_BATCH {
+            queue.release(unreleased);
+            self.unreleased.store(0, Ordering::Relaxed);
+        } else {
+            self.unreleased.store(unreleased, Ordering::Relaxed);
+        }
         Some(message)
     }
 

@@ -5,8 +5,8 @@
 //! back one semaphore permit per message under a mutex, and its sender takes
 //! one; in `memory_fanout` those were a sixth of the profile. Here a
 //! publisher takes a short lock to push, and the partition task takes every
-//! queued message in one lock and then counts each off with one atomic
-//! operation as it hands it out.
+//! queued message in one lock, hands them out, and gives their room back to
+//! publishers a few at a time.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,20 +18,33 @@ use tokio::sync::Notify;
 use crate::dispatch::Waiting;
 use crate::message::Message;
 
+/// Messages a partition task hands out before it gives their room back
+/// (sooner when its run ends or waits; see [`Queue::release`]).
+pub(super) const RELEASE_BATCH: usize = 32;
+
 pub(super) struct Queue {
     state: Mutex<State>,
-    /// Messages pushed and not yet handed out (queued here or taken into a
-    /// [`Taker`]): what the bound limits. Raised under the lock only.
-    len: AtomicUsize,
     capacity: usize,
     /// Publishers waiting for room, so that the partition task wakes them
     /// only when there are some.
     waiting: AtomicUsize,
     room: Notify,
+    /// Written by the partition task only, on a cache line of its own: a
+    /// publisher on another core reads it without the two taking turns
+    /// to write one line for every message.
+    released: Released,
 }
+
+/// Messages the partition task has given the room of back, ever.
+#[repr(align(128))]
+struct Released(AtomicUsize);
 
 struct State {
     messages: VecDeque<Message>,
+    /// Messages ever pushed. `pushed - released` (wrapping) is what the
+    /// bound limits: the messages queued here, taken into a [`Taker`], or
+    /// handed out and not yet released.
+    pushed: usize,
     /// The partition task, while it waits for a message.
     task: Option<Waker>,
     closed: bool,
@@ -48,13 +61,14 @@ impl Queue {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
+                pushed: 0,
                 task: None,
                 closed: false,
             }),
-            len: AtomicUsize::new(0),
             capacity: capacity.max(1),
             waiting: AtomicUsize::new(0),
             room: Notify::new(),
+            released: Released(AtomicUsize::new(0)),
         }
     }
 
@@ -69,12 +83,15 @@ impl Queue {
             if state.closed {
                 return Err(Refused::Closed(message));
             }
-            // SeqCst: against the partition task's decrement and its read of
+            // SeqCst: against the partition task's release and its read of
             // `waiting` (see `push`).
-            if self.len.load(Ordering::SeqCst) >= self.capacity {
+            let held = state
+                .pushed
+                .wrapping_sub(self.released.0.load(Ordering::SeqCst));
+            if held >= self.capacity {
                 return Err(Refused::Full(message));
             }
-            self.len.fetch_add(1, Ordering::SeqCst);
+            state.pushed = state.pushed.wrapping_add(1);
             state.messages.push_back(message);
             state.task.take()
         };
@@ -121,9 +138,17 @@ impl Queue {
         }
     }
 
-    /// One message left the queue for good: room for another.
-    fn handed_out(&self) {
-        self.len.fetch_sub(1, Ordering::SeqCst);
+    /// `n` messages handed out left the queue for good: room for as many.
+    /// Called by the partition task only.
+    pub fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // A load and a store, not an atomic add: only this task writes it.
+        let released = self.released.0.load(Ordering::Relaxed);
+        self.released
+            .0
+            .store(released.wrapping_add(n), Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
@@ -131,6 +156,7 @@ impl Queue {
 }
 
 /// The partition task's end of a [`Queue`]: the messages it took in one go.
+/// A message it hands out holds its room until [`Queue::release`].
 #[derive(Default)]
 pub(super) struct Taker {
     taken: VecDeque<Message>,
@@ -144,9 +170,7 @@ impl Taker {
             // neither allocates again once both have grown.
             std::mem::swap(&mut queue.lock().messages, &mut self.taken);
         }
-        let message = self.taken.pop_front()?;
-        queue.handed_out();
-        Some(message)
+        self.taken.pop_front()
     }
 
     /// The next message, waiting for one; `None` once the queue closed.
@@ -156,7 +180,6 @@ impl Taker {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Message>> {
         if let Some(message) = self.taken.pop_front() {
-            queue.handed_out();
             return Poll::Ready(Some(message));
         }
         {
@@ -173,11 +196,7 @@ impl Taker {
             }
             std::mem::swap(&mut state.messages, &mut self.taken);
         }
-        let message = self.taken.pop_front();
-        if message.is_some() {
-            queue.handed_out();
-        }
-        Poll::Ready(message)
+        Poll::Ready(self.taken.pop_front())
     }
 }
 
@@ -226,32 +245,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_at_most_its_capacity_counting_taken_messages_until_handed_out() {
+    async fn holds_at_most_its_capacity_counting_messages_handed_out_until_released() {
         let queue = Queue::new(2);
         let mut taker = Taker::default();
         assert!(queue.try_push(message(0)).is_ok());
         assert!(queue.try_push(message(1)).is_ok());
         assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
-        // Taking moves both out of the queue; only the one handed out frees room.
+        // Taking moves both out of the queue, and handing one out frees no
+        // room; releasing it does, for one.
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
+        assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
+        queue.release(1);
         assert!(queue.try_push(message(2)).is_ok());
         assert!(matches!(queue.try_push(message(3)), Err(Refused::Full(_))));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(2));
         assert!(taker.try_take(&queue).is_none());
+        queue.release(2);
+        assert!(queue.try_push(message(3)).is_ok());
+        assert!(queue.try_push(message(4)).is_ok());
+        assert!(matches!(queue.try_push(message(5)), Err(Refused::Full(_))));
     }
 
     #[tokio::test]
-    async fn a_waiting_publisher_gets_in_once_a_message_is_handed_out() {
+    async fn a_waiting_publisher_gets_in_once_a_message_is_released() {
         let (queue, waiting) = full_queue_and_waiting_publisher();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "waits while the queue is full");
         let mut taker = Taker::default();
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
+        queue.release(1);
         assert_eq!(
             waiting.await.expect("publisher"),
             Ok(()),
-            "queued after the hand-out"
+            "queued after the release"
         );
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
     }
