@@ -77,3 +77,62 @@ async fn a_handler_publishes_into_its_own_full_partition_as_many_as_were_handed_
     assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 102, 103]);
     bus.shutdown().await.expect("shutdown");
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, topicbus::Topic)]
+#[topic(name = "memory.queue.fanout", partitions = 1)]
+struct Fanned {
+    n: u64,
+}
+
+/// A publish to several groups wakes the first waiting partition task,
+/// which passes the wake on to the next: a group whose handler is stuck
+/// does not hold back the groups after it, for the message it holds nor
+/// for the ones after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_group_does_not_hold_back_the_groups_after_it() {
+    let bus = Bus::builder()
+        .service("fanout")
+        .memory(MemoryBroker::default())
+        .build();
+    let (unstick, stuck) = tokio::sync::watch::channel(false);
+    let (handled, mut handled_rx) = mpsc::unbounded_channel();
+    for g in 0..4 {
+        let handled = handled.clone();
+        let stuck = stuck.clone();
+        bus.group(format!("memory.queue.fanout.g{g}"))
+            .subscribe(move |m: Fanned| {
+                let handled = handled.clone();
+                let mut stuck = stuck.clone();
+                async move {
+                    if g == 0 {
+                        stuck.wait_for(|free| *free).await.expect("test alive");
+                    }
+                    handled.send((g, m.n)).expect("test waits");
+                    Ok::<_, String>(())
+                }
+            })
+            .await
+            .expect("subscribe");
+    }
+    let mut seen = Vec::new();
+    for n in 0..3 {
+        bus.publish(&Fanned { n }).await.expect("publish");
+        // Groups 1 to 3 handle each message while group 0 is stuck on the
+        // first.
+        let guard = Duration::from_secs(60);
+        while seen.len() < 3 * (n as usize + 1) {
+            let next = tokio::time::timeout(guard, handled_rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("message {n} never reached the groups after the stuck one: {seen:?}"));
+            seen.push(next.expect("handlers alive"));
+        }
+    }
+    unstick.send(true).expect("handlers alive");
+    while seen.len() < 12 {
+        seen.push(handled_rx.recv().await.expect("handlers alive"));
+    }
+    seen.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..4).flat_map(|g| (0..3).map(move |n| (g, n))).collect();
+    assert_eq!(seen, expected);
+    bus.shutdown().await.expect("shutdown");
+}

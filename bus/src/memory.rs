@@ -39,7 +39,7 @@ use crate::request::Pending;
 use crate::transport::{StartFrom, SubscriptionSpec};
 
 mod queue;
-use queue::{Queue, Refused, Taker, RELEASE_BATCH};
+use queue::{Pushed, Queue, Refused, Taker, RELEASE_BATCH};
 
 /// Settings of a [`MemoryBroker`].
 ///
@@ -296,6 +296,9 @@ struct GroupState {
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The topic's, told how each delivery run ended.
     keyless: Arc<Keyless>,
+    /// Its topic, whose later groups a partition task passes a wake on to
+    /// (see [`pass_wake`]).
+    topic: Weak<TopicState>,
 }
 
 impl GroupState {
@@ -325,16 +328,18 @@ impl GroupState {
     }
 
     /// Counts `message` as outstanding and queues it on `partition` if the
-    /// queue has room; gives it back, still counted, when the queue is full.
-    fn try_queue(&self, partition: usize, message: Message) -> Option<Message> {
+    /// queue has room, waking the partition task if `wake` (see
+    /// [`Queue::try_push`]). Gives the message back, still counted, when the
+    /// queue is full.
+    fn try_queue(&self, partition: usize, message: Message, wake: bool) -> Result<Pushed, Message> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        match self.queues[partition].try_push(message) {
-            Ok(()) => None,
-            Err(Refused::Full(rejected)) => Some(rejected),
+        match self.queues[partition].try_push(message, wake) {
+            Ok(pushed) => Ok(pushed),
+            Err(Refused::Full(rejected)) => Err(rejected),
             // The group was stopped with its broker; nobody will handle it.
             Err(Refused::Closed(_)) => {
                 self.settle(1);
-                None
+                Ok(Pushed::Busy)
             }
         }
     }
@@ -470,13 +475,19 @@ impl MemoryBroker {
             rejected,
             rest,
         };
+        let mut wakes = Wakes::default();
         for (at, group) in groups[..last].iter().enumerate() {
-            if let Some(rejected) = group.try_queue(partition, message.clone()) {
-                return Some(blocked(at, rejected, Some(message)));
+            match wakes.queue(group, partition, message.clone()) {
+                Ok(()) => {}
+                Err(rejected) => {
+                    wakes.finish();
+                    return Some(blocked(at, rejected, Some(message)));
+                }
             }
         }
-        let rejected = groups[last].try_queue(partition, message)?;
-        Some(blocked(last, rejected, None))
+        let queued = wakes.queue(&groups[last], partition, message);
+        wakes.finish();
+        Some(blocked(last, queued.err()?, None))
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
@@ -499,8 +510,10 @@ impl MemoryBroker {
         };
         self.wait_for_room(&groups[at], partition, rejected).await?;
         if let Some(message) = rest {
+            // Each woken here: outside the topic's lock, a group left
+            // meanwhile (its tasks stopped) could not pass a wake on.
             for group in &groups[at + 1..] {
-                if let Some(rejected) = group.try_queue(partition, message.clone()) {
+                if let Err(rejected) = group.try_queue(partition, message.clone(), true) {
                     self.wait_for_room(group, partition, rejected).await?;
                 }
             }
@@ -581,6 +594,7 @@ impl MemoryBroker {
             members_changed: Notify::new(),
             outstanding: Padded(AtomicUsize::new(backlog_len)),
             keyless: Arc::clone(&topic.keyless),
+            topic: Arc::downgrade(&topic),
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -622,6 +636,15 @@ impl MemoryBroker {
             topic.set_groups(groups);
             drop(retained);
             group.stop();
+            // Its partition tasks may have been woken to pass a wake on
+            // (`pass_wake`) and stopped before they did. Publishes that left
+            // a wake to be passed on did so under the topic's read lock,
+            // so before `set_groups` above.
+            for group in topic.groups().iter() {
+                for queue in &group.queues {
+                    queue.wake_waiting();
+                }
+            }
         }
     }
 
@@ -771,6 +794,7 @@ async fn run_partition(group: Arc<GroupState>, partition: usize, backlog: Vec<Me
                 match next.await {
                     Some(message) => {
                         queue.release(1);
+                        pass_wake(&group, partition);
                         message
                     }
                     None => return,
@@ -778,6 +802,71 @@ async fn run_partition(group: Arc<GroupState>, partition: usize, backlog: Vec<Me
             }
         };
         deliver(&group, partition, &mut owner, first, &mut source).await;
+    }
+}
+
+/// The wakes of one publish to a topic's groups: only the first partition
+/// task that waits for the message is woken, unless one woken before has
+/// yet to pass a wake on; the others that wait are left to be woken by the
+/// one before them (see [`pass_wake`]).
+#[derive(Default)]
+struct Wakes<'a> {
+    /// The first queue whose task is woken and will pass a wake on.
+    passing: Option<&'a Queue>,
+    /// The first queue whose waiting task was left to it.
+    left: Option<&'a Queue>,
+}
+
+impl<'a> Wakes<'a> {
+    fn queue(&mut self, group: &'a GroupState, partition: usize, message: Message) -> Result<(), Message> {
+        let queue = &group.queues[partition];
+        match group.try_queue(partition, message, self.passing.is_none())? {
+            Pushed::Busy => {}
+            Pushed::Woken => {
+                self.passing.get_or_insert(queue);
+            }
+            Pushed::Left => {
+                self.left.get_or_insert(queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure that the tasks left waiting are woken: the task that was
+    /// to pass the wake on may have come for its messages, and looked at
+    /// the later queues, before this publish got to them. (It clears its
+    /// flag before it looks; this looks at the flag after it queued.)
+    fn finish(self) {
+        if let (Some(passing), Some(left)) = (self.passing, self.left) {
+            if !passing.passes_wake() {
+                left.wake_waiting();
+            }
+        }
+    }
+}
+
+/// Wakes the partition task of the first group after `group` in its topic
+/// that waits although messages are queued for it, which then does the same
+/// when it runs.
+///
+/// A publish to several groups wakes only the first partition task waiting
+/// for the message: on tokio's multi-thread runtime a wake from a worker
+/// puts the task in the worker's LIFO slot, and a second wake from the same
+/// poll moves the first task out to the run queue and unparks another
+/// worker to steal it. Passed on, each wake comes from the task woken
+/// before, with the slot free.
+fn pass_wake(group: &GroupState, partition: usize) {
+    let Some(topic) = group.topic.upgrade() else {
+        return;
+    };
+    let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
+    let Some(at) = groups.iter().position(|g| std::ptr::eq(&**g, group)) else {
+        return;
+    };
+    for later in &groups[at + 1..] {
+        if later.queues[partition].wake_waiting() {
+            return;
+        }
     }
 }
 

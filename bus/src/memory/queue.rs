@@ -47,7 +47,22 @@ struct State {
     pushed: usize,
     /// The partition task, while it waits for a message.
     task: Option<Waker>,
+    /// The partition task was woken and has not yet come for its messages;
+    /// when it does, it passes a wake on (`pass_wake` in the parent).
+    woken: bool,
     closed: bool,
+}
+
+/// What became of the partition task when [`Queue::try_push`] queued a
+/// message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// It was not waiting for one.
+    Busy,
+    /// It is woken (now or before) and will pass a wake on.
+    Woken,
+    /// It waits still, left for [`Queue::wake_waiting`].
+    Left,
 }
 
 /// Why a push did not queue the message.
@@ -63,6 +78,7 @@ impl Queue {
                 messages: VecDeque::new(),
                 pushed: 0,
                 task: None,
+                woken: false,
                 closed: false,
             }),
             capacity: capacity.max(1),
@@ -76,9 +92,11 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `message` if there is room.
-    pub fn try_push(&self, message: Message) -> Result<(), Refused> {
-        let task = {
+    /// Queues `message` if there is room. When the partition task waits
+    /// for a message, wakes it if `wake` is set and otherwise leaves it for
+    /// [`Queue::wake_waiting`].
+    pub fn try_push(&self, message: Message, wake: bool) -> Result<Pushed, Refused> {
+        let (pushed, task) = {
             let mut state = self.lock();
             if state.closed {
                 return Err(Refused::Closed(message));
@@ -93,13 +111,51 @@ impl Queue {
             }
             state.pushed = state.pushed.wrapping_add(1);
             state.messages.push_back(message);
-            state.task.take()
+            match state.task.take() {
+                Some(task) if wake => {
+                    state.woken = true;
+                    (Pushed::Woken, Some(task))
+                }
+                Some(task) => {
+                    state.task = Some(task);
+                    (Pushed::Left, None)
+                }
+                None if state.woken => (Pushed::Woken, None),
+                None => (Pushed::Busy, None),
+            }
         };
         // Outside the lock: the woken task takes it at once.
         if let Some(task) = task {
             task.wake();
         }
-        Ok(())
+        Ok(pushed)
+    }
+
+    /// Whether the partition task was woken and has not yet come for its
+    /// messages (and so passed a wake on).
+    pub fn passes_wake(&self) -> bool {
+        self.lock().woken
+    }
+
+    /// Wakes the partition task if it waits although messages are queued
+    /// (left by [`Queue::try_push`] without `wake`); returns whether it did.
+    pub fn wake_waiting(&self) -> bool {
+        let task = {
+            let mut state = self.lock();
+            if state.messages.is_empty() {
+                return false;
+            }
+            let task = state.task.take();
+            state.woken |= task.is_some();
+            task
+        };
+        match task {
+            Some(task) => {
+                task.wake();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues `message`, waiting for room; gives it back if the queue closed.
@@ -112,8 +168,8 @@ impl Queue {
             // the partition task made, or the task sees this count and wakes
             // the `room` registered above.
             let _waiting = Waiting::new(&self.waiting);
-            match self.try_push(message) {
-                Ok(()) => return Ok(()),
+            match self.try_push(message, true) {
+                Ok(_) => return Ok(()),
                 Err(Refused::Closed(message)) => return Err(message),
                 Err(Refused::Full(refused)) => {
                     message = refused;
@@ -184,6 +240,7 @@ impl Taker {
         }
         {
             let mut state = queue.lock();
+            state.woken = false;
             if state.messages.is_empty() {
                 if state.closed {
                     return Poll::Ready(None);
@@ -236,7 +293,7 @@ mod tests {
     /// 1 into it (its result: the byte of a message given back).
     fn full_queue_and_waiting_publisher() -> (Arc<Queue>, tokio::task::JoinHandle<Result<(), u8>>) {
         let queue = Arc::new(Queue::new(1));
-        queue.try_push(message(0)).ok().expect("room");
+        queue.try_push(message(0), true).ok().expect("room");
         let waiting = tokio::spawn({
             let queue = Arc::clone(&queue);
             async move { queue.push(message(1)).await.map_err(|m| byte(&m)) }
@@ -248,23 +305,23 @@ mod tests {
     async fn holds_at_most_its_capacity_counting_messages_handed_out_until_released() {
         let queue = Queue::new(2);
         let mut taker = Taker::default();
-        assert!(queue.try_push(message(0)).is_ok());
-        assert!(queue.try_push(message(1)).is_ok());
-        assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
+        assert!(queue.try_push(message(0), true).is_ok());
+        assert!(queue.try_push(message(1), true).is_ok());
+        assert!(matches!(queue.try_push(message(2), true), Err(Refused::Full(_))));
         // Taking moves both out of the queue, and handing one out frees no
         // room; releasing it does, for one.
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
-        assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
+        assert!(matches!(queue.try_push(message(2), true), Err(Refused::Full(_))));
         queue.release(1);
-        assert!(queue.try_push(message(2)).is_ok());
-        assert!(matches!(queue.try_push(message(3)), Err(Refused::Full(_))));
+        assert!(queue.try_push(message(2), true).is_ok());
+        assert!(matches!(queue.try_push(message(3), true), Err(Refused::Full(_))));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(2));
         assert!(taker.try_take(&queue).is_none());
         queue.release(2);
-        assert!(queue.try_push(message(3)).is_ok());
-        assert!(queue.try_push(message(4)).is_ok());
-        assert!(matches!(queue.try_push(message(5)), Err(Refused::Full(_))));
+        assert!(queue.try_push(message(3), true).is_ok());
+        assert!(queue.try_push(message(4), true).is_ok());
+        assert!(matches!(queue.try_push(message(5), true), Err(Refused::Full(_))));
     }
 
     #[tokio::test]
@@ -290,7 +347,7 @@ mod tests {
         queue.close();
         assert_eq!(waiting.await.expect("publisher"), Err(1));
         assert!(matches!(
-            queue.try_push(message(2)),
+            queue.try_push(message(2), true),
             Err(Refused::Closed(_))
         ));
         let mut taker = Taker::default();
