@@ -475,6 +475,11 @@ impl MemoryBroker {
             rejected,
             rest,
         };
+        if last == 0 {
+            // One group: its task is the only one to wake.
+            let rejected = groups[0].try_queue(partition, message, true).err()?;
+            return Some(blocked(0, rejected, None));
+        }
         let mut wakes = Wakes::default();
         for (at, group) in groups[..last].iter().enumerate() {
             match wakes.queue(group, partition, message.clone()) {
@@ -818,6 +823,7 @@ struct Wakes<'a> {
 }
 
 impl<'a> Wakes<'a> {
+    #[inline]
     fn queue(&mut self, group: &'a GroupState, partition: usize, message: Message) -> Result<(), Message> {
         let queue = &group.queues[partition];
         match group.try_queue(partition, message, self.passing.is_none())? {
