@@ -123,7 +123,9 @@ async fn a_stuck_group_does_not_hold_back_the_groups_after_it() {
         while seen.len() < 3 * (n as usize + 1) {
             let next = tokio::time::timeout(guard, handled_rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("message {n} never reached the groups after the stuck one: {seen:?}"));
+                .unwrap_or_else(|_| {
+                    panic!("message {n} never reached the groups after the stuck one: {seen:?}")
+                });
             seen.push(next.expect("handlers alive"));
         }
     }

@@ -824,7 +824,12 @@ struct Wakes<'a> {
 
 impl<'a> Wakes<'a> {
     #[inline]
-    fn queue(&mut self, group: &'a GroupState, partition: usize, message: Message) -> Result<(), Message> {
+    fn queue(
+        &mut self,
+        group: &'a GroupState,
+        partition: usize,
+        message: Message,
+    ) -> Result<(), Message> {
         let queue = &group.queues[partition];
         match group.try_queue(partition, message, self.passing.is_none())? {
             Pushed::Busy => {}

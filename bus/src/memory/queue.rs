@@ -307,21 +307,33 @@ mod tests {
         let mut taker = Taker::default();
         assert!(queue.try_push(message(0), true).is_ok());
         assert!(queue.try_push(message(1), true).is_ok());
-        assert!(matches!(queue.try_push(message(2), true), Err(Refused::Full(_))));
+        assert!(matches!(
+            queue.try_push(message(2), true),
+            Err(Refused::Full(_))
+        ));
         // Taking moves both out of the queue, and handing one out frees no
         // room; releasing it does, for one.
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
-        assert!(matches!(queue.try_push(message(2), true), Err(Refused::Full(_))));
+        assert!(matches!(
+            queue.try_push(message(2), true),
+            Err(Refused::Full(_))
+        ));
         queue.release(1);
         assert!(queue.try_push(message(2), true).is_ok());
-        assert!(matches!(queue.try_push(message(3), true), Err(Refused::Full(_))));
+        assert!(matches!(
+            queue.try_push(message(3), true),
+            Err(Refused::Full(_))
+        ));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(2));
         assert!(taker.try_take(&queue).is_none());
         queue.release(2);
         assert!(queue.try_push(message(3), true).is_ok());
         assert!(queue.try_push(message(4), true).is_ok());
-        assert!(matches!(queue.try_push(message(5), true), Err(Refused::Full(_))));
+        assert!(matches!(
+            queue.try_push(message(5), true),
+            Err(Refused::Full(_))
+        ));
     }
 
     #[tokio::test]
