@@ -29,6 +29,17 @@ impl MessageId {
         Self(IdRepr::Uuid(Uuid::new_v4()))
     }
 
+    /// A new identifier for a message this process publishes, in the v4
+    /// UUID layout: a random v4 UUID drawn once per process with a count
+    /// added to its low 62 random bits. Unique within the process (for
+    /// 2^62 ids) without drawing random bits per message; across processes
+    /// as unlikely to repeat as random v4 UUIDs, since each process starts
+    /// at a random one. Not unguessable: one id tells the next, so request
+    /// correlation ids, which a forged reply would need, stay [`Self::new`].
+    pub(crate) fn next() -> Self {
+        Self(IdRepr::Uuid(sequence::next()))
+    }
+
     /// An identifier from its text form; UUID text becomes a UUID.
     pub fn parse(text: &str) -> Self {
         match Uuid::try_parse(text) {
@@ -48,6 +59,45 @@ impl MessageId {
             IdRepr::Uuid(u) => Some(*u),
             IdRepr::Text(_) => None,
         }
+    }
+}
+
+/// The counts behind [`MessageId::next`].
+mod sequence {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+
+    use uuid::Uuid;
+
+    /// Counts a thread takes from [`NEXT`] at a time, so that threads that
+    /// publish at once do not share one counter's cache line per message.
+    const BLOCK: u64 = 1024;
+    /// The 62 low bits a v4 UUID fills at random (the two above them hold
+    /// its variant).
+    const RANDOM_LOW: u64 = (1 << 62) - 1;
+    const VARIANT: u64 = 1 << 63;
+
+    static BASE: OnceLock<(u64, u64)> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+
+    thread_local! {
+        /// This thread's counts: the next one and the end of its block.
+        static TAKEN: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+
+    pub(super) fn next() -> Uuid {
+        let n = TAKEN.with(|taken| {
+            let (mut next, mut end) = taken.get();
+            if next == end {
+                next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
+                end = next + BLOCK;
+            }
+            taken.set((next + 1, end));
+            next
+        });
+        let (high, low) = *BASE.get_or_init(|| Uuid::new_v4().as_u64_pair());
+        Uuid::from_u64_pair(high, (low.wrapping_add(n) & RANDOM_LOW) | VARIANT)
     }
 }
 
@@ -394,6 +444,34 @@ impl RawMessage {
             key: None,
             payload: payload.into(),
             headers: Headers::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn published_ids_are_distinct_v4_uuids_across_threads() {
+        let ids: Vec<Uuid> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..3000).map(|_| MessageId::next()).collect::<Vec<_>>()))
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().expect("thread"))
+                .map(|id| id.as_uuid().expect("a UUID"))
+                .collect()
+        });
+        let distinct: HashSet<Uuid> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "every id differs");
+        for id in &ids {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random), "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(MessageId::parse(&id.to_string()).as_uuid(), Some(*id));
         }
     }
 }

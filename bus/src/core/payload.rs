@@ -26,7 +26,12 @@ impl BusCore {
         headers: Headers,
         id: Option<MessageId>,
     ) -> BusResult<Message> {
-        let id = id.unwrap_or_default();
+        // A request's id is its correlation id, which a forged reply
+        // would need: random, not the next of this process's ids.
+        let id = id.unwrap_or_else(|| match reply_to {
+            Some(_) => MessageId::new(),
+            None => MessageId::next(),
+        });
         let meta = Meta {
             topic: Cow::Borrowed(T::NAME),
             correlation_id: reply_to.as_ref().map(|_| id.clone()),

@@ -41,7 +41,7 @@ use crate::transport::{
 mod dead_letters;
 mod queue;
 use dead_letters::DeadLetters;
-use queue::{Queue, Refused, Taker};
+use queue::{Pushed, Queue, Refused, Taker, RELEASE_BATCH};
 
 /// Settings of a [`MemoryBroker`].
 ///
@@ -290,12 +290,17 @@ struct GroupState {
     /// instead of reading the list for every message.
     generation: AtomicUsize,
     members_changed: Notify,
-    /// Messages queued or in flight in this group.
-    outstanding: AtomicUsize,
+    /// Messages queued or in flight in this group. Publishers raise it for
+    /// every message: on a cache line of its own, away from what partition
+    /// tasks read for every message (`generation`, `queues`).
+    outstanding: Padded<AtomicUsize>,
     idle: Notify,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// The topic's, told how each delivery run ended.
     keyless: Arc<Keyless>,
+    /// Its topic, whose later groups a partition task passes a wake on to
+    /// (see [`pass_wake`]).
+    topic: Weak<TopicState>,
 }
 
 impl GroupState {
@@ -325,16 +330,18 @@ impl GroupState {
     }
 
     /// Counts `message` as outstanding and queues it on `partition` if the
-    /// queue has room; gives it back, still counted, when the queue is full.
-    fn try_queue(&self, partition: usize, message: Message) -> Option<Message> {
+    /// queue has room, waking the partition task if `wake` (see
+    /// [`Queue::try_push`]). Gives the message back, still counted, when the
+    /// queue is full.
+    fn try_queue(&self, partition: usize, message: Message, wake: bool) -> Result<Pushed, Message> {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        match self.queues[partition].try_push(message) {
-            Ok(()) => None,
-            Err(Refused::Full(rejected)) => Some(rejected),
+        match self.queues[partition].try_push(message, wake) {
+            Ok(pushed) => Ok(pushed),
+            Err(Refused::Full(rejected)) => Err(rejected),
             // The group was stopped with its broker; nobody will handle it.
             Err(Refused::Closed(_)) => {
                 self.settle(1);
-                None
+                Ok(Pushed::Busy)
             }
         }
     }
@@ -470,13 +477,24 @@ impl MemoryBroker {
             rejected,
             rest,
         };
+        if last == 0 {
+            // One group: its task is the only one to wake.
+            let rejected = groups[0].try_queue(partition, message, true).err()?;
+            return Some(blocked(0, rejected, None));
+        }
+        let mut wakes = Wakes::default();
         for (at, group) in groups[..last].iter().enumerate() {
-            if let Some(rejected) = group.try_queue(partition, message.clone()) {
-                return Some(blocked(at, rejected, Some(message)));
+            match wakes.queue(group, partition, message.clone()) {
+                Ok(()) => {}
+                Err(rejected) => {
+                    wakes.finish();
+                    return Some(blocked(at, rejected, Some(message)));
+                }
             }
         }
-        let rejected = groups[last].try_queue(partition, message)?;
-        Some(blocked(last, rejected, None))
+        let queued = wakes.queue(&groups[last], partition, message);
+        wakes.finish();
+        Some(blocked(last, queued.err()?, None))
     }
 
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
@@ -499,8 +517,10 @@ impl MemoryBroker {
         };
         self.wait_for_room(&groups[at], partition, rejected).await?;
         if let Some(message) = rest {
+            // Each woken here: outside the topic's lock, a group left
+            // meanwhile (its tasks stopped) could not pass a wake on.
             for group in &groups[at + 1..] {
-                if let Some(rejected) = group.try_queue(partition, message.clone()) {
+                if let Err(rejected) = group.try_queue(partition, message.clone(), true) {
                     self.wait_for_room(group, partition, rejected).await?;
                 }
             }
@@ -579,8 +599,9 @@ impl MemoryBroker {
             member_count: AtomicUsize::new(1),
             generation: AtomicUsize::new(0),
             members_changed: Notify::new(),
-            outstanding: AtomicUsize::new(backlog_len),
+            outstanding: Padded(AtomicUsize::new(backlog_len)),
             keyless: Arc::clone(&topic.keyless),
+            topic: Arc::downgrade(&topic),
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -622,6 +643,15 @@ impl MemoryBroker {
             topic.set_groups(groups);
             drop(retained);
             group.stop();
+            // Its partition tasks may have been woken to pass a wake on
+            // (`pass_wake`) and stopped before they did. Publishes that left
+            // a wake to be passed on did so under the topic's read lock,
+            // so before `set_groups` above.
+            for group in topic.groups().iter() {
+                for queue in &group.queues {
+                    queue.wake_waiting();
+                }
+            }
         }
     }
 
@@ -705,6 +735,19 @@ impl MemoryBroker {
     }
 }
 
+/// A value on a cache line (of two, against the adjacent-line prefetcher)
+/// of its own.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Where a publish waits for room: the first full group of the topic's
 /// groups (counted as outstanding already), the message it refused, and a
 /// handle for the groups after it (none when it was the last).
@@ -754,12 +797,87 @@ async fn run_partition(group: Arc<GroupState>, partition: usize, backlog: Vec<Me
                     std::task::Poll::Ready(next)
                 });
                 match next.await {
-                    Some(message) => message,
+                    Some(message) => {
+                        queue.release(1);
+                        pass_wake(&group, partition);
+                        message
+                    }
                     None => return,
                 }
             }
         };
         deliver(&group, partition, &mut owner, first, &mut source).await;
+    }
+}
+
+/// The wakes of one publish to a topic's groups: only the first partition
+/// task that waits for the message is woken, unless one woken before has
+/// yet to pass a wake on; the others that wait are left to be woken by the
+/// one before them (see [`pass_wake`]).
+#[derive(Default)]
+struct Wakes<'a> {
+    /// The first queue whose task is woken and will pass a wake on.
+    passing: Option<&'a Queue>,
+    /// The first queue whose waiting task was left to it.
+    left: Option<&'a Queue>,
+}
+
+impl<'a> Wakes<'a> {
+    #[inline]
+    fn queue(
+        &mut self,
+        group: &'a GroupState,
+        partition: usize,
+        message: Message,
+    ) -> Result<(), Message> {
+        let queue = &group.queues[partition];
+        match group.try_queue(partition, message, self.passing.is_none())? {
+            Pushed::Busy => {}
+            Pushed::Woken => {
+                self.passing.get_or_insert(queue);
+            }
+            Pushed::Left => {
+                self.left.get_or_insert(queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure that the tasks left waiting are woken: the task that was
+    /// to pass the wake on may have come for its messages, and looked at
+    /// the later queues, before this publish got to them. (It clears its
+    /// flag before it looks; this looks at the flag after it queued.)
+    fn finish(self) {
+        if let (Some(passing), Some(left)) = (self.passing, self.left) {
+            if !passing.passes_wake() {
+                left.wake_waiting();
+            }
+        }
+    }
+}
+
+/// Wakes the partition task of the first group after `group` in its topic
+/// that waits although messages are queued for it, which then does the same
+/// when it runs.
+///
+/// A publish to several groups wakes only the first partition task waiting
+/// for the message: on tokio's multi-thread runtime a wake from a worker
+/// puts the task in the worker's LIFO slot, and a second wake from the same
+/// poll moves the first task out to the run queue and unparks another
+/// worker to steal it. Passed on, each wake comes from the task woken
+/// before, with the slot free.
+fn pass_wake(group: &GroupState, partition: usize) {
+    let Some(topic) = group.topic.upgrade() else {
+        return;
+    };
+    let groups = topic.groups.read().unwrap_or_else(|e| e.into_inner());
+    let Some(at) = groups.iter().position(|g| std::ptr::eq(&**g, group)) else {
+        return;
+    };
+    for later in &groups[at + 1..] {
+        if later.queues[partition].wake_waiting() {
+            return;
+        }
     }
 }
 
@@ -779,25 +897,40 @@ async fn deliver(
     mut first: Message,
     source: &mut Source,
 ) {
+    let queue = &group.queues[partition];
     loop {
         let (generation, member) = owner.get(group, partition).await;
+        let unreleased = AtomicUsize::new(0);
+        // A load and a store, not a swap: only this task uses it.
+        let release = || {
+            queue.release(unreleased.load(Ordering::Relaxed));
+            unreleased.store(0, Ordering::Relaxed);
+        };
         let mut feed = PartitionFeed {
             group,
             partition,
             generation,
             source: &mut *source,
             handled: 0,
+            unreleased: &unreleased,
         };
         let mut waited = false;
         let run = {
             let mut run = member.deliver_run(first, &mut feed);
             std::future::poll_fn(|cx| {
                 let poll = run.as_mut().poll(cx);
-                waited |= poll.is_pending();
+                if poll.is_pending() {
+                    waited = true;
+                    // The run may wait for room in this very queue (its
+                    // handler publishing to the partition): what it handed
+                    // out is room now.
+                    release();
+                }
                 poll
             })
             .await
         };
+        release();
         group.keyless.ran(waited);
         group.settle(feed.handled);
         match run {
@@ -821,6 +954,9 @@ struct PartitionFeed<'a> {
     /// Settled together when the run ends: one atomic operation on the
     /// counter publishers also change, instead of one per message.
     handled: usize,
+    /// Messages taken from the queue whose room is not released yet: given
+    /// back [`RELEASE_BATCH`] at a time, and when the run waits or ends.
+    unreleased: &'a AtomicUsize,
 }
 
 impl Feed for PartitionFeed<'_> {
@@ -838,11 +974,16 @@ impl Feed for PartitionFeed<'_> {
         let std::task::Poll::Ready(coop) = tokio::task::coop::poll_proceed(cx) else {
             return None;
         };
-        let message = self
-            .source
-            .queue
-            .try_take(&self.group.queues[self.partition])?;
+        let queue = &self.group.queues[self.partition];
+        let message = self.source.queue.try_take(queue)?;
         coop.made_progress();
+        let unreleased = self.unreleased.load(Ordering::Relaxed) + 1;
+        if unreleased == RELEASE_BATCH {
+            queue.release(unreleased);
+            self.unreleased.store(0, Ordering::Relaxed);
+        } else {
+            self.unreleased.store(unreleased, Ordering::Relaxed);
+        }
         Some(TransportMessage(message))
     }
 

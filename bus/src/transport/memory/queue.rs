@@ -5,8 +5,8 @@
 //! back one semaphore permit per message under a mutex, and its sender takes
 //! one; in `memory_fanout` those were a sixth of the profile. Here a
 //! publisher takes a short lock to push, and the partition task takes every
-//! queued message in one lock and then counts each off with one atomic
-//! operation as it hands it out.
+//! queued message in one lock, hands them out, and gives their room back to
+//! publishers a few at a time.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,23 +18,51 @@ use tokio::sync::Notify;
 use crate::message::Message;
 use crate::transport::Waiting;
 
+/// Messages a partition task hands out before it gives their room back
+/// (sooner when its run ends or waits; see [`Queue::release`]).
+pub(super) const RELEASE_BATCH: usize = 32;
+
 pub(super) struct Queue {
     state: Mutex<State>,
-    /// Messages pushed and not yet handed out (queued here or taken into a
-    /// [`Taker`]): what the bound limits. Raised under the lock only.
-    len: AtomicUsize,
     capacity: usize,
     /// Publishers waiting for room, so that the partition task wakes them
     /// only when there are some.
     waiting: AtomicUsize,
     room: Notify,
+    /// Written by the partition task only, on a cache line of its own: a
+    /// publisher on another core reads it without the two taking turns
+    /// to write one line for every message.
+    released: Released,
 }
+
+/// Messages the partition task has given the room of back, ever.
+#[repr(align(128))]
+struct Released(AtomicUsize);
 
 struct State {
     messages: VecDeque<Message>,
+    /// Messages ever pushed. `pushed - released` (wrapping) is what the
+    /// bound limits: the messages queued here, taken into a [`Taker`], or
+    /// handed out and not yet released.
+    pushed: usize,
     /// The partition task, while it waits for a message.
     task: Option<Waker>,
+    /// The partition task was woken and has not yet come for its messages;
+    /// when it does, it passes a wake on (`pass_wake` in the parent).
+    woken: bool,
     closed: bool,
+}
+
+/// What became of the partition task when [`Queue::try_push`] queued a
+/// message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// It was not waiting for one.
+    Busy,
+    /// It is woken (now or before) and will pass a wake on.
+    Woken,
+    /// It waits still, left for [`Queue::wake_waiting`].
+    Left,
 }
 
 /// Why a push did not queue the message.
@@ -48,13 +76,15 @@ impl Queue {
         Self {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
+                pushed: 0,
                 task: None,
+                woken: false,
                 closed: false,
             }),
-            len: AtomicUsize::new(0),
             capacity: capacity.max(1),
             waiting: AtomicUsize::new(0),
             room: Notify::new(),
+            released: Released(AtomicUsize::new(0)),
         }
     }
 
@@ -62,27 +92,70 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `message` if there is room.
-    pub fn try_push(&self, message: Message) -> Result<(), Refused> {
-        let task = {
+    /// Queues `message` if there is room. When the partition task waits
+    /// for a message, wakes it if `wake` is set and otherwise leaves it for
+    /// [`Queue::wake_waiting`].
+    pub fn try_push(&self, message: Message, wake: bool) -> Result<Pushed, Refused> {
+        let (pushed, task) = {
             let mut state = self.lock();
             if state.closed {
                 return Err(Refused::Closed(message));
             }
-            // SeqCst: against the partition task's decrement and its read of
+            // SeqCst: against the partition task's release and its read of
             // `waiting` (see `push`).
-            if self.len.load(Ordering::SeqCst) >= self.capacity {
+            let held = state
+                .pushed
+                .wrapping_sub(self.released.0.load(Ordering::SeqCst));
+            if held >= self.capacity {
                 return Err(Refused::Full(message));
             }
-            self.len.fetch_add(1, Ordering::SeqCst);
+            state.pushed = state.pushed.wrapping_add(1);
             state.messages.push_back(message);
-            state.task.take()
+            match state.task.take() {
+                Some(task) if wake => {
+                    state.woken = true;
+                    (Pushed::Woken, Some(task))
+                }
+                Some(task) => {
+                    state.task = Some(task);
+                    (Pushed::Left, None)
+                }
+                None if state.woken => (Pushed::Woken, None),
+                None => (Pushed::Busy, None),
+            }
         };
         // Outside the lock: the woken task takes it at once.
         if let Some(task) = task {
             task.wake();
         }
-        Ok(())
+        Ok(pushed)
+    }
+
+    /// Whether the partition task was woken and has not yet come for its
+    /// messages (and so passed a wake on).
+    pub fn passes_wake(&self) -> bool {
+        self.lock().woken
+    }
+
+    /// Wakes the partition task if it waits although messages are queued
+    /// (left by [`Queue::try_push`] without `wake`); returns whether it did.
+    pub fn wake_waiting(&self) -> bool {
+        let task = {
+            let mut state = self.lock();
+            if state.messages.is_empty() {
+                return false;
+            }
+            let task = state.task.take();
+            state.woken |= task.is_some();
+            task
+        };
+        match task {
+            Some(task) => {
+                task.wake();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues `message`, waiting for room; gives it back if the queue closed.
@@ -95,8 +168,8 @@ impl Queue {
             // the partition task made, or the task sees this count and wakes
             // the `room` registered above.
             let _waiting = Waiting::new(&self.waiting);
-            match self.try_push(message) {
-                Ok(()) => return Ok(()),
+            match self.try_push(message, true) {
+                Ok(_) => return Ok(()),
                 Err(Refused::Closed(message)) => return Err(message),
                 Err(Refused::Full(refused)) => {
                     message = refused;
@@ -121,9 +194,17 @@ impl Queue {
         }
     }
 
-    /// One message left the queue for good: room for another.
-    fn handed_out(&self) {
-        self.len.fetch_sub(1, Ordering::SeqCst);
+    /// `n` messages handed out left the queue for good: room for as many.
+    /// Called by the partition task only.
+    pub fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // A load and a store, not an atomic add: only this task writes it.
+        let released = self.released.0.load(Ordering::Relaxed);
+        self.released
+            .0
+            .store(released.wrapping_add(n), Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
@@ -131,6 +212,7 @@ impl Queue {
 }
 
 /// The partition task's end of a [`Queue`]: the messages it took in one go.
+/// A message it hands out holds its room until [`Queue::release`].
 #[derive(Default)]
 pub(super) struct Taker {
     taken: VecDeque<Message>,
@@ -146,9 +228,7 @@ impl Taker {
             // neither allocates again once both have grown.
             std::mem::swap(&mut queue.lock().messages, &mut self.taken);
         }
-        let message = self.taken.pop_front()?;
-        queue.handed_out();
-        Some(message)
+        self.taken.pop_front()
     }
 
     /// The next message, waiting for one; `None` once the queue closed.
@@ -158,11 +238,11 @@ impl Taker {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Message>> {
         if let Some(message) = self.taken.pop_front() {
-            queue.handed_out();
             return Poll::Ready(Some(message));
         }
         {
             let mut state = queue.lock();
+            state.woken = false;
             if state.messages.is_empty() {
                 if state.closed {
                     return Poll::Ready(None);
@@ -175,11 +255,7 @@ impl Taker {
             }
             std::mem::swap(&mut state.messages, &mut self.taken);
         }
-        let message = self.taken.pop_front();
-        if message.is_some() {
-            queue.handed_out();
-        }
-        Poll::Ready(message)
+        Poll::Ready(self.taken.pop_front())
     }
 }
 
@@ -219,7 +295,7 @@ mod tests {
     /// 1 into it (its result: the byte of a message given back).
     fn full_queue_and_waiting_publisher() -> (Arc<Queue>, tokio::task::JoinHandle<Result<(), u8>>) {
         let queue = Arc::new(Queue::new(1));
-        queue.try_push(message(0)).ok().expect("room");
+        queue.try_push(message(0), true).ok().expect("room");
         let waiting = tokio::spawn({
             let queue = Arc::clone(&queue);
             async move { queue.push(message(1)).await.map_err(|m| byte(&m)) }
@@ -228,32 +304,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_at_most_its_capacity_counting_taken_messages_until_handed_out() {
+    async fn holds_at_most_its_capacity_counting_messages_handed_out_until_released() {
         let queue = Queue::new(2);
         let mut taker = Taker::default();
-        assert!(queue.try_push(message(0)).is_ok());
-        assert!(queue.try_push(message(1)).is_ok());
-        assert!(matches!(queue.try_push(message(2)), Err(Refused::Full(_))));
-        // Taking moves both out of the queue; only the one handed out frees room.
+        assert!(queue.try_push(message(0), true).is_ok());
+        assert!(queue.try_push(message(1), true).is_ok());
+        assert!(matches!(
+            queue.try_push(message(2), true),
+            Err(Refused::Full(_))
+        ));
+        // Taking moves both out of the queue, and handing one out frees no
+        // room; releasing it does, for one.
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
-        assert!(queue.try_push(message(2)).is_ok());
-        assert!(matches!(queue.try_push(message(3)), Err(Refused::Full(_))));
+        assert!(matches!(
+            queue.try_push(message(2), true),
+            Err(Refused::Full(_))
+        ));
+        queue.release(1);
+        assert!(queue.try_push(message(2), true).is_ok());
+        assert!(matches!(
+            queue.try_push(message(3), true),
+            Err(Refused::Full(_))
+        ));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(2));
         assert!(taker.try_take(&queue).is_none());
+        queue.release(2);
+        assert!(queue.try_push(message(3), true).is_ok());
+        assert!(queue.try_push(message(4), true).is_ok());
+        assert!(matches!(
+            queue.try_push(message(5), true),
+            Err(Refused::Full(_))
+        ));
     }
 
     #[tokio::test]
-    async fn a_waiting_publisher_gets_in_once_a_message_is_handed_out() {
+    async fn a_waiting_publisher_gets_in_once_a_message_is_released() {
         let (queue, waiting) = full_queue_and_waiting_publisher();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "waits while the queue is full");
         let mut taker = Taker::default();
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(0));
+        queue.release(1);
         assert_eq!(
             waiting.await.expect("publisher"),
             Ok(()),
-            "queued after the hand-out"
+            "queued after the release"
         );
         assert_eq!(taker.try_take(&queue).as_ref().map(byte), Some(1));
     }
@@ -265,7 +361,7 @@ mod tests {
         queue.close();
         assert_eq!(waiting.await.expect("publisher"), Err(1));
         assert!(matches!(
-            queue.try_push(message(2)),
+            queue.try_push(message(2), true),
             Err(Refused::Closed(_))
         ));
         let mut taker = Taker::default();
