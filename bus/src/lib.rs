@@ -110,6 +110,8 @@ mod markdown {
     struct Memory;
     #[doc = include_str!("../../docs/middleware.md")]
     struct Middleware;
+    #[doc = include_str!("../../docs/transports.md")]
+    struct Transports;
     #[cfg(feature = "kafka")]
     #[doc = include_str!("../../docs/kafka.md")]
     struct Kafka;
