@@ -487,13 +487,13 @@ impl MemoryBroker {
             match wakes.queue(group, partition, message.clone()) {
                 Ok(()) => {}
                 Err(rejected) => {
-                    wakes.finish();
+                    wakes.finish(&groups, partition);
                     return Some(blocked(at, rejected, Some(message)));
                 }
             }
         }
         let queued = wakes.queue(&groups[last], partition, message);
-        wakes.finish();
+        wakes.finish(&groups, partition);
         Some(blocked(last, queued.err()?, None))
     }
 
@@ -846,11 +846,17 @@ impl<'a> Wakes<'a> {
     /// Makes sure that the tasks left waiting are woken: the task that was
     /// to pass the wake on may have come for its messages, and looked at
     /// the later queues, before this publish got to them. (It clears its
-    /// flag before it looks; this looks at the flag after it queued.)
-    fn finish(self) {
-        if let (Some(passing), Some(left)) = (self.passing, self.left) {
+    /// flag before it looks; this looks at the flag after it queued.) Then
+    /// every group's waiting task with messages queued is woken, not only
+    /// the first left one: the wake that task was given before this publish
+    /// reached the later queues may already have been passed along and
+    /// spent, so none of them would pass this message's wake on.
+    fn finish(self, groups: &[Arc<GroupState>], partition: usize) {
+        if let (Some(passing), Some(_)) = (self.passing, self.left) {
             if !passing.passes_wake() {
-                left.wake_waiting();
+                for group in groups {
+                    group.queues[partition].wake_waiting();
+                }
             }
         }
     }
