@@ -65,7 +65,10 @@ pub enum Error {
         /// The handler's error, as text.
         message: String,
     },
-    /// A payload could not be encoded or decoded.
+    /// A payload, or a header topicbus reads, could not be encoded or
+    /// decoded: a reply that cannot be read as the request's response, a
+    /// dead letter that cannot be re-driven
+    /// ([`TransportMessage::redriven`](crate::transport::TransportMessage::redriven)).
     #[error("{codec} codec failed on topic `{topic}`: {source}")]
     Codec {
         /// The topic the payload belongs to.

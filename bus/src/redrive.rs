@@ -29,11 +29,15 @@
 //! `MemoryConfig::dead_letter_capacity` messages and
 //! `MemoryConfig::dead_letter_max_bytes` bytes per topic.
 //!
-//! This module holds what a re-drive does to one message; each transport
-//! moves the messages, and `Bus::redrive` (`bus/redrive.rs`) starts it.
+//! This module holds what a re-drive does to one message, [`revive`]: the
+//! memory and Kafka transports call it, and a transport of another crate
+//! through `TransportMessage::redriven`. Each transport moves the messages,
+//! and `Bus::redrive` (`bus/redrive.rs`) starts it.
 
 use std::borrow::Cow;
 
+use crate::codec::CodecError;
+use crate::error::Error;
 use crate::message::{header, Message};
 
 /// The `topicbus_redrives` count from which a dead letter is not re-driven:
@@ -56,8 +60,18 @@ pub(crate) fn dead_letter_topic(topic: &str) -> String {
 }
 
 /// The message to publish to `topic` for the dead letter `dead`, or why it
-/// cannot be re-driven.
-pub(crate) fn revive(dead: &Message, topic: &str) -> std::result::Result<Message, String> {
+/// cannot be re-driven: an [`Error::Codec`] on the dead letter's topic,
+/// its `codec` `header` for a `topicbus_redrives` that is not a count below
+/// [`MAX_REDRIVES`], `payload` for a value that cannot be encoded.
+pub(crate) fn revive(dead: &Message, topic: &str) -> Result<Message, Error> {
+    let refused = |codec, reason: String| Error::Codec {
+        topic: dead.meta.topic.to_string(),
+        codec,
+        source: CodecError::new(format!(
+            "the dead letter {} cannot be re-driven: {reason}",
+            dead.meta.id
+        )),
+    };
     let mut meta = dead.meta.clone();
     meta.topic = Cow::Owned(topic.to_owned());
     let group = meta.headers.get_str(header::GROUP).map(str::to_owned);
@@ -70,9 +84,12 @@ pub(crate) fn revive(dead: &Message, topic: &str) -> std::result::Result<Message
             Some(n) if n < MAX_REDRIVES => n,
             _ => {
                 let shown: String = String::from_utf8_lossy(count).chars().take(40).collect();
-                return Err(format!(
-                    "its `{}` header, {shown:?}, is not a count below {MAX_REDRIVES}",
-                    header::REDRIVES
+                return Err(refused(
+                    "header",
+                    format!(
+                        "its `{}` header, {shown:?}, is not a count below {MAX_REDRIVES}",
+                        header::REDRIVES
+                    ),
                 ));
             }
         },
@@ -94,7 +111,7 @@ pub(crate) fn revive(dead: &Message, topic: &str) -> std::result::Result<Message
         }
     }
     dead.with_meta(meta)
-        .map_err(|e| format!("its payload cannot be encoded: {e}"))
+        .map_err(|e| refused("payload", format!("its payload cannot be encoded: {e}")))
 }
 
 /// Logs a dead letter that is skipped, at error level: it stays in `dlq`

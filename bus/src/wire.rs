@@ -239,22 +239,58 @@ pub(crate) fn meta(
     )
 }
 
-/// Bounds on the headers of a received record: how many, and how many
-/// bytes of names and values in all. Past either, the rest are dropped,
-/// counted in `topicbus_headers_dropped`, and a typed consumer dead-letters
-/// the record (kind `header`).
+/// Bounds on the headers of a received message: how many, and how many
+/// bytes of names and values in all, as
+/// [`BusBuilder::max_headers`](crate::BusBuilder::max_headers) sets them
+/// (default 256 headers and 64 KiB). Past either, the rest are dropped,
+/// counted in [`header::HEADERS_DROPPED`], and a typed consumer
+/// dead-letters the message (kind `header`).
+///
+/// A transport that reads messages off the wire gets the bus's limits with
+/// each consumer group ([`SubscriptionSpec::header_limits`]) and reply
+/// inbox ([`ReplyInbox::header_limits`]), and applies them with
+/// [`TransportMessage::from_wire_with`].
+///
+/// [`SubscriptionSpec::header_limits`]: crate::transport::SubscriptionSpec::header_limits
+/// [`ReplyInbox::header_limits`]: crate::transport::ReplyInbox::header_limits
+/// [`TransportMessage::from_wire_with`]: crate::transport::TransportMessage::from_wire_with
+///
+/// ```
+/// use topicbus::transport::HeaderLimits;
+/// let limits = HeaderLimits::new(16, 4096);
+/// assert_eq!((limits.count(), limits.bytes()), (16, 4096));
+/// assert_eq!(HeaderLimits::default(), HeaderLimits::new(256, 64 * 1024));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HeaderLimits {
-    pub count: usize,
-    pub bytes: usize,
+pub struct HeaderLimits {
+    pub(crate) count: usize,
+    pub(crate) bytes: usize,
+}
+
+impl HeaderLimits {
+    /// At most `count` headers and `bytes` bytes of names and values in
+    /// all; each at least 1.
+    pub const fn new(count: usize, bytes: usize) -> Self {
+        Self {
+            count: if count == 0 { 1 } else { count },
+            bytes: if bytes == 0 { 1 } else { bytes },
+        }
+    }
+
+    /// How many headers are kept at most.
+    pub const fn count(&self) -> usize {
+        self.count
+    }
+
+    /// How many bytes of header names and values are kept at most.
+    pub const fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Default for HeaderLimits {
     fn default() -> Self {
-        Self {
-            count: 256,
-            bytes: 64 * 1024,
-        }
+        Self::new(256, 64 * 1024)
     }
 }
 

@@ -211,12 +211,11 @@ impl<T> BusBuilder<T> {
     /// and 64 KiB). The headers past either are dropped and counted in
     /// [`header::HEADERS_DROPPED`](crate::header::HEADERS_DROPPED); a typed
     /// handler's message is then dead-lettered (kind `header`), a raw
-    /// handler gets the rest.
+    /// handler gets the rest. A [custom transport](BusBuilder::transport)
+    /// gets these limits with each consumer group and its reply inbox
+    /// ([`HeaderLimits`](crate::transport::HeaderLimits)).
     pub fn max_headers(mut self, count: usize, bytes: usize) -> Self {
-        self.settings.header_limits = wire::HeaderLimits {
-            count: count.max(1),
-            bytes: bytes.max(1),
-        };
+        self.settings.header_limits = wire::HeaderLimits::new(count, bytes);
         self
     }
 
@@ -313,9 +312,13 @@ impl BusBuilder<CustomChoice> {
         );
         let custom = Custom::new(self.transport.0);
         let inbox = inbox_name(&self.service);
-        custom
-            .transport
-            .open_inbox(&inbox, ReplyInbox(Arc::clone(&pending)))?;
+        custom.transport.open_inbox(
+            &inbox,
+            ReplyInbox {
+                pending: Arc::clone(&pending),
+                header_limits: self.settings.header_limits,
+            },
+        )?;
         // As on memory: values are measured (encoded) only against a limit
         // someone set.
         let (max_message_bytes, measure_values) = match self

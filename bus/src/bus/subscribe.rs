@@ -240,6 +240,7 @@ impl<'a, H, M, K> Subscribe<'a, H, M, K> {
             start: self.start,
             partitions,
             ephemeral: self.broadcast,
+            header_limits: core.settings.header_limits,
         };
         core.transport.join(spec, Arc::clone(&member)).await?;
         let registration = Registration {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::message::{Headers, Message, MessageId};
 use crate::transport::Pending;
+use crate::wire::HeaderLimits;
 
 /// A boxed future that can move between threads: what the methods of
 /// [`Transport`] return, so that the trait stays object safe.
@@ -126,6 +127,8 @@ pub struct SubscriptionSpec {
     pub(crate) partitions: Option<u32>,
     /// A broadcast registration's own group, which ends with it.
     pub(crate) ephemeral: bool,
+    /// The bus's bounds on a received message's headers.
+    pub(crate) header_limits: HeaderLimits,
 }
 
 impl SubscriptionSpec {
@@ -156,6 +159,14 @@ impl SubscriptionSpec {
     /// the group, and anything it kept for it, when the member leaves.
     pub fn is_ephemeral(&self) -> bool {
         self.ephemeral
+    }
+
+    /// The bus's bounds on the headers of a received message
+    /// ([`BusBuilder::max_headers`](crate::BusBuilder::max_headers)): a
+    /// transport that reads the group's messages off the wire rebuilds them
+    /// with [`TransportMessage::from_wire_with`] and these limits.
+    pub fn header_limits(&self) -> HeaderLimits {
+        self.header_limits
     }
 }
 
@@ -191,8 +202,10 @@ impl TransportMessage {
     /// missing is filled in (a new id, now, source `unknown`), and one that
     /// is unreadable is kept as received and dead-letters the message for
     /// a typed handler. Past 256 headers or 64 KiB of them the rest are
-    /// dropped, as [`BusBuilder::max_headers`](crate::BusBuilder::max_headers)
-    /// sets by default.
+    /// dropped, the default of
+    /// [`BusBuilder::max_headers`](crate::BusBuilder::max_headers); a
+    /// transport applies the bus's own limits with
+    /// [`TransportMessage::from_wire_with`].
     ///
     /// ```
     /// use topicbus::transport::TransportMessage;
@@ -216,16 +229,94 @@ impl TransportMessage {
         headers: &Headers,
         payload: Bytes,
     ) -> TransportMessage {
+        Self::from_wire_with(topic, key, headers, payload, HeaderLimits::default())
+    }
+
+    /// [`TransportMessage::from_wire`] within `limits`: the headers past
+    /// `limits.count()` headers or `limits.bytes()` bytes of names and
+    /// values are dropped and counted in
+    /// [`header::HEADERS_DROPPED`](crate::header::HEADERS_DROPPED), and a
+    /// typed handler dead-letters the message (kind `header`); a raw handler
+    /// gets the headers kept. Pass the limits the bus gives with each group
+    /// ([`SubscriptionSpec::header_limits`]) and reply inbox
+    /// ([`ReplyInbox::header_limits`]).
+    ///
+    /// ```
+    /// use topicbus::transport::{HeaderLimits, TransportMessage};
+    /// use topicbus::{header, Headers};
+    ///
+    /// let mut headers = Headers::new();
+    /// for name in ["a", "b", "c"] {
+    ///     headers.insert(name, "1");
+    /// }
+    /// let message = TransportMessage::from_wire_with(
+    ///     "orders",
+    ///     None,
+    ///     &headers,
+    ///     "{}".into(),
+    ///     HeaderLimits::new(2, 1024),
+    /// );
+    /// let kept = message.headers();
+    /// assert_eq!((kept.get_str("b"), kept.get_str("c")), (Some("1"), None));
+    /// assert_eq!(kept.get_str(header::HEADERS_DROPPED), Some("1"));
+    /// ```
+    pub fn from_wire_with(
+        topic: impl Into<String>,
+        key: Option<Vec<u8>>,
+        headers: &Headers,
+        payload: Bytes,
+        limits: HeaderLimits,
+    ) -> TransportMessage {
         let meta = crate::wire::read_meta(
             Cow::Owned(topic.into()),
             key,
             headers.iter(),
-            &mut crate::wire::Recent::new(
-                Arc::from("unknown"),
-                crate::wire::HeaderLimits::default(),
-            ),
+            &mut crate::wire::Recent::new(Arc::from("unknown"), limits),
         );
         TransportMessage(Message::bytes(meta, payload))
+    }
+
+    /// The message to publish to `topic` for this dead letter, read from
+    /// `{topic}.dlq`: what a [`Transport::redrive`] publishes. It keeps the
+    /// key, payload and headers (id, time, source, application headers)
+    /// but for the dead-letter headers that describe the failure
+    /// (`topicbus_error`, `topicbus_error_kind`, `topicbus_attempts`,
+    /// `topicbus_original_topic`, `topicbus_group`); it counts the re-drive
+    /// in [`header::REDRIVES`](crate::header::REDRIVES) and names the group
+    /// that dead-lettered it in
+    /// [`header::REDRIVE_GROUP`](crate::header::REDRIVE_GROUP), the only
+    /// group that handles it again.
+    ///
+    /// Fails with [`Error::Codec`] when the dead letter cannot be re-driven,
+    /// the error naming why: its `topicbus_redrives` header is not a count
+    /// below 1 000 000 (topicbus adds one per re-drive, so the header was
+    /// forged or damaged), or its payload, an in-process value, cannot be
+    /// encoded. Such a dead letter is skipped: it stays in `{topic}.dlq`.
+    ///
+    /// ```
+    /// use topicbus::transport::TransportMessage;
+    /// use topicbus::{header, Error, Headers};
+    ///
+    /// let mut headers = Headers::new();
+    /// headers.insert(header::ERROR, "handler failed: no stock");
+    /// headers.insert(header::GROUP, "billing");
+    /// let dead = TransportMessage::from_wire("orders.dlq", None, &headers, "{}".into());
+    ///
+    /// let again = dead.redriven("orders")?;
+    /// assert_eq!(again.topic(), "orders");
+    /// assert_eq!(again.id(), dead.id());
+    /// let sent = again.headers();
+    /// assert_eq!(sent.get_str(header::ERROR), None);
+    /// assert_eq!(sent.get_str(header::REDRIVES), Some("1"));
+    /// assert_eq!(sent.get_str(header::REDRIVE_GROUP), Some("billing"));
+    ///
+    /// headers.insert(header::REDRIVES, "many");
+    /// let forged = TransportMessage::from_wire("orders.dlq", None, &headers, "{}".into());
+    /// assert!(matches!(forged.redriven("orders"), Err(Error::Codec { .. })));
+    /// # Ok::<(), topicbus::Error>(())
+    /// ```
+    pub fn redriven(&self, topic: &str) -> Result<TransportMessage> {
+        crate::redrive::revive(&self.0, topic).map(TransportMessage)
     }
 
     /// The topic the message is published to.
@@ -333,12 +424,23 @@ impl std::fmt::Debug for GroupMember {
 /// the inbox's name, and it wakes the request each answers (a reply nobody
 /// waits for any more is counted and dropped).
 #[derive(Clone)]
-pub struct ReplyInbox(pub(crate) Arc<Pending>);
+pub struct ReplyInbox {
+    pub(crate) pending: Arc<Pending>,
+    pub(crate) header_limits: HeaderLimits,
+}
 
 impl ReplyInbox {
     /// Hands a reply that arrived for this inbox to its request.
     pub fn deliver(&self, reply: TransportMessage) {
-        self.0.complete(reply.0);
+        self.pending.complete(reply.0);
+    }
+
+    /// The bus's bounds on the headers of a received message
+    /// ([`BusBuilder::max_headers`](crate::BusBuilder::max_headers)): a
+    /// transport that reads replies off the wire rebuilds them with
+    /// [`TransportMessage::from_wire_with`] and these limits.
+    pub fn header_limits(&self) -> HeaderLimits {
+        self.header_limits
     }
 }
 
@@ -523,8 +625,61 @@ pub trait Transport: Send + Sync + 'static {
     fn close_now(&self, inbox: &str);
 
     /// Moves the kept dead letters of `topic` (from `{topic}.dlq`) back to
-    /// it. By default fails with [`Error::Config`]: the transport keeps no
-    /// dead letters to move.
+    /// it, for [`Bus::redrive`](crate::Bus::redrive). By default fails with
+    /// [`Error::Config`]: the transport keeps no dead letters to move.
+    ///
+    /// A transport that keeps them reads the messages of `{topic}.dlq`
+    /// there now (the ones dead-lettered meanwhile can wait for the next
+    /// re-drive) and for each calls [`TransportMessage::redriven`] with
+    /// `topic`, which applies the bus's re-drive rules:
+    ///
+    /// - on `Ok`, publishes the message it returns to `topic`, as
+    ///   [`Transport::publish`] would, and only once that is acknowledged
+    ///   removes the dead letter (or moves its read position past it), then
+    ///   counts it in [`RedriveSummary::moved`];
+    /// - on `Err`, leaves the dead letter where it is, logs it at error
+    ///   level with the error, which says why, and counts it in
+    ///   [`RedriveSummary::skipped`]; then goes on with the next one.
+    ///
+    /// It fails (with [`Error::Unavailable`], say) only when it cannot go
+    /// on: what it moved before stays moved. One re-drive of a topic runs at
+    /// a time.
+    ///
+    /// ```
+    /// use topicbus::transport::{Transport, TransportMessage};
+    /// use topicbus::{RedriveSummary, Result};
+    ///
+    /// /// Moves `dead`, the messages kept in `{topic}.dlq`, back to `topic`
+    /// /// through `transport`; what cannot be re-driven stays in `dead`.
+    /// async fn redrive(
+    ///     transport: &dyn Transport,
+    ///     topic: &str,
+    ///     dead: &mut Vec<TransportMessage>,
+    /// ) -> Result<RedriveSummary> {
+    ///     let mut done = RedriveSummary::default();
+    ///     let mut at = 0;
+    ///     while at < dead.len() {
+    ///         match dead[at].redriven(topic) {
+    ///             Ok(again) => {
+    ///                 transport.publish(again).await?;
+    ///                 dead.remove(at);
+    ///                 done.moved += 1;
+    ///             }
+    ///             Err(error) => {
+    ///                 tracing::error!(
+    ///                     topic = %format!("{topic}.dlq"),
+    ///                     id = %dead[at].id(),
+    ///                     %error,
+    ///                     "re-drive skipped a dead letter; it stays in the dead-letter topic"
+    ///                 );
+    ///                 done.skipped += 1;
+    ///                 at += 1;
+    ///             }
+    ///         }
+    ///     }
+    ///     Ok(done)
+    /// }
+    /// ```
     fn redrive<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<RedriveSummary>> {
         let name = self.name().to_owned();
         let _ = topic;

@@ -30,6 +30,14 @@
 //!   instance that asked.
 //! - [`Transport::ensure_topic`] provisions topics where they must exist
 //!   first; [`Transport::close`] and [`Transport::leave`] drain on shutdown.
+//! - A transport that moves messages over a network writes
+//!   [`TransportMessage::headers`] and [`TransportMessage::payload_bytes`]
+//!   and rebuilds the message with [`TransportMessage::from_wire_with`],
+//!   within the bus's [`HeaderLimits`] (given with each
+//!   [`SubscriptionSpec`] and [`ReplyInbox`]).
+//! - [`Transport::redrive`], where the transport keeps dead letters, moves
+//!   them back with [`TransportMessage::redriven`], which applies the bus's
+//!   re-drive rules.
 //!
 //! # A minimal transport
 //!
@@ -125,3 +133,4 @@ pub use self::contract::{
 };
 pub(crate) use self::contract::{Member, Waiting};
 pub(crate) use self::pending::{inbox_name, Outcome, Pending, REPLY_TOPIC_PREFIX};
+pub use crate::wire::HeaderLimits;

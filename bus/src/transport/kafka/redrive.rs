@@ -84,7 +84,8 @@ fn redrive(
                 if let Some(&end) = ends.get(&partition) {
                     if offset < end {
                         let dead = reader.read(&message);
-                        match revive(&dead, topic).and_then(|revived| fits(revived, limit)) {
+                        let revived = revive(&dead, topic).map_err(|e| e.to_string());
+                        match revived.and_then(|revived| fits(revived, limit)) {
                             Ok(revived) => batch.messages.push((revived, partition, offset)),
                             Err(reason) => {
                                 skipped(&dlq, &at(partition, offset), &dead.meta.id, &reason);

@@ -112,7 +112,7 @@ impl DeadLetters {
                     done.moved += 1;
                 }
                 Err(reason) => {
-                    skipped(&dlq, "kept in memory", &dead.meta.id, &reason);
+                    skipped(&dlq, "kept in memory", &dead.meta.id, &reason.to_string());
                     done.skipped += 1;
                 }
             }

@@ -1114,7 +1114,7 @@ impl Transport for MemoryBroker {
     }
 
     fn open_inbox(&self, name: &str, inbox: ReplyInbox) -> Result<()> {
-        self.open_named_inbox(name.into(), &inbox.0);
+        self.open_named_inbox(name.into(), &inbox.pending);
         Ok(())
     }
 
