@@ -253,7 +253,17 @@ impl TopicState {
         Arc::clone(&self.groups.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Replaces the topic's groups (callers hold `retained`, so one change
+    /// at a time), telling each whether groups come after it.
     fn set_groups(&self, groups: Vec<Arc<GroupState>>) {
+        let last = groups.len().saturating_sub(1);
+        for (at, group) in groups.iter().enumerate() {
+            // Before the list is published under the write lock: a publish
+            // that reads the list, and so leaves a wake to a group's task,
+            // then queues under that group's queue lock, which the task
+            // takes before it reads this.
+            group.later.store(at < last, Ordering::Relaxed);
+        }
         *self.groups.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(groups);
     }
 
@@ -301,6 +311,9 @@ struct GroupState {
     /// Its topic, whose later groups a partition task passes a wake on to
     /// (see [`pass_wake`]).
     topic: Weak<TopicState>,
+    /// Whether the topic has groups after this one (set by
+    /// `TopicState::set_groups`): when not, there is no wake to pass on.
+    later: AtomicBool,
 }
 
 impl GroupState {
@@ -602,6 +615,7 @@ impl MemoryBroker {
             outstanding: Padded(AtomicUsize::new(backlog_len)),
             keyless: Arc::clone(&topic.keyless),
             topic: Arc::downgrade(&topic),
+            later: AtomicBool::new(false),
             idle: Notify::new(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -873,6 +887,11 @@ impl<'a> Wakes<'a> {
 /// worker to steal it. Passed on, each wake comes from the task woken
 /// before, with the slot free.
 fn pass_wake(group: &GroupState, partition: usize) {
+    // The last group (the only one, for most topics) passes nothing on:
+    // one load instead of the topic's lock for every run.
+    if !group.later.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(topic) = group.topic.upgrade() else {
         return;
     };
