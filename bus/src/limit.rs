@@ -26,20 +26,24 @@ pub(crate) fn check_size(topic: &str, size: usize, limit: usize) -> Result<()> {
 /// cannot be read by, or a payload over the consumer's size limit. Both are
 /// permanent (retrying cannot help); the message is dead-lettered with the
 /// returned kind and reason.
+// Inlined: every delivery to a typed handler asks, and the reasons are
+// made only for a message refused.
+#[inline]
 pub(crate) fn refuse(message: &Message, limit: usize) -> Option<(&'static str, String)> {
     if let Some(why) = &message.meta.malformed {
         return Some(("header", why.to_string()));
     }
     let size = message.payload().size();
-    if size > limit {
-        return Some((
-            "too_large",
-            format!(
-                "payload of {size} bytes exceeds this consumer's limit of {limit} bytes (max_message_bytes)"
-            ),
-        ));
-    }
-    None
+    (size > limit).then(|| too_large(size, limit))
+}
+
+fn too_large(size: usize, limit: usize) -> (&'static str, String) {
+    (
+        "too_large",
+        format!(
+            "payload of {size} bytes exceeds this consumer's limit of {limit} bytes (max_message_bytes)"
+        ),
+    )
 }
 
 /// At most this many bytes of a failure's reason go into a dead letter's

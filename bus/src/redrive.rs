@@ -130,7 +130,14 @@ pub(crate) fn skipped(dlq: &str, at: &str, id: &dyn std::fmt::Display, reason: &
 /// re-driven for another group. Such a message is acknowledged without
 /// its handler; the log says so, since anyone who can write to the topic
 /// can set the header.
+// Inlined: every delivery asks, and a message without headers (the most,
+// in process) is for every group.
+#[inline]
 pub(crate) fn is_for(message: &Message, group: &str) -> bool {
+    message.meta.headers.is_empty() || is_for_group(message, group)
+}
+
+fn is_for_group(message: &Message, group: &str) -> bool {
     let Some(target) = message.meta.headers.get(header::REDRIVE_GROUP) else {
         return true;
     };

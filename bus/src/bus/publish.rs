@@ -73,21 +73,24 @@ impl Bus {
         mut headers: Headers,
     ) -> Result<MessageId> {
         let core = self.core();
-        let topic = message.__topic();
+        let (topic, partitions) = (message.__topic(), message.__partitions());
         // A publish span lasts as long as the publish; it is not entered,
         // since wrapping the publish would make every publish future larger.
         let span = trace::publish_span(topic);
         trace::inject(&span, &mut headers);
-        let published = async {
-            core.check_open()?;
-            core.ensure_topic(topic, message.__partitions()).await?;
-            let message = message.__build(Outgoing { core, headers, id })?.0;
-            trace::record_message(&span, &message.meta);
-            let id = message.meta.id.clone();
-            core.publish(message).await?;
-            Ok(id)
-        }
-        .await;
+        // Built before the one wait, and no inner future: each nested state
+        // machine costs every publish its set-up and drop.
+        let built = core
+            .check_open()
+            .and_then(|()| message.__build(Outgoing { core, headers, id }));
+        let published = match built {
+            Ok(Built(message)) => {
+                trace::record_message(&span, &message.meta);
+                let id = message.meta.id.clone();
+                core.publish_new(partitions, message).await.map(|()| id)
+            }
+            Err(error) => Err(error),
+        };
         core.metrics.published(topic, 1, published.is_ok());
         published
     }

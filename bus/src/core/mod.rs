@@ -182,6 +182,25 @@ impl BusCore {
         Ok(())
     }
 
+    /// Publishes a message of this bus's making, to a topic made sure of
+    /// first where the transport provisions topics (`partitions` from its
+    /// type).
+    pub(crate) async fn publish_new(
+        &self,
+        partitions: Option<u32>,
+        message: Message,
+    ) -> Result<()> {
+        if self.event_log().is_none() {
+            // One future fewer for the common case: the memory broker
+            // provisions no topics.
+            if let Transport::Memory(memory) = &self.transport {
+                return memory.publish(message).await;
+            }
+        }
+        self.ensure_topic(&message.meta.topic, partitions).await?;
+        self.publish(message).await
+    }
+
     /// Publishes through the transport; with an event log, records the
     /// message once the transport took it.
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {

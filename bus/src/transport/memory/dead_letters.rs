@@ -51,10 +51,15 @@ impl DeadLetters {
 
     /// Keeps `message` if it goes to a dead-letter topic, dropping the
     /// oldest kept ones past either bound.
+    // Inlined: every publish asks, and few are dead letters.
+    #[inline]
     pub fn keep(&self, message: &Message) {
-        if self.capacity == 0 || !message.meta.topic.ends_with(".dlq") {
-            return;
+        if self.capacity != 0 && message.meta.topic.ends_with(".dlq") {
+            self.keep_dead_letter(message);
         }
+    }
+
+    fn keep_dead_letter(&self, message: &Message) {
         let size = size(message);
         if size > self.max_bytes {
             tracing::warn!(topic = %message.meta.topic, size, max_bytes = self.max_bytes, "did not keep a dead letter larger than dead_letter_max_bytes for re-drives");
