@@ -261,24 +261,34 @@ impl<T> BusBuilder<T> {
     }
 }
 
+/// The pending requests of a new bus: its settings' bound and reply key.
+fn pending(settings: &Settings) -> Arc<Pending> {
+    Pending::new(settings.max_pending_requests, settings.reply_key.clone())
+}
+
+/// A bus's limit on message bytes, and whether the values it hands over in
+/// process (`carries_values`) are measured against it: only against a
+/// limit someone set (on the builder or the transport), since measuring a
+/// value encodes it. Without one, the default limit, and values unmeasured.
+fn value_limit(configured: Option<usize>, carries_values: bool) -> (usize, bool) {
+    match configured {
+        Some(limit) => (limit, carries_values),
+        None => (crate::limit::DEFAULT_MAX_MESSAGE_BYTES, false),
+    }
+}
+
 impl BusBuilder<MemoryChoice> {
     /// Builds a bus on the memory transport.
     pub fn build(self) -> Bus {
-        let pending = Pending::new(
-            self.settings.max_pending_requests,
-            self.settings.reply_key.clone(),
-        );
+        let pending = pending(&self.settings);
         let broker = self.transport.0.unwrap_or_default();
         let inbox = broker.open_inbox(&self.service, &pending);
-        // Values are measured (encoded) only against a limit someone set.
-        let (max_message_bytes, measure_values) = match self
-            .settings
-            .max_message_bytes
-            .or_else(|| broker.max_message_bytes())
-        {
-            Some(limit) => (limit, true),
-            None => (crate::limit::DEFAULT_MAX_MESSAGE_BYTES, false),
-        };
+        let (max_message_bytes, measure_values) = value_limit(
+            self.settings
+                .max_message_bytes
+                .or_else(|| broker.max_message_bytes()),
+            true,
+        );
         Bus::from_parts(
             self.service,
             self.settings,
@@ -306,10 +316,7 @@ impl BusBuilder<CustomChoice> {
     /// opens this instance's reply inbox there, and fails with the
     /// transport's error if it cannot.
     pub async fn connect(self) -> Result<Bus> {
-        let pending = Pending::new(
-            self.settings.max_pending_requests,
-            self.settings.reply_key.clone(),
-        );
+        let pending = pending(&self.settings);
         let custom = Custom::new(self.transport.0);
         let inbox = inbox_name(&self.service);
         custom.transport.open_inbox(
@@ -319,16 +326,12 @@ impl BusBuilder<CustomChoice> {
                 header_limits: self.settings.header_limits,
             },
         )?;
-        // As on memory: values are measured (encoded) only against a limit
-        // someone set.
-        let (max_message_bytes, measure_values) = match self
-            .settings
-            .max_message_bytes
-            .or_else(|| custom.transport.max_message_bytes())
-        {
-            Some(limit) => (limit, custom.capabilities.carries_values),
-            None => (crate::limit::DEFAULT_MAX_MESSAGE_BYTES, false),
-        };
+        let (max_message_bytes, measure_values) = value_limit(
+            self.settings
+                .max_message_bytes
+                .or_else(|| custom.transport.max_message_bytes()),
+            custom.capabilities.carries_values,
+        );
         Ok(Bus::from_parts(
             self.service,
             self.settings,
@@ -351,10 +354,7 @@ impl BusBuilder<crate::transport::kafka::KafkaConfig> {
     /// brokers when none answers within the connect timeout, and with
     /// [`Error::Config`](crate::Error::Config) naming the property librdkafka refused.
     pub async fn connect(self) -> Result<Bus> {
-        let pending = Pending::new(
-            self.settings.max_pending_requests,
-            self.settings.reply_key.clone(),
-        );
+        let pending = pending(&self.settings);
         let mut config = self.transport;
         if let Some(limit) = self.settings.max_message_bytes {
             config = config.max_message_bytes(limit);
