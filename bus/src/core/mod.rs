@@ -190,27 +190,33 @@ impl BusCore {
         partitions: Option<u32>,
         message: Message,
     ) -> Result<()> {
-        if self.event_log().is_none() {
-            // One future fewer for the common case: the memory broker
-            // provisions no topics.
-            if let Transport::Memory(memory) = &self.transport {
-                return memory.publish(message).await;
-            }
+        // One future fewer for the common case: the memory broker
+        // provisions no topics.
+        if let Some(memory) = self.unlogged_memory() {
+            return memory.publish(message).await;
         }
         self.ensure_topic(&message.meta.topic, partitions).await?;
         self.publish(message).await
     }
 
+    /// The memory broker, when publishes go to it directly: on the memory
+    /// transport without an event log. Through `Transport::publish`, whose
+    /// future has a `Custom` state too, each message would pay for one more
+    /// state machine and its drop (about 35 instructions).
+    fn unlogged_memory(&self) -> Option<&crate::memory::MemoryBroker> {
+        match &self.transport {
+            Transport::Memory(memory) if self.event_log().is_none() => Some(memory),
+            _ => None,
+        }
+    }
+
     /// Publishes through the transport; with an event log, records the
     /// message once the transport took it.
     pub(crate) async fn publish(&self, message: Message) -> Result<()> {
+        if let Some(memory) = self.unlogged_memory() {
+            return memory.publish(message).await;
+        }
         let Some(log) = self.event_log() else {
-            // The memory broker directly: through `Transport::publish`, whose
-            // future has a `Custom` state too, each message would pay for
-            // one more state machine and its drop (about 35 instructions).
-            if let Transport::Memory(memory) = &self.transport {
-                return memory.publish(message).await;
-            }
             return self.transport.publish(message).await;
         };
         let logged = message.clone();
