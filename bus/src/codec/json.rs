@@ -43,3 +43,25 @@ impl std::io::Write for Counter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A float comes back as the same `f64`: serde_json's default parser
+    /// reads its own text of this one as the next value up (found by the
+    /// `decode_json` fuzz target).
+    #[test]
+    fn a_float_survives_encoding_and_decoding() {
+        let sent: f64 = "0.222222222722232225".parse().expect("a float");
+        let text = Json::encode(&sent).expect("encoded");
+        let got: f64 = Json::decode(&text).expect("decoded");
+        assert_eq!(
+            got.to_bits(),
+            sent.to_bits(),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        assert_eq!(Json::encode(&got).expect("encoded again"), text);
+    }
+}
